@@ -1,0 +1,280 @@
+"""The provider's HTTP service: a versioned JSON API, the gateway proxy and /metrics.
+
+    GET    /api/v1/health                        liveness, no auth
+    GET    /api/v1/status                        the offer: specs, utilisation, prices, capacity
+    POST   /api/v1/sessions                      create (signed by the renter)
+    GET    /api/v1/sessions                      the caller's own sessions (signed)
+    GET    /api/v1/sessions/<id>                 one of the caller's sessions (signed)
+    DELETE /api/v1/sessions/<id>                 stop it (signed)
+    *      /api/v1/sessions/<id>/gateway/<path>  the session's kernel gateway (session token)
+    GET    /metrics                              Prometheus
+
+Errors are JSON `{"error": {"status": N, "message": "..."}}`, mapped in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from tornado import httpclient, web, websocket
+
+from .._version import __version__
+from ..signed_requests import HEADER_KEY, SignatureError
+from .proxy import (
+    MAX_MESSAGE_SIZE,
+    GatewayWebsocketBridge,
+    forward_headers,
+    session_token_from,
+)
+from .sessions import SessionError, SessionRequest
+
+if TYPE_CHECKING:
+    from .node import ProviderNode
+
+log = logging.getLogger("walnut.provider.api")
+
+API = "/api/v1"
+SESSION_ID = r"(s-[0-9a-f]{16})"
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class BaseHandler(web.RequestHandler):
+    """JSON in, JSON out; every failure becomes a 4xx/5xx JSON error with a clear message."""
+
+    @property
+    def node(self) -> ProviderNode:
+        return self.settings["walnut_node"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+
+    def prepare(self) -> None:
+        self._t0 = time.perf_counter()
+        length = int(self.request.headers.get("Content-Length") or 0)
+        if length > self.node.config.max_body_bytes or len(self.request.body or b"") > \
+                self.node.config.max_body_bytes:
+            raise APIError(413, f"request body over {self.node.config.max_body_bytes} bytes")
+
+    def on_finish(self) -> None:
+        status = self.get_status()
+        if status >= 400:
+            self.node.metrics.http_errors.labels(str(status)).inc()
+        self.node.metrics.request_seconds.labels(self.request.method).observe(
+            time.perf_counter() - getattr(self, "_t0", time.perf_counter()))
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def json_body(self) -> Any:
+        try:
+            return json.loads(self.request.body or b"")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise APIError(400, "request body is not valid JSON") from exc
+
+    def renter(self) -> tuple[str, str]:
+        """(renter address, public key hex) of a correctly signed request."""
+        try:
+            address = self.node.verifier.verify(self.request.method, self.request.uri,
+                                                self.request.headers, self.request.body or b"")
+        except SignatureError as exc:
+            raise APIError(401, str(exc)) from exc
+        return address, self.request.headers[HEADER_KEY].strip().lower()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, APIError | SessionError):
+            status, message = exc.status, exc.message
+        elif isinstance(exc, web.HTTPError):
+            status, message = exc.status_code, exc.log_message or self._reason
+        else:
+            status, message = 500, "internal error"  # details go to the log, not the caller
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": {"status": status, "message": message}}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, APIError | SessionError):
+            return
+        super().log_exception(typ, value, tb)
+
+
+class HealthHandler(BaseHandler):
+    def get(self) -> None:
+        self.write_json({"status": "ok", "version": __version__, "node": self.node.config.name})
+
+
+class StatusHandler(BaseHandler):
+    def get(self) -> None:
+        self.write_json(self.node.offer())
+
+
+class OpenAPIHandler(BaseHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/yaml")
+        self.finish(resources.files("jupyter_walnut.provider").joinpath("openapi.yaml")
+                    .read_text())
+
+
+class SessionsHandler(BaseHandler):
+    async def post(self) -> None:
+        renter, public_key = self.renter()
+        req = SessionRequest.from_json(self.json_body())
+        rec, token = await self.node.sessions.create(renter, public_key, req)
+        self.write_json({**rec.public(), "access_token": token,
+                         "gateway_path": f"{API}/sessions/{rec.id}/gateway"}, status=201)
+
+    def get(self) -> None:
+        renter, _ = self.renter()
+        self.write_json({"sessions": [r.public() for r in self.node.sessions.store.list(renter)]})
+
+
+class SessionHandler(BaseHandler):
+    def get(self, session_id: str) -> None:
+        renter, _ = self.renter()
+        self.write_json(self.node.sessions.owned(session_id, renter).public())
+
+    async def delete(self, session_id: str) -> None:
+        renter, _ = self.renter()
+        self.node.sessions.owned(session_id, renter)
+        rec = await self.node.sessions.stop(session_id)
+        self.write_json(rec.public())
+
+
+class GatewayProxyHandler(BaseHandler):
+    """Kernel-gateway REST calls of one session."""
+
+    SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+    async def _proxy(self, session_id: str, path: str) -> None:
+        handle = self.node.sessions.authorize_gateway(
+            session_id, session_token_from(self.request.headers))
+        rec = self.node.sessions.store.get(session_id)
+        query = ("?" + self.request.query) if self.request.query else ""
+        body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
+        if body is not None and not body:
+            body = b""
+        request = httpclient.HTTPRequest(
+            f"{handle.gateway_url}/{path}{query}", method=self.request.method,
+            headers=forward_headers(self.request.headers, rec.gateway_token), body=body,
+            request_timeout=120, allow_nonstandard_methods=True, follow_redirects=False,
+        )
+        self.node.metrics.proxy_bytes.labels("to_gateway").inc(len(body or b""))
+        try:
+            resp = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError as exc:
+            raise APIError(502, f"session gateway unreachable: {exc.strerror or exc}") from exc
+        if resp.code == 599:
+            raise APIError(502, "session gateway unreachable")
+        self.node.metrics.proxy_bytes.labels("to_renter").inc(len(resp.body or b""))
+        self.set_status(resp.code)
+        self.clear_header("Content-Type")
+        for name in ("Content-Type", "Location"):
+            if name in resp.headers:
+                self.set_header(name, resp.headers[name])
+        self.finish(None if resp.code in (204, 304) else (resp.body or b""))
+
+    async def get(self, session_id: str, path: str) -> None:
+        await self._proxy(session_id, path)
+
+    post = put = patch = delete = get
+
+
+class GatewayWebsocketHandler(websocket.WebSocketHandler):
+    """Kernel websocket of one session: `.../gateway/api/kernels/<kernel>/channels`."""
+
+    @property
+    def node(self) -> ProviderNode:
+        return self.settings["walnut_node"]
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # authenticated by the session token header, not by cookies
+
+    async def get(self, session_id: str, kernel_path: str) -> None:
+        try:
+            handle = self.node.sessions.authorize_gateway(
+                session_id, session_token_from(self.request.headers))
+        except SessionError as exc:
+            self.set_status(exc.status)
+            self.finish(json.dumps({"error": {"status": exc.status, "message": exc.message}}))
+            return
+        rec = self.node.sessions.store.get(session_id)
+        ws_url = handle.gateway_url.replace("http", "ws", 1) + "/" + kernel_path
+        if self.request.query:
+            ws_url += "?" + self.request.query
+        requested = [p.strip() for p in
+                     self.request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        self.bridge = GatewayWebsocketBridge(self, self.node.metrics)
+        try:
+            await self.bridge.connect(ws_url, {"Authorization": f"token {rec.gateway_token}"},
+                                      requested)
+        except (httpclient.HTTPClientError, OSError) as exc:
+            code = getattr(exc, "code", 502)
+            self.set_status(404 if code == 404 else 502)
+            self.finish(json.dumps({"error": {"status": self.get_status(),
+                                              "message": "kernel websocket unavailable"}}))
+            return
+        self._subprotocol = self.bridge.upstream.selected_subprotocol
+        await super().get(session_id, kernel_path)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        return getattr(self, "_subprotocol", None)
+
+    def open(self, *args: str) -> None:
+        self.set_nodelay(True)
+        self.bridge.start_pump()
+
+    async def on_message(self, message: str | bytes) -> None:
+        await self.bridge.to_gateway(message)
+
+    def on_close(self) -> None:
+        bridge = getattr(self, "bridge", None)
+        if bridge is not None:
+            bridge.close()
+
+
+class MetricsHandler(web.RequestHandler):
+    def get(self) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        node = self.settings["walnut_node"]
+        node.refresh_metrics()
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(node.metrics.registry))
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        raise APIError(404, f"no such endpoint: {self.request.method} {self.request.path}")
+
+
+def make_app(node: ProviderNode) -> web.Application:
+    return web.Application(
+        [
+            (rf"{API}/health", HealthHandler),
+            (rf"{API}/status", StatusHandler),
+            (rf"{API}/openapi.yaml", OpenAPIHandler),
+            (rf"{API}/sessions", SessionsHandler),
+            (rf"{API}/sessions/{SESSION_ID}", SessionHandler),
+            (rf"{API}/sessions/{SESSION_ID}/gateway/(api/kernels/[^/]+/channels)",
+             GatewayWebsocketHandler),
+            (rf"{API}/sessions/{SESSION_ID}/gateway/(.*)", GatewayProxyHandler),
+            (r"/metrics", MetricsHandler),
+        ],
+        default_handler_class=NotFoundHandler,
+        walnut_node=node,
+        websocket_max_message_size=MAX_MESSAGE_SIZE,
+        websocket_ping_interval=30,
+    )
+

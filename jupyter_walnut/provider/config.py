@@ -1,0 +1,299 @@
+"""The provider's configuration file (`provider.toml`): prices, availability, images, endpoint.
+
+Every value is validated on load; an invalid file is refused with the offending key named,
+e.g. `shapes[1].price_mist_per_second: must be a non-negative integer (MIST)`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A resource shape the provider rents out, at an integer price in MIST per second."""
+
+    name: str
+    gpus: int
+    cpus: float
+    memory_mb: int
+    price_mist_per_second: int
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str  # what renters ask for
+    reference: str  # docker image reference; "builtin" means the offline-built gateway image
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Window:
+    days: tuple[str, ...]
+    start: str  # HH:MM, provider local time
+    end: str  # HH:MM or 24:00
+
+    def contains(self, when: dt.datetime) -> bool:
+        if DAYS[when.weekday()] not in self.days:
+            return False
+        hhmm = when.strftime("%H:%M")
+        return self.start <= hhmm < self.end
+
+
+@dataclass(frozen=True)
+class Availability:
+    max_sessions: int = 4
+    reserved_gpus: tuple[int, ...] = ()
+    max_session_seconds: int = 24 * 3600
+    schedule: tuple[Window, ...] = ()  # empty: always open
+
+    def open_at(self, when: dt.datetime) -> bool:
+        return not self.schedule or any(w.contains(when) for w in self.schedule)
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    endpoint: str
+    region: str = "local"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8765
+    runtime: str = "auto"  # auto | docker | process
+    shapes: tuple[Shape, ...] = ()
+    images: tuple[Image, ...] = ()
+    availability: Availability = field(default_factory=Availability)
+    max_body_bytes: int = 1024 * 1024
+    signature_window_s: int = 60
+
+    def shape(self, name: str) -> Shape | None:
+        return next((s for s in self.shapes if s.name == name), None)
+
+    def image(self, name: str) -> Image | None:
+        return next((i for i in self.images if i.name == name), None)
+
+
+# --- validation ---------------------------------------------------------------
+
+
+def _int(data: dict, key: str, where: str, default: Any = ..., minimum: int = 0) -> int:
+    if key not in data:
+        if default is ...:
+            raise ConfigError(f"{where}{key}: required")
+        return default
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}{key}: must be an integer >= {minimum}")
+    return value
+
+
+def _str(data: dict, key: str, where: str, default: Any = ..., pattern: re.Pattern | None = None,
+         choices: tuple[str, ...] | None = None) -> str:
+    if key not in data:
+        if default is ...:
+            raise ConfigError(f"{where}{key}: required")
+        return default
+    value = data[key]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}{key}: must be a non-empty string")
+    if pattern is not None and not pattern.match(value):
+        raise ConfigError(f"{where}{key}: {value!r} is not a valid name (a-z, 0-9, . _ -)")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}{key}: must be one of {', '.join(choices)}")
+    return value
+
+
+def _unknown(data: dict, allowed: set[str], where: str) -> None:
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise ConfigError(f"{where}{extra[0]}: unknown key")
+
+
+def _table(data: dict, key: str, where: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}{key}: must be a table")
+    return value
+
+
+def _list(data: dict, key: str, where: str) -> list:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}{key}: must be a list")
+    return value
+
+
+def _shape(data: Any, where: str) -> Shape:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a table")
+    _unknown(data, {"name", "gpus", "cpus", "memory_mb", "price_mist_per_second"}, where + ".")
+    w = where + "."
+    cpus = data.get("cpus")
+    if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0 < cpus <= 1024:
+        raise ConfigError(f"{w}cpus: must be a number of cores > 0")
+    price = data.get("price_mist_per_second")
+    if isinstance(price, float):
+        raise ConfigError(f"{w}price_mist_per_second: must be an integer (MIST), not a float")
+    return Shape(
+        name=_str(data, "name", w, pattern=_NAME),
+        gpus=_int(data, "gpus", w, default=0),
+        cpus=float(cpus),
+        memory_mb=_int(data, "memory_mb", w, minimum=64),
+        price_mist_per_second=_int(data, "price_mist_per_second", w),
+    )
+
+
+def _window(data: Any, where: str) -> Window:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a table")
+    _unknown(data, {"days", "start", "end"}, where + ".")
+    days = data.get("days", list(DAYS))
+    if not isinstance(days, list) or not days or any(d not in DAYS for d in days):
+        raise ConfigError(f"{where}.days: must be a list of {', '.join(DAYS)}")
+    start = _str(data, "start", where + ".", default="00:00")
+    end = _str(data, "end", where + ".", default="24:00")
+    for key, value in (("start", start), ("end", end)):
+        if not _HHMM.match(value):
+            raise ConfigError(f"{where}.{key}: must be HH:MM")
+    if start >= end:
+        raise ConfigError(f"{where}.end: must be after start")
+    return Window(tuple(days), start, end)
+
+
+def parse_config(data: dict) -> ProviderConfig:
+    _unknown(data, {"provider", "shapes", "images", "availability", "limits"}, "")
+    prov = _table(data, "provider", "")
+    _unknown(prov, {"name", "endpoint", "region", "listen_host", "listen_port", "runtime"},
+             "provider.")
+    shapes = tuple(_shape(s, f"shapes[{i}]") for i, s in enumerate(_list(data, "shapes", "")))
+    if not shapes:
+        raise ConfigError("shapes: at least one resource shape is required")
+    names = [s.name for s in shapes]
+    if len(set(names)) != len(names):
+        raise ConfigError("shapes: shape names must be unique")
+    images = []
+    for i, img in enumerate(_list(data, "images", "")):
+        w = f"images[{i}]."
+        if not isinstance(img, dict):
+            raise ConfigError(f"images[{i}]: must be a table")
+        _unknown(img, {"name", "reference", "description"}, w)
+        images.append(Image(_str(img, "name", w, pattern=_NAME), _str(img, "reference", w),
+                            img.get("description", "") if isinstance(img.get("description", ""),
+                                                                     str) else ""))
+    if not images:
+        raise ConfigError("images: at least one image is required")
+    avail = _table(data, "availability", "")
+    _unknown(avail, {"max_sessions", "reserved_gpus", "max_session_seconds", "schedule"},
+             "availability.")
+    reserved = avail.get("reserved_gpus", [])
+    if not isinstance(reserved, list) or any(
+        isinstance(g, bool) or not isinstance(g, int) or g < 0 for g in reserved
+    ):
+        raise ConfigError("availability.reserved_gpus: must be a list of GPU indices")
+    availability = Availability(
+        max_sessions=_int(avail, "max_sessions", "availability.", default=4, minimum=1),
+        reserved_gpus=tuple(reserved),
+        max_session_seconds=_int(avail, "max_session_seconds", "availability.",
+                                 default=24 * 3600, minimum=60),
+        schedule=tuple(_window(w, f"availability.schedule[{i}]")
+                       for i, w in enumerate(_list(avail, "schedule", "availability."))),
+    )
+    limits = _table(data, "limits", "")
+    _unknown(limits, {"max_body_bytes", "signature_window_s"}, "limits.")
+    port = _int(prov, "listen_port", "provider.", default=8765)
+    if port > 65535:
+        raise ConfigError("provider.listen_port: must be <= 65535")
+    endpoint = _str(prov, "endpoint", "provider.", default=f"http://127.0.0.1:{port}")
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError("provider.endpoint: must start with http:// or https://")
+    return ProviderConfig(
+        name=_str(prov, "name", "provider.", pattern=_NAME),
+        endpoint=endpoint.rstrip("/"),
+        region=_str(prov, "region", "provider.", default="local"),
+        listen_host=_str(prov, "listen_host", "provider.", default="127.0.0.1"),
+        listen_port=port,
+        runtime=_str(prov, "runtime", "provider.", default="auto",
+                     choices=("auto", "docker", "process")),
+        shapes=shapes,
+        images=tuple(images),
+        availability=availability,
+        max_body_bytes=_int(limits, "max_body_bytes", "limits.", default=1024 * 1024,
+                            minimum=1024),
+        signature_window_s=_int(limits, "signature_window_s", "limits.", default=60, minimum=5),
+    )
+
+
+def load_config(path: Path) -> ProviderConfig:
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no provider config at {path} (run `walnut-provider init`)") from exc
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(data)
+
+
+def default_config_text(name: str, gpu_count: int, cpu_count: int, memory_mb: int,
+                        port: int = 8765) -> str:
+    """A starting config sized to the detected hardware; the owner edits prices."""
+    cpus_small = max(1, min(2, cpu_count))
+    lines = [
+        "# Walnut provider configuration. Prices are integer MIST per second (1 SUI = 10^9 MIST).",
+        "[provider]",
+        f'name = "{name}"',
+        f'endpoint = "http://127.0.0.1:{port}"  # the address renters reach; https in production',
+        'region = "local"',
+        'listen_host = "127.0.0.1"',
+        f"listen_port = {port}",
+        'runtime = "auto"  # auto (docker when an engine answers, else process) | docker | process',
+        "",
+        "[[shapes]]",
+        'name = "cpu-small"',
+        "gpus = 0",
+        f"cpus = {cpus_small}",
+        f"memory_mb = {max(512, min(2048, memory_mb // 4))}",
+        "price_mist_per_second = 2000  # 0.0072 SUI per hour",
+    ]
+    if gpu_count:
+        lines += [
+            "",
+            "[[shapes]]",
+            'name = "gpu-1"',
+            "gpus = 1",
+            f"cpus = {max(1, cpu_count // max(gpu_count, 1))}",
+            f"memory_mb = {max(1024, memory_mb // max(gpu_count, 1) // 2)}",
+            "price_mist_per_second = 50000  # 0.18 SUI per hour",
+        ]
+    lines += [
+        "",
+        "[[images]]",
+        'name = "python"',
+        'reference = "builtin"  # the Walnut gateway image (built offline when needed)',
+        'description = "Python 3 with ipykernel and numpy"',
+        "",
+        "[availability]",
+        "max_sessions = 4",
+        "reserved_gpus = []  # GPU indices kept for the owner",
+        "max_session_seconds = 86400",
+        "# schedule: when new sessions are accepted; none means always.",
+        "# [[availability.schedule]]",
+        '# days = ["mon", "tue", "wed", "thu", "fri"]',
+        '# start = "19:00"',
+        '# end = "24:00"',
+        "",
+    ]
+    return "\n".join(lines)

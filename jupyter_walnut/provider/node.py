@@ -1,0 +1,164 @@
+"""A provider node: configuration, identity, runtime, sessions and the HTTP service together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from tornado.httpserver import HTTPServer
+
+from .._version import __version__
+from ..keys import KeyPair
+from ..signed_requests import RequestVerifier
+from .config import ProviderConfig
+from .hardware import Hardware, detect
+from .metrics import ProviderMetrics
+from .runtimes import Runtime
+from .sessions import SessionManager
+from .store import ACTIVE, SessionStore
+
+log = logging.getLogger("walnut.provider")
+
+
+def choose_runtime(config: ProviderConfig, state_dir: Path, provider_id: str
+                   ) -> tuple[Runtime, str]:
+    """(runtime, why): Docker when asked for or when `auto` finds an engine, else processes."""
+    from .runtimes.process import ProcessRuntime
+
+    if config.runtime in ("auto", "docker"):
+        from .runtimes.docker import DockerRuntime, docker_available
+
+        ok, reason = docker_available()
+        if ok:
+            return DockerRuntime(provider_id=provider_id), "Docker engine found"
+        if config.runtime == "docker":
+            raise SystemExit(f"walnut-provider: runtime is 'docker' but {reason}")
+        why = f"no Docker engine ({reason}); using local processes"
+    else:
+        why = "configured"
+    return ProcessRuntime(state_dir / "sessions"), why
+
+
+class ProviderNode:
+    def __init__(self, config: ProviderConfig, identity: KeyPair, state_dir: Path,
+                 runtime: Runtime | None = None) -> None:
+        self.config = config
+        self.identity = identity
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.metrics = ProviderMetrics()
+        self.verifier = RequestVerifier(config.signature_window_s)
+        self.store = SessionStore(self.state_dir / "provider.sqlite")
+        self.provider_id = identity.address[:18]
+        if runtime is None:
+            runtime, why = choose_runtime(config, self.state_dir, self.provider_id)
+            log.info("runtime: %s (%s)", runtime.name, why)
+        self.runtime = runtime
+        self._hw: Hardware | None = None
+        self._hw_at = 0.0
+        self.sessions = SessionManager(config, runtime, self.store, self.hardware,
+                                       self.state_dir, resolve_image=self._resolve_image)
+        self.sessions.on_event = self._on_session_event
+        self.started_at = time.time()
+        self.server: HTTPServer | None = None
+        self._loops: asyncio.Task | None = None
+        self._stopped = False
+
+    def hardware(self) -> Hardware:
+        """Detected hardware, re-read at most every 2 s (NVML calls are not free)."""
+        if self._hw is None or time.monotonic() - self._hw_at > 2.0:
+            self._hw = detect(str(self.state_dir))
+            self._hw_at = time.monotonic()
+        return self._hw
+
+    def _resolve_image(self, reference: str) -> str:
+        if self.runtime.name != "docker":
+            return reference  # processes run this machine's Python environment
+        if reference != "builtin":
+            return reference
+        from .image import ensure_gateway_image
+
+        return ensure_gateway_image(self.runtime.client,
+                                    progress=lambda step: log.info("gateway image: %s", step))
+
+    def _on_session_event(self, kind: str, rec) -> None:
+        if kind == "started":
+            self.metrics.sessions_started.inc()
+        elif kind == "failed":
+            self.metrics.sessions_failed.inc()
+
+    def offer(self) -> dict:
+        hw = self.hardware()
+        cap = self.sessions.capacity()
+        return {
+            "version": __version__,
+            "node": self.config.name,
+            "provider_address": self.identity.address,
+            "provider_public_key": self.identity.public_key.hex(),
+            "endpoint": self.config.endpoint,
+            "region": self.config.region,
+            "runtime": self.runtime.name,
+            "hardware": hw.to_json(),
+            "capacity": cap,
+            "shapes": [
+                {"name": s.name, "gpus": s.gpus, "cpus": s.cpus, "memory_mb": s.memory_mb,
+                 "price_mist_per_second": s.price_mist_per_second,
+                 "price_mist_per_hour": s.price_mist_per_second * 3600,
+                 "gpu_model": hw.gpus[0].model if s.gpus and hw.gpus else None,
+                 "gpu_memory_mb": hw.gpus[0].memory_mb if s.gpus and hw.gpus else None,
+                 "available": s.name in cap["shapes_available"]}
+                for s in self.config.shapes
+            ],
+            "images": [{"name": i.name, "description": i.description}
+                       for i in self.config.images],
+            "max_session_seconds": self.config.availability.max_session_seconds,
+            "uptime_seconds": int(time.time() - self.started_at),
+        }
+
+    def refresh_metrics(self) -> None:
+        counts: dict[str, int] = {}
+        metered = 0
+        for rec in self.store.list():
+            counts[rec.status] = counts.get(rec.status, 0) + 1
+            if rec.status in ACTIVE:
+                metered += rec.cost_mist
+        for status in ("starting", "running", "stopped", "failed"):
+            self.metrics.sessions.labels(status).set(counts.get(status, 0))
+        self.metrics.metered_mist.set(metered)
+        hw = self.hardware()
+        self.metrics.cpu_utilization.set(hw.cpu_utilization_pct)
+        for gpu in hw.gpus:
+            if gpu.utilization_pct is not None:
+                self.metrics.gpu_utilization.labels(str(gpu.index)).set(gpu.utilization_pct)
+            if gpu.memory_used_mb is not None:
+                self.metrics.gpu_memory_used.labels(str(gpu.index)).set(gpu.memory_used_mb)
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Adopt surviving sessions, start the loops and listen; returns the bound port."""
+        from .app import make_app
+
+        await self.sessions.adopt()
+        self._loops = asyncio.ensure_future(self.sessions.run_loops())
+        # bodies up to the hard cap are read and refused with a JSON 413 by the handlers;
+        # beyond it tornado drops the connection without reading
+        self.server = HTTPServer(make_app(self), xheaders=False,
+                                 max_body_size=max(16 << 20, 4 * self.config.max_body_bytes))
+        sockets = __import__("tornado.netutil", fromlist=["bind_sockets"]).bind_sockets(
+            self.config.listen_port if port is None else port,
+            self.config.listen_host if host is None else host)
+        self.server.add_sockets(sockets)
+        return sockets[0].getsockname()[1]
+
+    async def stop(self, stop_sessions: bool = False) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.server is not None:
+            self.server.stop()
+        if self._loops is not None:
+            self._loops.cancel()
+        await self.sessions.shutdown(stop_sessions=stop_sessions)
+        await self.runtime.close()
+        self.store.close()

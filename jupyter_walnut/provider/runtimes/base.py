@@ -1,0 +1,73 @@
+"""The interface every session runtime implements."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GATEWAY_CONTAINER_PORT = 8888
+
+
+class RuntimeError_(Exception):
+    """A runtime could not start or reach a session; the message is safe to show a renter."""
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What a session's gateway gets; the runtime enforces the limits."""
+
+    session_id: str
+    image: str  # image reference (Docker) or image name (process: informational)
+    gpus: tuple[int, ...]  # host GPU indices given to this session only
+    cpus: float
+    memory_mb: int
+    gateway_token: str  # internal token between the provider proxy and this gateway
+    workspace: Path  # per-session writable directory on the provider's host
+    max_kernels: int = 4
+    pids_limit: int = 512
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuntimeHandle:
+    """How to reach and identify a running session gateway; persisted by the provider."""
+
+    session_id: str
+    gateway_url: str  # e.g. http://127.0.0.1:49153
+    ref: str  # container id, or process id
+
+
+@dataclass(frozen=True)
+class RuntimeState:
+    running: bool
+    reason: str = ""  # why it is not running, in words (exit code, OOM, ...)
+
+
+class Runtime(abc.ABC):
+    """Starts, watches and stops session gateways."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def start(self, spec: SessionSpec) -> RuntimeHandle:
+        """Start the gateway; returns once it was started (readiness is checked by the caller)."""
+
+    @abc.abstractmethod
+    async def stop(self, handle: RuntimeHandle) -> None:
+        """Stop and remove everything the session had; idempotent."""
+
+    @abc.abstractmethod
+    async def state(self, handle: RuntimeHandle) -> RuntimeState:
+        """Whether the gateway is still running, and why not if it stopped."""
+
+    @abc.abstractmethod
+    async def adopt(self) -> list[RuntimeHandle]:
+        """Session gateways still running from an earlier provider process."""
+
+    async def logs(self, handle: RuntimeHandle, tail: int = 50) -> str:
+        """Recent gateway output, for failure reasons."""
+        return ""
+
+    async def close(self) -> None:
+        """Release runtime resources (clients, not sessions)."""

@@ -1,0 +1,382 @@
+"""Session lifecycle on the provider: admit, start, meter, watch, stop, adopt after restart.
+
+Metering uses this process's monotonic clock while it runs. Across a provider restart the
+gap is counted from the last persisted checkpoint (wall clock) only for sessions whose
+gateway kept running, so a restart neither loses nor double-counts time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from .config import ProviderConfig, Shape
+from .hardware import Hardware
+from .runtimes import Runtime, RuntimeError_, RuntimeHandle, SessionSpec
+from .store import ACTIVE, SessionRecord, SessionStore
+
+log = logging.getLogger("walnut.provider")
+
+READY_TIMEOUT_S = 90.0
+
+
+class SessionError(Exception):
+    """A request about sessions that cannot be honoured; `status` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    image: str
+    shape: str | None = None
+    gpus: int | None = None
+    cpus: float | None = None
+    memory_mb: int | None = None
+    max_seconds: int | None = None
+    channel_id: str | None = None
+
+    @classmethod
+    def from_json(cls, body: object) -> SessionRequest:
+        if not isinstance(body, dict):
+            raise SessionError(400, "request body must be a JSON object")
+        allowed = {"image", "shape", "gpus", "cpus", "memory_mb", "max_seconds", "channel_id"}
+        extra = sorted(set(body) - allowed)
+        if extra:
+            raise SessionError(400, f"unknown field: {extra[0]}")
+        image = body.get("image")
+        if not isinstance(image, str) or not image:
+            raise SessionError(400, "image: required (a name from the provider's offer)")
+
+        def opt_int(key: str, minimum: int) -> int | None:
+            value = body.get(key)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise SessionError(400, f"{key}: must be an integer >= {minimum}")
+            return value
+
+        cpus = body.get("cpus")
+        if cpus is not None and (
+            isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0 < cpus <= 1024
+        ):
+            raise SessionError(400, "cpus: must be a number of cores > 0")
+        shape = body.get("shape")
+        if shape is not None and not isinstance(shape, str):
+            raise SessionError(400, "shape: must be a string")
+        channel = body.get("channel_id")
+        if channel is not None and not isinstance(channel, str):
+            raise SessionError(400, "channel_id: must be a string")
+        return cls(image=image, shape=shape, gpus=opt_int("gpus", 0), cpus=cpus,
+                   memory_mb=opt_int("memory_mb", 64), max_seconds=opt_int("max_seconds", 1),
+                   channel_id=channel)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SessionManager:
+    def __init__(
+        self,
+        config: ProviderConfig,
+        runtime: Runtime,
+        store: SessionStore,
+        hardware: Callable[[], Hardware],
+        state_dir: Path,
+        resolve_image: Callable[[str], str] | None = None,
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.store = store
+        self.hardware = hardware
+        self.state_dir = Path(state_dir)
+        self.resolve_image = resolve_image or (lambda ref: ref)
+        self._handles: dict[str, RuntimeHandle] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._admit_lock = asyncio.Lock()
+        self._mono: dict[str, float] = {}  # session id -> monotonic time of last checkpoint
+        self.on_event: Callable[[str, SessionRecord], None] = lambda kind, rec: None
+        self.metering_interval_s = 1.0
+        self.watch_interval_s = 1.0
+
+    # --- admission -------------------------------------------------------------
+
+    def _choose_shape(self, req: SessionRequest) -> Shape:
+        if req.shape is not None:
+            shape = self.config.shape(req.shape)
+            if shape is None:
+                names = ", ".join(s.name for s in self.config.shapes)
+                raise SessionError(400, f"unknown shape {req.shape!r}; this node offers: {names}")
+            for key in ("gpus", "cpus", "memory_mb"):
+                wanted = getattr(req, key)
+                if wanted is not None and wanted > getattr(shape, key):
+                    raise SessionError(
+                        400, f"{key}={wanted} is more than shape {shape.name!r} gives")
+            return shape
+        fitting = [
+            s for s in self.config.shapes
+            if (req.gpus or 0) <= s.gpus and (req.cpus or 0) <= s.cpus
+            and (req.memory_mb or 0) <= s.memory_mb
+        ]
+        if not fitting:
+            raise SessionError(400, "no shape on this node gives "
+                               f"gpus={req.gpus or 0}, cpus={req.cpus or 0}, "
+                               f"memory_mb={req.memory_mb or 0}")
+        return min(fitting, key=lambda s: (s.price_mist_per_second, s.gpus, s.cpus))
+
+    def free_gpus(self, hw: Hardware | None = None) -> list[int]:
+        hw = hw or self.hardware()
+        busy = {g for rec in self.store.list(statuses=ACTIVE) for g in rec.gpus}
+        reserved = set(self.config.availability.reserved_gpus)
+        return [g.index for g in hw.gpus if g.index not in busy | reserved]
+
+    def capacity(self) -> dict:
+        active = self.store.list(statuses=ACTIVE)
+        hw = self.hardware()
+        free = self.free_gpus(hw)
+        avail = self.config.availability
+        open_now = avail.open_at(dt.datetime.now())
+        slots = max(0, avail.max_sessions - len(active)) if open_now else 0
+        return {
+            "accepting": open_now and slots > 0,
+            "open_now": open_now,
+            "active_sessions": len(active),
+            "max_sessions": avail.max_sessions,
+            "free_session_slots": slots,
+            "free_gpus": len(free),
+            "shapes_available": [
+                s.name for s in self.config.shapes if slots > 0 and s.gpus <= len(free)
+            ],
+        }
+
+    async def create(self, renter: str, renter_public_key: str, req: SessionRequest
+                     ) -> tuple[SessionRecord, str]:
+        """Admit and start a session; returns the record and the renter's access token."""
+        image = self.config.image(req.image)
+        if image is None:
+            names = ", ".join(i.name for i in self.config.images)
+            raise SessionError(400, f"unknown image {req.image!r}; this node offers: {names}")
+        shape = self._choose_shape(req)
+        avail = self.config.availability
+        max_seconds = req.max_seconds or avail.max_session_seconds
+        if max_seconds > avail.max_session_seconds:
+            raise SessionError(
+                400, f"max_seconds: this node allows at most {avail.max_session_seconds}")
+        async with self._admit_lock:  # capacity checks and the insert are one step
+            if not avail.open_at(dt.datetime.now()):
+                raise SessionError(409, "this node is not accepting sessions now (schedule)")
+            if len(self.store.list(statuses=ACTIVE)) >= avail.max_sessions:
+                raise SessionError(409, f"node is at capacity ({avail.max_sessions} sessions)")
+            free = self.free_gpus()
+            if shape.gpus > len(free):
+                raise SessionError(
+                    409, f"shape {shape.name!r} needs {shape.gpus} GPU(s); {len(free)} free")
+            access_token = secrets.token_urlsafe(32)
+            rec = SessionRecord(
+                id="s-" + secrets.token_hex(8),
+                renter=renter,
+                renter_public_key=renter_public_key,
+                shape=shape.name,
+                image=image.name,
+                gpus=free[: shape.gpus],
+                cpus=shape.cpus,
+                memory_mb=shape.memory_mb,
+                price_mist_per_second=shape.price_mist_per_second,
+                max_seconds=max_seconds,
+                status="starting",
+                runtime=self.runtime.name,
+                gateway_token=secrets.token_urlsafe(32),
+                access_token_hash=hash_token(access_token),
+                created_at=time.time(),
+                channel_id=req.channel_id,
+            )
+            self.store.insert(rec)
+        self._spawn(self._start(rec, image.reference))
+        return rec, access_token
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start(self, rec: SessionRecord, image_ref: str) -> None:
+        spec = SessionSpec(
+            session_id=rec.id,
+            image=image_ref,
+            gpus=tuple(rec.gpus),
+            cpus=rec.cpus,
+            memory_mb=rec.memory_mb,
+            gateway_token=rec.gateway_token,
+            workspace=self.state_dir / "sessions" / rec.id / "workspace",
+        )
+        handle = None
+        try:
+            spec = SessionSpec(**{**spec.__dict__, "image": await asyncio.to_thread(
+                self.resolve_image, image_ref)})
+            handle = await self.runtime.start(spec)
+            self._handles[rec.id] = handle
+            self.store.update(rec.id, gateway_url=handle.gateway_url, runtime_ref=handle.ref)
+            await self._wait_ready(handle, rec.gateway_token)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, RuntimeError_ | SessionError) else (
+                f"gateway failed to start: {exc}")
+            if handle is not None:
+                logs = await self.runtime.logs(handle, tail=20)
+                if logs:
+                    log.info("session %s gateway output before failure:\n%s", rec.id, logs)
+                await self.runtime.stop(handle)
+            self._handles.pop(rec.id, None)
+            self.store.update(rec.id, status="failed", reason=reason, ended_at=time.time())
+            log.warning("session %s failed to start: %s", rec.id, reason)
+            self.on_event("failed", self.store.get(rec.id))
+            return
+        now = time.time()
+        self._mono[rec.id] = time.monotonic()
+        self.store.update(rec.id, status="running", started_at=now, checkpoint_wall=now)
+        log.info("session %s running (%s, shape %s)", rec.id, self.runtime.name, rec.shape)
+        self.on_event("started", self.store.get(rec.id))
+
+    async def _wait_ready(self, handle: RuntimeHandle, token: str) -> None:
+        client = AsyncHTTPClient()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        delay = 0.05
+        while True:
+            state = await self.runtime.state(handle)
+            if not state.running:
+                raise RuntimeError_(f"gateway exited during start: {state.reason}")
+            try:
+                await client.fetch(HTTPRequest(
+                    handle.gateway_url + "/api/kernelspecs",
+                    headers={"Authorization": f"token {token}"}, request_timeout=5))
+                return
+            except (HTTPClientError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError_(f"gateway not ready after {READY_TIMEOUT_S:.0f}s")
+            await asyncio.sleep(delay)  # polling an external process; bounded by the deadline
+            delay = min(delay * 1.5, 0.5)
+
+    # --- access ----------------------------------------------------------------
+
+    def owned(self, session_id: str, renter: str) -> SessionRecord:
+        rec = self.store.get(session_id)
+        # another renter's session looks exactly like a missing one
+        if rec is None or not hmac.compare_digest(rec.renter, renter):
+            raise SessionError(404, f"no session {session_id!r}")
+        return rec
+
+    def authorize_gateway(self, session_id: str, access_token: str) -> RuntimeHandle:
+        """The gateway of a running session, if `access_token` is that session's token."""
+        rec = self.store.get(session_id)
+        if rec is None or not hmac.compare_digest(rec.access_token_hash,
+                                                  hash_token(access_token)):
+            raise SessionError(403, "invalid session token")
+        if rec.status != "running":
+            raise SessionError(409, f"session is {rec.status}")
+        handle = self._handles.get(session_id)
+        if handle is None:
+            raise SessionError(503, "session gateway is not reachable")
+        return handle
+
+    # --- stop, meter, watch ----------------------------------------------------
+
+    async def stop(self, session_id: str, reason: str = "stopped by renter",
+                   status: str = "stopped") -> SessionRecord:
+        rec = self.store.get(session_id)
+        if rec is None:
+            raise SessionError(404, f"no session {session_id!r}")
+        if rec.status not in ACTIVE:
+            return rec
+        self._checkpoint(rec.id)  # the last metered interval, then no more
+        self._mono.pop(rec.id, None)
+        self.store.update(rec.id, status=status, reason=reason, ended_at=time.time())
+        handle = self._handles.pop(rec.id, None)
+        if handle is not None:
+            await self.runtime.stop(handle)
+        log.info("session %s %s: %s", rec.id, status, reason)
+        final = self.store.get(rec.id)
+        self.on_event(status, final)
+        return final
+
+    def _checkpoint(self, session_id: str) -> None:
+        last = self._mono.get(session_id)
+        if last is None:
+            return
+        mono = time.monotonic()
+        self.store.add_running_time(session_id, int((mono - last) * 1000), time.time())
+        self._mono[session_id] = mono
+
+    async def meter_once(self) -> None:
+        for rec in self.store.list(statuses=("running",)):
+            self._checkpoint(rec.id)
+            rec = self.store.get(rec.id)
+            if rec.running_ms >= rec.max_seconds * 1000:
+                await self.stop(rec.id, reason="maximum duration reached", status="stopped")
+
+    async def watch_once(self) -> None:
+        for rec in self.store.list(statuses=("running",)):
+            handle = self._handles.get(rec.id)
+            if handle is None:
+                continue
+            state = await self.runtime.state(handle)
+            if not state.running:
+                logs = await self.runtime.logs(handle, tail=20)
+                if logs:
+                    log.info("session %s gateway output:\n%s", rec.id, logs)
+                await self.stop(rec.id, reason=f"gateway died: {state.reason}", status="failed")
+
+    async def run_loops(self) -> None:
+        async def loop(fn, interval):
+            while True:
+                try:
+                    await fn()
+                except Exception:  # a loop must outlive one bad pass
+                    log.exception("provider loop %s failed", fn.__name__)
+                await asyncio.sleep(interval)
+
+        await asyncio.gather(loop(self.meter_once, self.metering_interval_s),
+                             loop(self.watch_once, self.watch_interval_s))
+
+    async def adopt(self) -> None:
+        """After a restart: re-attach gateways still running, fail sessions that are gone."""
+        running = {h.session_id: h for h in await self.runtime.adopt()}
+        for rec in self.store.list(statuses=ACTIVE):
+            handle = running.pop(rec.id, None)
+            if handle is not None and rec.status == "running":
+                self._handles[rec.id] = handle
+                # the gateway kept serving while we were down: meter the gap once
+                if rec.checkpoint_wall is not None:
+                    gap_ms = int(max(0.0, time.time() - rec.checkpoint_wall) * 1000)
+                    self.store.add_running_time(rec.id, gap_ms, time.time())
+                self._mono[rec.id] = time.monotonic()
+                log.info("session %s adopted after restart", rec.id)
+            else:
+                if handle is not None:
+                    await self.runtime.stop(handle)
+                self.store.update(rec.id, status="failed", ended_at=time.time(),
+                                  reason="session was lost while the provider was down")
+        for handle in running.values():  # gateways this node has no record of
+            log.warning("stopping unknown session gateway %s", handle.session_id)
+            await self.runtime.stop(handle)
+
+    async def shutdown(self, stop_sessions: bool = False) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for rec in self.store.list(statuses=("running",)):
+            self._checkpoint(rec.id)
+            if stop_sessions:
+                await self.stop(rec.id, reason="provider shut down")

@@ -1,0 +1,142 @@
+"""The renter's client for a provider's HTTP API: signed management calls and the proxied
+kernel gateway of a session. Used by the Jupyter Server extension, the magics and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from tornado import httpclient, websocket
+
+from .keys import KeyPair
+from .signed_requests import sign_request
+
+API = "/api/v1"
+MAX_MESSAGE_SIZE = 256 * 1024 * 1024
+
+
+class ProviderAPIError(Exception):
+    """The provider refused or failed a call; `status` 0 means it was unreachable."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})" if status else message)
+        self.status = status
+        self.message = message
+
+
+class ProviderClient:
+    def __init__(self, base_url: str, key: KeyPair, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.key = key
+        self.timeout = timeout
+        self._path_prefix = urlsplit(self.base_url).path.rstrip("/")
+
+    async def _call(self, method: str, path: str, body: Any = None, *, signed: bool = True
+                    ) -> Any:
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if signed:
+            headers.update(sign_request(self.key, method, self._path_prefix + path, data))
+        request = httpclient.HTTPRequest(
+            self.base_url + path, method=method, headers=headers,
+            body=data if method in ("POST", "PUT", "PATCH") else None,
+            request_timeout=self.timeout, connect_timeout=min(10.0, self.timeout))
+        try:
+            resp = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError as exc:
+            raise ProviderAPIError(0, f"provider unreachable: {exc.strerror or exc}") from exc
+        if resp.code == 599:
+            raise ProviderAPIError(0, f"provider unreachable: {resp.error}")
+        try:
+            payload = json.loads(resp.body or b"null")
+        except ValueError:
+            payload = None
+        if resp.code >= 400:
+            message = (payload or {}).get("error", {}).get("message") if isinstance(
+                payload, dict) else None
+            raise ProviderAPIError(resp.code, message or resp.reason or "provider error")
+        return payload
+
+    async def health(self) -> dict:
+        return await self._call("GET", f"{API}/health", signed=False)
+
+    async def status(self) -> dict:
+        return await self._call("GET", f"{API}/status", signed=False)
+
+    async def create_session(self, **request: Any) -> dict:
+        return await self._call("POST", f"{API}/sessions", request)
+
+    async def get_session(self, session_id: str) -> dict:
+        return await self._call("GET", f"{API}/sessions/{session_id}")
+
+    async def list_sessions(self) -> list[dict]:
+        return (await self._call("GET", f"{API}/sessions"))["sessions"]
+
+    async def stop_session(self, session_id: str) -> dict:
+        return await self._call("DELETE", f"{API}/sessions/{session_id}")
+
+    async def wait_running(self, session_id: str, timeout: float = 120.0,
+                           on_status=None) -> dict:
+        """Poll until the session runs; raises with the provider's reason if it failed."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            session = await self.get_session(session_id)
+            if on_status is not None:
+                on_status(session)
+            if session["status"] == "running":
+                return session
+            if session["status"] in ("failed", "stopped"):
+                raise ProviderAPIError(409, f"session {session['status']}: {session['reason']}")
+            if time.monotonic() > deadline:
+                raise ProviderAPIError(0, f"session did not start within {timeout:.0f}s")
+            await asyncio.sleep(delay)  # polling a remote service, bounded by the deadline
+            delay = min(delay * 1.5, 0.5)
+
+    # --- the session's kernel gateway, through the provider's proxy --------------------
+
+    def gateway_base(self, session_id: str) -> str:
+        return f"{self.base_url}{API}/sessions/{session_id}/gateway"
+
+    @staticmethod
+    def gateway_headers(access_token: str) -> dict[str, str]:
+        return {"Authorization": f"token {access_token}"}
+
+    async def gateway(self, session_id: str, access_token: str, method: str, path: str,
+                      body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        if method in ("POST", "PUT", "PATCH") and data is None:
+            data = b""
+        request = httpclient.HTTPRequest(
+            f"{self.gateway_base(session_id)}/{path.lstrip('/')}", method=method,
+            headers={**self.gateway_headers(access_token), "Content-Type": "application/json"},
+            body=data, request_timeout=self.timeout, allow_nonstandard_methods=True)
+        try:
+            resp = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError as exc:
+            raise ProviderAPIError(0, f"provider unreachable: {exc.strerror or exc}") from exc
+        if resp.code >= 400 or resp.code == 599:
+            try:
+                message = json.loads(resp.body)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = (resp.body or b"").decode(errors="replace")[:200] or str(resp.error)
+            raise ProviderAPIError(0 if resp.code == 599 else resp.code, message)
+        return json.loads(resp.body) if resp.body else None
+
+    async def kernel_websocket(self, session_id: str, access_token: str, kernel_id: str,
+                               subprotocols: list[str] | None = None,
+                               session: str | None = None
+                               ) -> websocket.WebSocketClientConnection:
+        url = self.gateway_base(session_id).replace("http", "ws", 1) + \
+            f"/api/kernels/{kernel_id}/channels"
+        if session:
+            url += f"?session_id={session}"
+        request = httpclient.HTTPRequest(url, headers=self.gateway_headers(access_token),
+                                         connect_timeout=10, request_timeout=30)
+        conn = await websocket.websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE,
+                                                 subprotocols=subprotocols, ping_interval=None)
+        conn.protocol.stream.set_nodelay(True)
+        return conn

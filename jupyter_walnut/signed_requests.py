@@ -1,0 +1,128 @@
+"""Renter-signed HTTP requests.
+
+Every call a renter makes to a provider's API carries four headers:
+
+    X-Walnut-Public-Key   hex of the renter's 32-byte Ed25519 public key
+    X-Walnut-Timestamp    integer Unix seconds when the request was signed
+    X-Walnut-Nonce        32 hex characters, fresh per request
+    X-Walnut-Signature    hex Ed25519 signature over the canonical bytes below
+
+    b"walnut-request-v1\n" METHOD "\n" PATH_AND_QUERY "\n" TIMESTAMP "\n" NONCE "\n"
+    SHA256_HEX(BODY)
+
+The provider refuses a request outside its timestamp window or whose nonce it has already
+seen inside that window, so a captured request cannot be replayed.  The renter's identity is
+the Sui address of the public key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from .keys import KeyPair, sui_address, verify
+
+DOMAIN = b"walnut-request-v1"
+HEADER_KEY = "X-Walnut-Public-Key"
+HEADER_TS = "X-Walnut-Timestamp"
+HEADER_NONCE = "X-Walnut-Nonce"
+HEADER_SIG = "X-Walnut-Signature"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX128 = re.compile(r"^[0-9a-f]{128}$")
+_NONCE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class SignatureError(Exception):
+    """A signed request was refused; the message says why, without secrets."""
+
+
+def canonical_bytes(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+    body_hash = hashlib.sha256(body or b"").hexdigest()
+    return b"\n".join(
+        [DOMAIN, method.upper().encode(), path.encode(), timestamp.encode(), nonce.encode(),
+         body_hash.encode()]
+    )
+
+
+def sign_request(
+    key: KeyPair, method: str, path: str, body: bytes = b"", *, now: float | None = None
+) -> dict[str, str]:
+    """The headers that authenticate one request (`path` includes any query string)."""
+    timestamp = str(int(time.time() if now is None else now))
+    nonce = secrets.token_hex(16)
+    signature = key.sign(canonical_bytes(method, path, timestamp, nonce, body))
+    return {
+        HEADER_KEY: key.public_key.hex(),
+        HEADER_TS: timestamp,
+        HEADER_NONCE: nonce,
+        HEADER_SIG: signature.hex(),
+    }
+
+
+class ReplayCache:
+    """Nonces seen inside the timestamp window; bounded so it cannot grow without limit."""
+
+    def __init__(self, window_s: int, max_entries: int = 200_000) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check_and_add(self, key: str, now: float) -> bool:
+        """False when `key` was already used within the window."""
+        with self._lock:
+            horizon = now - 2 * self.window_s
+            while self._seen:
+                oldest_key, seen_at = next(iter(self._seen.items()))
+                if seen_at >= horizon and len(self._seen) < self.max_entries:
+                    break
+                self._seen.pop(oldest_key)
+            if key in self._seen:
+                return False
+            self._seen[key] = now
+            return True
+
+
+class RequestVerifier:
+    def __init__(self, window_s: int = 60) -> None:
+        self.window_s = window_s
+        self.replays = ReplayCache(window_s)
+
+    def verify(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+        *, now: float | None = None,
+    ) -> str:
+        """The renter's Sui address, or SignatureError saying what is wrong."""
+        now = time.time() if now is None else now
+        required = (HEADER_KEY, HEADER_TS, HEADER_NONCE, HEADER_SIG)
+        missing = [h for h in required if not headers.get(h)]
+        if missing:
+            raise SignatureError(f"missing signature header(s): {', '.join(missing)}")
+        public_key = headers[HEADER_KEY].strip().lower()
+        timestamp = headers[HEADER_TS].strip()
+        nonce = headers[HEADER_NONCE].strip().lower()
+        signature = headers[HEADER_SIG].strip().lower()
+        if not _HEX64.match(public_key):
+            raise SignatureError(f"{HEADER_KEY} must be 64 hex characters")
+        if not timestamp.isdigit() or len(timestamp) > 12:
+            raise SignatureError(f"{HEADER_TS} must be integer Unix seconds")
+        if not _NONCE.match(nonce):
+            raise SignatureError(f"{HEADER_NONCE} must be 32 hex characters")
+        if not _HEX128.match(signature):
+            raise SignatureError(f"{HEADER_SIG} must be 128 hex characters")
+        if abs(now - int(timestamp)) > self.window_s:
+            raise SignatureError(
+                f"request timestamp is outside the {self.window_s}s window (check your clock)"
+            )
+        message = canonical_bytes(method, path, timestamp, nonce, body)
+        pk = bytes.fromhex(public_key)
+        if not verify(pk, bytes.fromhex(signature), message):
+            raise SignatureError("bad request signature")
+        if not self.replays.check_and_add(public_key + nonce, now):
+            raise SignatureError("replayed request refused")
+        return sui_address(pk)

@@ -1,0 +1,51 @@
+"""Start the session's kernel gateway; configured by environment variables.
+
+WALNUT_GATEWAY_TOKEN    the token every request must carry (required)
+WALNUT_GATEWAY_IP       listen address (default 127.0.0.1; 0.0.0.0 inside a container)
+WALNUT_GATEWAY_PORT     listen port (default 8888)
+WALNUT_MAX_KERNELS      kernels this session may run at once (default 4)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from kernel_gateway.gatewayapp import KernelGatewayApp
+
+MAX_MESSAGE_SIZE = 256 * 1024 * 1024
+
+
+class WalnutGatewayApp(KernelGatewayApp):
+    name = "walnut-gateway"
+
+    def init_webapp(self) -> None:
+        super().init_webapp()
+        # tornado's 10 MiB default would close the socket on one large output message
+        self.web_app.settings["websocket_max_message_size"] = MAX_MESSAGE_SIZE
+
+
+def main() -> None:
+    token = os.environ.pop("WALNUT_GATEWAY_TOKEN", "")
+    if not token:
+        sys.exit("walnut-gateway: WALNUT_GATEWAY_TOKEN is required")
+    argv = [
+        f"--KernelGatewayApp.ip={os.environ.get('WALNUT_GATEWAY_IP', '127.0.0.1')}",
+        f"--KernelGatewayApp.port={int(os.environ.get('WALNUT_GATEWAY_PORT', '8888'))}",
+        "--KernelGatewayApp.port_retries=0",
+        f"--KernelGatewayApp.max_kernels={int(os.environ.get('WALNUT_MAX_KERNELS', '4'))}",
+        "--KernelGatewayApp.list_kernels=True",
+        "--KernelGatewayApp.kernel_websocket_connection_class="
+        "walnut_gateway.connection.NoDelayWebsocketConnection",
+        "--ZMQChannelsWebsocketConnection.limit_rate=False",
+        "--MappingKernelManager.cull_idle_timeout=0",
+    ]
+    app = WalnutGatewayApp.instance()
+    # the token goes in as a trait, never on the command line where `ps` would show it
+    app.auth_token = token
+    app.initialize(argv)
+    app.start()
+
+
+if __name__ == "__main__":
+    main()

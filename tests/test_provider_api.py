@@ -1,0 +1,226 @@
+"""A real provider node on loopback (process runtime): sessions, the gateway proxy, kernels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+from kernel_ws import KernelWS
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
+
+
+async def running_session(provider, key, **request):
+    client = ProviderClient(provider.url, key)
+    created = await client.create_session(image="python", **request)
+    await client.wait_running(created["id"])
+    return client, created
+
+
+async def test_status_describes_the_offer(provider):
+    status = await ProviderClient(provider.url, KeyPair.generate()).status()
+    assert status["node"] == "test-node"
+    assert status["provider_address"] == provider.identity.address
+    assert status["hardware"]["cpu_count"] >= 1
+    small = next(s for s in status["shapes"] if s["name"] == "cpu-small")
+    assert small["price_mist_per_second"] == 1000
+    assert small["price_mist_per_hour"] == 3_600_000
+    assert small["available"] is True
+    # this machine has no GPU: the GPU shape is offered but not available, no traceback
+    gpu = next(s for s in status["shapes"] if s["name"] == "gpu-1")
+    assert gpu["available"] is (len(status["hardware"]["gpus"]) > 0)
+    assert status["capacity"]["max_sessions"] == 3
+
+
+async def test_session_runs_code_and_stops(provider, renter_key):
+    client, created = await running_session(provider, renter_key, shape="cpu-small")
+    sid, token = created["id"], created["access_token"]
+    assert "gateway_token" not in created
+    kernel = await client.gateway(sid, token, "POST", "api/kernels", {"name": "python3"})
+    conn = await client.kernel_websocket(sid, token, kernel["id"])
+    result = await KernelWS(conn).execute("import os; print(6 * 7, os.getcwd())")
+    assert result.status == "ok"
+    value, cwd = result.stdout.split()
+    assert value == "42"
+    assert sid in cwd  # the session's own workspace
+    conn.close()
+    pid = int(provider.store.get(sid).runtime_ref)
+    stopped = await client.stop_session(sid)
+    assert stopped["status"] == "stopped"
+    assert stopped["running_seconds"] >= 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(ProviderAPIError) as err:
+        await client.gateway(sid, token, "GET", "api/kernels")
+    assert err.value.status == 409
+
+
+async def test_interrupt_a_long_running_cell(provider, renter_key):
+    client, created = await running_session(provider, renter_key)
+    sid, token = created["id"], created["access_token"]
+    kernel = await client.gateway(sid, token, "POST", "api/kernels", {"name": "python3"})
+    ws = KernelWS(await client.kernel_websocket(sid, token, kernel["id"]))
+    started = asyncio.Event()
+    running = asyncio.ensure_future(ws.execute(
+        "import time\nprint('start', flush=True)\ntime.sleep(120)",
+        on_message=lambda m: m["header"]["msg_type"] == "stream" and started.set()))
+    await asyncio.wait_for(started.wait(), 30)  # the cell really runs: it printed
+    await client.gateway(sid, token, "POST", f"api/kernels/{kernel['id']}/interrupt")
+    result = await asyncio.wait_for(running, 30)
+    assert result.status == "error"
+    assert result.error["ename"] == "KeyboardInterrupt"
+    assert (await ws.execute("print('alive')")).stdout == "alive\n"
+
+
+async def test_v1_subprotocol_passes_through(provider, renter_key):
+    client, created = await running_session(provider, renter_key)
+    sid, token = created["id"], created["access_token"]
+    kernel = await client.gateway(sid, token, "POST", "api/kernels", {"name": "python3"})
+    conn = await client.kernel_websocket(sid, token, kernel["id"],
+                                         subprotocols=["v1.kernel.websocket.jupyter.org"])
+    assert conn.selected_subprotocol == "v1.kernel.websocket.jupyter.org"
+    conn.close()
+
+
+async def test_two_renters_are_isolated(provider):
+    alice, bob = KeyPair.generate(), KeyPair.generate()
+    a_client, a = await running_session(provider, alice)
+    b_client, b = await running_session(provider, bob)
+    # bob cannot see, stop or read alice's session through the API
+    assert [s["id"] for s in await b_client.list_sessions()] == [b["id"]]
+    with pytest.raises(ProviderAPIError) as err:
+        await b_client.get_session(a["id"])
+    assert err.value.status == 404
+    with pytest.raises(ProviderAPIError) as err:
+        await b_client.stop_session(a["id"])
+    assert err.value.status == 404
+    # bob's session token does not open alice's gateway, over REST or websocket
+    with pytest.raises(ProviderAPIError) as err:
+        await b_client.gateway(a["id"], b["access_token"], "GET", "api/kernels")
+    assert err.value.status == 403
+    kernel = await a_client.gateway(a["id"], a["access_token"], "POST", "api/kernels", {})
+    with pytest.raises(Exception) as err:
+        await b_client.kernel_websocket(a["id"], b["access_token"], kernel["id"])
+    assert "403" in str(err.value)
+    assert (await a_client.get_session(a["id"]))["status"] == "running"
+
+
+async def test_capacity_shapes_and_images_are_enforced(provider, renter_key):
+    client = ProviderClient(provider.url, renter_key)
+    for request, status, words in [
+        ({"image": "nope"}, 400, "unknown image"),
+        ({"image": "python", "shape": "huge"}, 400, "unknown shape"),
+        ({"image": "python", "gpus": 1}, 409, "GPU"),
+        ({"image": "python", "cpus": 64}, 400, "no shape"),
+        ({"image": "python", "max_seconds": 10**9}, 400, "max_seconds"),
+        ({"image": "python", "bogus": 1}, 400, "unknown field"),
+        ({"image": "python", "memory_mb": "lots"}, 400, "memory_mb"),
+    ]:
+        with pytest.raises(ProviderAPIError) as err:
+            await client.create_session(**request)
+        assert err.value.status == status, request
+        assert words in err.value.message, request
+    assert await client.list_sessions() == []  # nothing started or left behind
+    for _ in range(3):
+        await client.create_session(image="python")
+    with pytest.raises(ProviderAPIError) as err:
+        await client.create_session(image="python")
+    assert err.value.status == 409 and "capacity" in err.value.message
+
+
+async def test_bad_requests_get_clear_4xx(provider, renter_key):
+    http = AsyncHTTPClient()
+    base = provider.url + "/api/v1"
+
+    async def call(method, path, body=None, headers=None):
+        resp = await http.fetch(HTTPRequest(base + path, method=method, body=body,
+                                            headers=headers or {},
+                                            allow_nonstandard_methods=True), raise_error=False)
+        return resp.code, json.loads(resp.body)["error"]["message"]
+
+    code, msg = await call("POST", "/sessions", b"{}")
+    assert code == 401 and "missing signature" in msg
+    from jupyter_walnut.signed_requests import sign_request
+
+    body = b"not json"
+    code, msg = await call("POST", "/sessions", body,
+                           sign_request(renter_key, "POST", "/api/v1/sessions", body))
+    assert code == 400 and "JSON" in msg
+    # a signature over another body is refused
+    headers = sign_request(renter_key, "POST", "/api/v1/sessions", b'{"image":"python"}')
+    code, msg = await call("POST", "/sessions", b'{"image":"other"}', headers)
+    assert code == 401 and "bad request signature" in msg
+    # replaying a valid request is refused
+    body = b'{"image":"nope"}'
+    headers = sign_request(renter_key, "POST", "/api/v1/sessions", body)
+    assert (await call("POST", "/sessions", body, headers))[0] == 400
+    code, msg = await call("POST", "/sessions", body, headers)
+    assert code == 401 and "replayed" in msg
+    # an expired signature
+    headers = sign_request(renter_key, "GET", "/api/v1/sessions", b"", now=1_000_000)
+    code, msg = await call("GET", "/sessions", None, headers)
+    assert code == 401 and "window" in msg
+    code, msg = await call("POST", "/sessions", b"x" * (2 * 1024 * 1024),
+                           sign_request(renter_key, "POST", "/api/v1/sessions", b""))
+    assert code == 413
+    code, msg = await call("GET", "/nowhere")
+    assert code == 404 and "no such endpoint" in msg
+    code, msg = await call("GET", "/sessions/s-0123456789abcdef/gateway/api/kernels")
+    assert code == 401 and "session token" in msg
+    code, msg = await call("GET", "/sessions/s-0123456789abcdef/gateway/api/kernels",
+                           headers={"Authorization": "token wrong"})
+    assert code == 403
+    assert provider.store.list() == []
+
+
+async def test_failed_gateway_is_reported_and_freed(provider_factory, tmp_path, renter_key):
+    from jupyter_walnut.provider.runtimes.process import ProcessRuntime
+
+    broken = ProcessRuntime(tmp_path / "broken", python="/bin/false")
+    node = await provider_factory(runtime=broken)
+    client = ProviderClient(node.url, renter_key)
+    created = await client.create_session(image="python")
+    with pytest.raises(ProviderAPIError) as err:
+        await client.wait_running(created["id"])
+    assert "exited" in err.value.message
+    session = await client.get_session(created["id"])
+    assert session["status"] == "failed" and "exit" in session["reason"]
+    assert (await client.status())["capacity"]["active_sessions"] == 0
+
+
+async def test_dead_gateway_fails_the_session(provider, renter_key):
+    client, created = await running_session(provider, renter_key)
+    pid = int(provider.store.get(created["id"]).runtime_ref)
+    os.killpg(pid, 9)
+    while (await client.get_session(created["id"]))["status"] == "running":
+        await asyncio.sleep(0.05)
+    session = await client.get_session(created["id"])
+    assert session["status"] == "failed"
+    assert "gateway died" in session["reason"]
+
+
+async def test_metering_persists_and_costs_exact_mist(provider, renter_key):
+    client, created = await running_session(provider, renter_key)
+    sid = created["id"]
+    while provider.store.get(sid).running_ms < 500:
+        await asyncio.sleep(0.05)
+    session = await client.stop_session(sid)
+    rec = provider.store.get(sid)
+    assert rec.running_ms >= 500
+    assert session["cost_mist"] == rec.running_ms * 1000 // 1000
+    assert isinstance(session["cost_mist"], int)
+    frozen = rec.running_ms
+    await provider.sessions.meter_once()
+    assert provider.store.get(sid).running_ms == frozen  # nothing metered after the stop
+
+
+async def test_metrics_endpoint(provider, renter_key):
+    await running_session(provider, renter_key)
+    resp = await AsyncHTTPClient().fetch(provider.url + "/metrics")
+    text = resp.body.decode()
+    assert 'walnut_sessions{status="running"} 1.0' in text
+    assert "walnut_sessions_started_total 1.0" in text
