@@ -1,0 +1,305 @@
+"""Session gateways as hardened Docker containers: the runtime for strangers' code.
+
+Each session gets its own bridge network (`walnut-<session>`), its own named volume for the
+workspace (/home/walnut/work), and one container running the gateway image as uid 1000 with
+every capability dropped, no-new-privileges, a read-only root fs, CPU/memory/pids limits and
+only the GPUs assigned to it. The gateway port is published on 127.0.0.1 only: the provider's
+proxy is the one way in. Labels (`walnut.managed`, `walnut.provider`, `walnut.session`) let a
+restarted provider find and adopt its running sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .base import (
+    GATEWAY_CONTAINER_PORT,
+    Runtime,
+    RuntimeError_,
+    RuntimeHandle,
+    RuntimeState,
+    SessionSpec,
+)
+
+WORKSPACE = "/home/walnut/work"
+PORT_KEY = f"{GATEWAY_CONTAINER_PORT}/tcp"
+LABEL_MANAGED = "walnut.managed"
+LABEL_PROVIDER = "walnut.provider"
+LABEL_SESSION = "walnut.session"
+BUILD_HINT = "build it with `python -m jupyter_walnut.provider.image`"
+
+T = TypeVar("T")
+
+
+def docker_available() -> tuple[bool, str]:
+    """Whether a Docker engine answers here; the reason in words when not."""
+    try:
+        import docker
+    except ImportError:
+        return False, "the `docker` Python package is not installed"
+    try:
+        client = docker.from_env(timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # DockerException, requests' ConnectionError, ...
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return False, f"no Docker engine answers ({detail[:200]})"
+    return True, ""
+
+
+def resource_name(session_id: str) -> str:
+    """The container, network and volume name of a session."""
+    return "walnut-" + re.sub(r"[^a-zA-Z0-9_.-]", "-", session_id)
+
+
+def _describe(exc: Exception, image: str | None = None) -> RuntimeError_:
+    """A Docker SDK error as a message a renter or operator can act on."""
+    import docker.errors
+
+    if isinstance(exc, RuntimeError_):
+        return exc
+    if isinstance(exc, docker.errors.ImageNotFound) and image:
+        return RuntimeError_(f"the session image {image} is not on this provider; {BUILD_HINT}")
+    if isinstance(exc, docker.errors.APIError):
+        text = str(exc.explanation or exc)
+        if "capabilities: [[gpu]]" in text or "nvidia" in text.lower():
+            return RuntimeError_(
+                "GPUs were requested but the Docker engine cannot give them "
+                f"(is nvidia-container-toolkit installed?): {text}"
+            )
+        return RuntimeError_(f"Docker refused: {text}")
+    if isinstance(exc, docker.errors.DockerException) or _is_connection_error(exc):
+        return RuntimeError_(f"the Docker engine is not reachable: {exc}")
+    return RuntimeError_(f"Docker error: {exc}")
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - docker depends on requests
+        return False
+    return isinstance(exc, requests.exceptions.ConnectionError | ConnectionError)
+
+
+def _host_port(attrs: dict[str, Any]) -> int | None:
+    bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(PORT_KEY) or []
+    for binding in bindings:
+        if binding.get("HostPort"):
+            return int(binding["HostPort"])
+    return None
+
+
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self, client=None, provider_id: str = "local", *,
+                 shm_size: str = "256m", tmp_size: str = "512m") -> None:
+        """`client`: a docker.DockerClient, or None to connect with `docker.from_env()` on
+        first use. `provider_id` tags every container so that only this provider adopts it."""
+        self._client = client
+        self._own_client = client is None
+        self.provider_id = provider_id
+        self.shm_size = shm_size
+        self.tmp_size = tmp_size
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @property
+    def client(self):
+        if self._client is None:
+            import docker
+
+            try:
+                self._client = docker.from_env()
+            except Exception as exc:
+                raise _describe(exc) from exc
+        return self._client
+
+    async def _call(self, fn: Callable[..., T], *args: Any, image: str | None = None) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as exc:
+            raise _describe(exc, image) from exc
+
+    def _labels(self, session_id: str) -> dict[str, str]:
+        return {LABEL_MANAGED: "1", LABEL_PROVIDER: self.provider_id, LABEL_SESSION: session_id}
+
+    def _handle(self, container) -> RuntimeHandle | None:
+        port = _host_port(container.attrs)
+        session_id = (container.labels or {}).get(LABEL_SESSION)
+        if port is None or not session_id:
+            return None
+        return RuntimeHandle(session_id, f"http://127.0.0.1:{port}", container.id)
+
+    # --- Runtime --------------------------------------------------------------------------
+
+    def _container_kwargs(self, spec: SessionSpec, name: str) -> dict[str, Any]:
+        from docker.types import DeviceRequest, LogConfig
+
+        env = dict(spec.env)
+        env.update(
+            WALNUT_GATEWAY_TOKEN=spec.gateway_token,
+            WALNUT_GATEWAY_IP="0.0.0.0",
+            WALNUT_GATEWAY_PORT=str(GATEWAY_CONTAINER_PORT),
+            WALNUT_MAX_KERNELS=str(spec.max_kernels),
+            WALNUT_SESSION_ID=spec.session_id,
+            HOME=WORKSPACE,
+            JUPYTER_RUNTIME_DIR="/tmp/jupyter-runtime",  # the root fs is read-only
+            PYTHONUNBUFFERED="1",
+        )
+        kwargs: dict[str, Any] = dict(
+            image=spec.image,
+            name=name,
+            hostname="walnut",
+            detach=True,
+            labels=self._labels(spec.session_id),
+            environment=env,
+            user="1000:1000",
+            working_dir=WORKSPACE,
+            network=name,
+            ports={PORT_KEY: ("127.0.0.1", None)},  # loopback only, a free host port
+            volumes={name: {"bind": WORKSPACE, "mode": "rw"}},
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmp_size},mode=1777"},
+            shm_size=self.shm_size,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            privileged=False,
+            pids_limit=spec.pids_limit,
+            mem_limit=f"{spec.memory_mb}m",
+            memswap_limit=f"{spec.memory_mb}m",  # no swap beyond the memory limit
+            init=True,  # reaps the kernels' orphans
+            log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "2"}),
+        )
+        if spec.cpus > 0:
+            kwargs["nano_cpus"] = int(spec.cpus * 1e9)
+        if spec.gpus:
+            kwargs["device_requests"] = [
+                DeviceRequest(device_ids=[str(g) for g in spec.gpus], capabilities=[["gpu"]])
+            ]
+        return kwargs
+
+    def _start(self, spec: SessionSpec) -> RuntimeHandle:
+        client = self.client
+        client.images.get(spec.image)  # ImageNotFound here, never an attempt to pull
+        name = resource_name(spec.session_id)
+        labels = self._labels(spec.session_id)
+        try:
+            client.networks.create(name, driver="bridge", labels=labels, check_duplicate=True)
+            client.volumes.create(name, labels=labels)
+            container = client.containers.create(**self._container_kwargs(spec, name))
+            container.start()
+            container.reload()
+            port = _host_port(container.attrs)
+            if port is None:
+                state = container.attrs.get("State") or {}
+                tail = container.logs(tail=20).decode(errors="replace").strip()
+                raise RuntimeError_(
+                    f"the gateway container stopped at once (exit code "
+                    f"{state.get('ExitCode')}): {tail or state.get('Error') or 'no output'}"
+                )
+            return RuntimeHandle(spec.session_id, f"http://127.0.0.1:{port}", container.id)
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the first error
+                self._remove(spec.session_id, name)
+            raise
+
+    async def start(self, spec: SessionSpec) -> RuntimeHandle:
+        return await self._call(self._start, spec, image=spec.image)
+
+    def _remove(self, session_id: str, ref: str) -> None:
+        import docker.errors
+
+        client = self.client
+        name = resource_name(session_id)
+        containers = []
+        for key in {ref, name}:
+            try:
+                containers.append(client.containers.get(key))
+            except docker.errors.NotFound:
+                pass
+        containers += client.containers.list(
+            all=True, filters={"label": [f"{LABEL_SESSION}={session_id}",
+                                         f"{LABEL_PROVIDER}={self.provider_id}"]})
+        seen: set[str] = set()
+        for container in containers:
+            if container.id in seen:
+                continue
+            seen.add(container.id)
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        for network in client.networks.list(filters={"label": f"{LABEL_SESSION}={session_id}"}):
+            if network.name == name:
+                try:
+                    network.remove()
+                except docker.errors.NotFound:
+                    pass
+        try:
+            client.volumes.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    async def stop(self, handle: RuntimeHandle) -> None:
+        await self._call(self._remove, handle.session_id, handle.ref)
+
+    def _state(self, handle: RuntimeHandle) -> RuntimeState:
+        import docker.errors
+
+        try:
+            container = self.client.containers.get(handle.ref)
+        except docker.errors.NotFound:
+            return RuntimeState(False, "the session container is gone")
+        state = container.attrs.get("State") or {}
+        if state.get("Running") and not state.get("Restarting"):
+            return RuntimeState(True)
+        parts = [f"the session container is {state.get('Status', 'not running')}"]
+        if state.get("ExitCode") is not None and state.get("Status") == "exited":
+            parts[0] += f" with exit code {state['ExitCode']}"
+        if state.get("OOMKilled"):
+            limit = (container.attrs.get("HostConfig") or {}).get("Memory") or 0
+            parts.append(f"killed for running out of memory (limit {limit // 2**20} MiB)")
+        if state.get("Error"):
+            parts.append(state["Error"])
+        tail = container.logs(tail=5).decode(errors="replace").strip()
+        if tail:
+            parts.append("last output: " + " | ".join(tail.splitlines()))
+        return RuntimeState(False, "; ".join(parts))
+
+    async def state(self, handle: RuntimeHandle) -> RuntimeState:
+        return await self._call(self._state, handle)
+
+    def _adopt(self) -> list[RuntimeHandle]:
+        containers = self.client.containers.list(filters={
+            "label": [f"{LABEL_MANAGED}=1", f"{LABEL_PROVIDER}={self.provider_id}"],
+            "status": "running",
+        })
+        handles = [self._handle(c) for c in containers]
+        return sorted((h for h in handles if h is not None), key=lambda h: h.session_id)
+
+    async def adopt(self) -> list[RuntimeHandle]:
+        return await self._call(self._adopt)
+
+    def _logs(self, handle: RuntimeHandle, tail: int) -> str:
+        import docker.errors
+
+        try:
+            container = self.client.containers.get(handle.ref)
+        except docker.errors.NotFound:
+            return ""
+        return container.logs(tail=tail).decode(errors="replace")
+
+    async def logs(self, handle: RuntimeHandle, tail: int = 50) -> str:
+        return await self._call(self._logs, handle, tail)
+
+    async def close(self) -> None:
+        if self._own_client and self._client is not None:
+            client, self._client = self._client, None
+            await asyncio.to_thread(client.close)
