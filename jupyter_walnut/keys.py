@@ -196,3 +196,68 @@ def bech32_decode(text: str) -> tuple[str, list[int]]:
     if _polymod(_hrp_expand(hrp) + values) != 1:
         raise KeyError_("bech32 checksum mismatch")
     return hrp, _convertbits(values[:-6], 5, 8, False)
+
+
+# --- The `sui` CLI's own files --------------------------------------------------
+
+
+def sui_config_dir() -> Path:
+    """Where the `sui` CLI keeps client.yaml and sui.keystore ($SUI_CONFIG_DIR honoured)."""
+    env = os.environ.get("SUI_CONFIG_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".sui" / "sui_config"
+
+
+def to_sui_keystore_entry(key: KeyPair) -> str:
+    """The `sui.keystore` form: base64 of flag || 32-byte seed."""
+    import base64
+
+    return base64.b64encode(bytes([ED25519_FLAG]) + key.seed).decode()
+
+
+def load_sui_keystore(path: Path | None = None) -> list[KeyPair]:
+    """The Ed25519 keys of a `sui.keystore` (a JSON list); other schemes are skipped."""
+    import json
+
+    path = Path(path) if path is not None else sui_config_dir() / "sui.keystore"
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise KeyError_(f"no sui keystore at {path}") from exc
+    except ValueError as exc:
+        raise KeyError_(f"{path} is not a sui keystore (JSON list)") from exc
+    if not isinstance(entries, list):
+        raise KeyError_(f"{path} is not a sui keystore (JSON list)")
+    keys = []
+    for entry in entries:
+        try:
+            keys.append(KeyPair.from_sui_keystore_entry(str(entry)))
+        except KeyError_:
+            continue  # secp256k1/r1 entries: not usable for Ed25519 vouchers
+    return keys
+
+
+def sui_active_key(config_dir: Path | None = None) -> KeyPair:
+    """The key of the `sui` CLI's active address, from its client.yaml and keystore."""
+    config_dir = Path(config_dir) if config_dir is not None else sui_config_dir()
+    client = config_dir / "client.yaml"
+    try:
+        text = client.read_text()
+    except FileNotFoundError as exc:
+        raise KeyError_(f"no sui client config at {client}") from exc
+    # Two flat keys are all we need; reading them by line avoids a YAML dependency.
+    keystore, active = config_dir / "sui.keystore", None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("File:"):
+            keystore = Path(stripped.split(":", 1)[1].strip().strip("\"'"))
+        elif stripped.startswith("active_address:"):
+            active = stripped.split(":", 1)[1].strip().strip("\"'").lower()
+    keys = load_sui_keystore(keystore)
+    if active in (None, "", "~", "null"):
+        if not keys:
+            raise KeyError_(f"no Ed25519 key in {keystore}")
+        return keys[0]
+    for key in keys:
+        if key.address == active:
+            return key
+    raise KeyError_(f"the active sui address {active} has no Ed25519 key in {keystore}")
