@@ -436,3 +436,36 @@ def test_debian_mirror_comes_from_apt_sources() -> None:
     mirror = image_mod.debian_mirror()
     assert mirror in sources.read_text()
     assert not mirror.endswith("-security")
+
+
+def test_gpus_are_requested_only_when_assigned() -> None:
+    runtime = DockerRuntime(client=object(), provider_id="p")  # never contacted here
+    spec = SessionSpec("s1", "img", (), 2, 512, "t", Path("/unused"))
+    cpu_only = runtime._container_kwargs(spec, resource_name("s1"))
+    assert "device_requests" not in cpu_only
+    assert cpu_only["privileged"] is False
+    assert all("docker.sock" not in str(key) for key in cpu_only["volumes"])
+    with_gpus = runtime._container_kwargs(replace(spec, gpus=(0, 2)), resource_name("s1"))
+    [request] = with_gpus["device_requests"]
+    assert request["DeviceIDs"] == ["0", "2"]
+    assert request["Capabilities"] == [["gpu"]]
+    assert "CUDA_VISIBLE_DEVICES" not in with_gpus["environment"]  # the engine renumbers
+
+
+@pytest.mark.gpu
+@pytest.mark.docker
+async def test_assigned_gpu_is_visible_in_the_container(engine: Engine) -> None:
+    if os.environ.get("WALNUT_GPU_TESTS") != "1":
+        pytest.skip("set WALNUT_GPU_TESTS=1 on a provider with an NVIDIA GPU and its toolkit")
+    runtime = DockerRuntime(engine.client, engine.provider_id)
+    spec = make_spec(engine, gpus=(0,))
+    handle = await runtime.start(spec)
+    try:
+        await asyncio.to_thread(wait_ready, handle, spec.gateway_token)
+        session = Session(runtime, handle, spec)
+        async with kernel(session) as kernel_id:
+            out = await execute(session, kernel_id,
+                                "import os; print(len(os.listdir('/proc/driver/nvidia/gpus')))")
+        assert out == "1\n"
+    finally:
+        await runtime.stop(handle)
