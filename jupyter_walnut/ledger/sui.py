@@ -1,0 +1,607 @@
+"""The Sui ledger: the walnut Move package (contracts/) through pysui.
+
+Split in two so that everything short of a node is tested for real:
+
+* Offline (no pysui needed except for `build_transaction_data`): the Move calls each
+  ledger operation makes (`plan_*`), their pure arguments as BCS bytes, decoding of
+  `Channel` / `ProviderEntry` object contents, offline transaction building and
+  signing, and mapping a Move abort back to the same `LedgerError` the local ledger
+  raises.
+* Live (`SuiLedger`): pysui's async client against $WALNUT_SUI_RPC_URL. pysui is
+  imported lazily, so the package works without it.
+
+Pure arguments are always passed as ready BCS bytes: pysui's own encoding of a
+`vector<u8>` given as a list of ints drops 0x00 bytes (see docs/research), which would
+corrupt keys and signatures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..keys import ED25519_FLAG, KeyPair
+from . import bcs
+from .base import (
+    Channel,
+    Ledger,
+    LedgerError,
+    ProviderEntry,
+    Signer,
+    check_amount,
+    fingerprint_bytes,
+    normalize,
+    now_ms,
+)
+from .vouchers import PUBLIC_KEY_LENGTH
+
+CLOCK_OBJECT_ID = "0x" + "00" * 31 + "06"
+SUI_COIN_TYPE = "0x2::sui::SUI"
+DEFAULT_GAS_BUDGET = 50_000_000  # MIST; a ceiling, the node charges what is used
+TRANSACTION_INTENT = b"\x00\x00\x00"  # scope TransactionData, version V0, app Sui
+
+
+# --- what each operation calls ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pure:
+    """A pure argument, already BCS-encoded."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SharedObject:
+    object_id: str
+    mutable: bool = True
+
+
+@dataclass(frozen=True)
+class GasSplit:
+    """A new Coin<SUI> of `amount` MIST split off the gas coin in the same transaction."""
+
+    amount: int
+
+
+@dataclass(frozen=True)
+class MoveCall:
+    module: str
+    function: str
+    arguments: tuple[Pure | SharedObject | GasSplit, ...]
+
+
+CLOCK = SharedObject(CLOCK_OBJECT_ID, mutable=False)
+
+
+def plan_open(
+    provider: str, voucher_pubkey: bytes, deposit: int, price: int, challenge_ms: int
+) -> list[MoveCall]:
+    return [
+        MoveCall(
+            "channel",
+            "open",
+            (
+                GasSplit(deposit),
+                Pure(bcs.address(provider)),
+                Pure(bcs.byte_vector(voucher_pubkey)),
+                Pure(bcs.u64(price)),
+                Pure(bcs.u64(challenge_ms)),
+            ),
+        )
+    ]
+
+
+def plan_top_up(channel_id: str, amount: int) -> list[MoveCall]:
+    return [MoveCall("channel", "top_up", (SharedObject(channel_id), GasSplit(amount)))]
+
+
+def plan_claim(channel_id: str, amount: int, signature: bytes) -> list[MoveCall]:
+    args = (SharedObject(channel_id), Pure(bcs.u64(amount)), Pure(bcs.byte_vector(signature)))
+    return [MoveCall("channel", "claim", args)]
+
+
+def plan_claim_and_close(channel_id: str, amount: int, signature: bytes) -> list[MoveCall]:
+    """The provider's normal end of a session: one transaction, two calls."""
+    return [*plan_claim(channel_id, amount, signature), *plan_provider_close(channel_id)]
+
+
+def plan_provider_close(channel_id: str) -> list[MoveCall]:
+    return [MoveCall("channel", "provider_close", (SharedObject(channel_id),))]
+
+
+def plan_request_close(channel_id: str) -> list[MoveCall]:
+    return [MoveCall("channel", "request_close", (SharedObject(channel_id), CLOCK))]
+
+
+def plan_finalize_close(channel_id: str) -> list[MoveCall]:
+    return [MoveCall("channel", "finalize_close", (SharedObject(channel_id), CLOCK))]
+
+
+def plan_register(endpoint: str, fingerprint: bytes, specs: str, price: int) -> list[MoveCall]:
+    args = (
+        Pure(bcs.string(endpoint)),
+        Pure(bcs.byte_vector(fingerprint)),
+        Pure(bcs.string(specs)),
+        Pure(bcs.u64(price)),
+    )
+    return [MoveCall("registry", "register", args)]
+
+
+def plan_update(
+    provider_id: str, endpoint: str, fingerprint: bytes, specs: str, price: int
+) -> list[MoveCall]:
+    register = plan_register(endpoint, fingerprint, specs, price)[0]
+    return [MoveCall("registry", "update", (SharedObject(provider_id), *register.arguments))]
+
+
+def plan_retire(provider_id: str) -> list[MoveCall]:
+    return [MoveCall("registry", "retire", (SharedObject(provider_id),))]
+
+
+# --- object contents (BCS of the Move structs) --------------------------------------
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError("truncated object contents")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u64(self) -> int:
+        return int.from_bytes(self.take(8), "little")
+
+    def address(self) -> str:
+        return bcs.format_address(self.take(32))
+
+    def boolean(self) -> bool:
+        return self.take(1) != b"\x00"
+
+    def uleb(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.take(1)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+
+    def bytes_(self) -> bytes:
+        return self.take(self.uleb())
+
+    def option_u64(self) -> int | None:
+        length = self.uleb()  # Move's Option is a vector of length 0 or 1
+        return self.u64() if length else None
+
+
+def decode_channel(contents: bytes) -> Channel:
+    """A `walnut::channel::Channel` from its BCS contents (field order of the struct)."""
+    r = _Reader(contents)
+    return Channel(
+        channel_id=r.address(),
+        renter=r.address(),
+        provider=r.address(),
+        voucher_pubkey=r.bytes_(),
+        **_channel_amounts(r),
+    )
+
+
+def _channel_amounts(r: _Reader) -> dict[str, object]:
+    r.u64()  # funds: Balance<SUI>; equals deposited - claimed - refunded
+    return {
+        "deposited": r.u64(),
+        "claimed": r.u64(),
+        "refunded": r.u64(),
+        "price_per_second_mist": r.u64(),
+        "challenge_period_ms": r.u64(),
+        "close_requested_at_ms": r.option_u64(),
+        "closed": r.boolean(),
+    }
+
+
+def decode_provider(contents: bytes) -> ProviderEntry:
+    r = _Reader(contents)
+    return ProviderEntry(
+        provider_id=r.address(),
+        owner=r.address(),
+        endpoint=r.bytes_().decode(),
+        tls_fingerprint=r.bytes_().hex(),
+        specs=r.bytes_().decode(),
+        price_per_second_mist=r.u64(),
+        active=r.boolean(),
+    )
+
+
+# --- aborts -------------------------------------------------------------------------
+
+_ABORT_PATTERNS = [
+    re.compile(r"MoveAbort\(.*\},\s*(\d+)\)", re.S),  # Rust Debug form in node errors
+    re.compile(r"abort[_ ]code[\"']?\s*[:=]\s*(\d+)", re.I),  # structured forms
+]
+
+
+def abort_from_error(text: str) -> LedgerError:
+    """The `LedgerError` for a failed transaction's error text (E_NODE when not an abort)."""
+    for pattern in _ABORT_PATTERNS:
+        match = pattern.search(text)
+        if match:
+            return LedgerError.from_abort(int(match.group(1)), _first_line(text))
+    return LedgerError("E_NODE", _first_line(text))
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "no detail"
+    return line[:300]
+
+
+# --- offline transaction building and signing ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    object_id: str
+    version: int
+    digest: str  # base58, as nodes print it
+
+
+def build_transaction_data(
+    *,
+    package_id: str,
+    calls: list[MoveCall],
+    sender: str,
+    gas_coin: ObjectRef,
+    gas_price: int,
+    gas_budget: int = DEFAULT_GAS_BUDGET,
+    shared_versions: dict[str, int],
+) -> bytes:
+    """BCS TransactionData for `calls`, built without a node.
+
+    `shared_versions` maps each shared object id to its initial shared version (which
+    a node reports once, when the object is created).
+    """
+    from pysui.sui.sui_bcs import bcs as sbcs
+    from pysui.sui.sui_common.txn_transaction_builder import ProgrammableTransactionBuilder
+
+    builder = ProgrammableTransactionBuilder()
+    package = sbcs.Address.from_str(normalize(package_id))
+    for call in calls:
+        arguments = []
+        for arg in call.arguments:
+            if isinstance(arg, Pure):
+                arguments.append(builder.input_pure(sbcs.BuilderArg("Pure", list(arg.data))))
+            elif isinstance(arg, GasSplit):
+                amount = builder.input_pure(sbcs.BuilderArg("Pure", list(bcs.u64(arg.amount))))
+                arguments.append(builder.split_coin(sbcs.Argument("GasCoin"), [amount]))
+            else:
+                object_id = normalize(arg.object_id)
+                if object_id not in shared_versions:
+                    raise ValueError(f"no initial shared version given for {object_id}")
+                ref = sbcs.SharedObjectReference(
+                    sbcs.Address.from_str(object_id), shared_versions[object_id], arg.mutable
+                )
+                arguments.append(
+                    builder.input_obj(
+                        sbcs.BuilderArg("Object", sbcs.Address.from_str(object_id)),
+                        sbcs.ObjectArg("SharedObject", ref),
+                    )
+                )
+        builder.move_call(
+            target=package,
+            arguments=arguments,
+            type_arguments=[],
+            module=call.module,
+            function=call.function,
+        )
+    gas = sbcs.GasData(
+        [
+            sbcs.ObjectReference(
+                sbcs.Address.from_str(normalize(gas_coin.object_id)),
+                gas_coin.version,
+                sbcs.Digest.from_str(gas_coin.digest),
+            )
+        ],
+        sbcs.Address.from_str(normalize(sender)),
+        gas_price,
+        gas_budget,
+    )
+    data = sbcs.TransactionData(
+        "V1",
+        sbcs.TransactionDataV1(
+            builder.finish_for_inspect(),
+            sbcs.Address.from_str(normalize(sender)),
+            gas,
+            sbcs.TransactionExpiration("None", None),
+        ),
+    )
+    return data.serialize()
+
+
+def transaction_digest_to_sign(tx_bytes: bytes) -> bytes:
+    return hashlib.blake2b(TRANSACTION_INTENT + tx_bytes, digest_size=32).digest()
+
+
+def sign_transaction(key: KeyPair, tx_bytes: bytes) -> str:
+    """Sui's serialized signature, base64(flag || signature || public key)."""
+    signature = key.sign(transaction_digest_to_sign(tx_bytes))
+    return base64.b64encode(bytes([ED25519_FLAG]) + signature + key.public_key).decode()
+
+
+# --- the live ledger ------------------------------------------------------------------
+
+
+class SuiLedger(Ledger):
+    """The walnut package on a Sui network, through pysui's async client.
+
+    Every operation is one transaction signed by the given KeyPair (the Sui side
+    cannot act for a bare address). Tested only against a live node
+    (tests/test_sui_ledger.py, with $WALNUT_SUI_RPC_URL).
+    """
+
+    def __init__(
+        self,
+        rpc_url: str,
+        package_id: str,
+        *,
+        client: object | None = None,
+        gas_budget: int = DEFAULT_GAS_BUDGET,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.rpc_url = rpc_url
+        self.package_id = normalize(package_id)
+        self.gas_budget = gas_budget
+        self.clock = clock  # used only for display; the chain's Clock decides
+        self._loop = asyncio.new_event_loop()
+        self._client = client if client is not None else self._run(_make_client(rpc_url))
+
+    def close(self) -> None:
+        closer = getattr(self._client, "close", None)
+        if closer is not None:
+            self._run(closer())
+        self._loop.close()
+
+    def _run(self, coro):
+        return self._loop.run_until_complete(coro)
+
+    # --- transactions -------------------------------------------------------
+    def execute(self, key: Signer, calls: list[MoveCall]) -> dict:
+        if not isinstance(key, KeyPair):
+            raise LedgerError("E_INVALID_ARGUMENT", "a Sui transaction needs a KeyPair to sign")
+        return self._run(self._execute(key, calls))
+
+    async def _execute(self, key: KeyPair, calls: list[MoveCall]) -> dict:
+        from pysui.sui.sui_bcs import bcs as sbcs
+        from pysui.sui.sui_common import sui_commands as cmd
+
+        txn = await self._client.transaction(initial_sender=key.address)
+        for call in calls:
+            arguments = []
+            for arg in call.arguments:
+                if isinstance(arg, Pure):
+                    arguments.append(
+                        txn.builder.input_pure(sbcs.BuilderArg("Pure", list(arg.data)))
+                    )
+                elif isinstance(arg, GasSplit):
+                    arguments.append(await txn.split_coin(coin=txn.gas, amounts=[arg.amount]))
+                else:
+                    arguments.append(normalize(arg.object_id))
+            await txn.move_call(
+                target=f"{self.package_id}::{call.module}::{call.function}", arguments=arguments
+            )
+        data = await txn.transaction_data(gas_budget=self.gas_budget)
+        tx_bytes = data.serialize()
+        result = await self._client.execute(
+            command=cmd.ExecuteTransaction(
+                tx_bytestr=base64.b64encode(tx_bytes).decode(),
+                sig_array=[sign_transaction(key, tx_bytes)],
+            )
+        )
+        if not result.is_ok():
+            raise abort_from_error(str(result.result_string))
+        effects = _as_dict(result.result_data)
+        failure = _find_failure(effects)
+        if failure:
+            raise abort_from_error(failure)
+        return effects
+
+    async def _object_contents(self, object_id: str) -> bytes:
+        from pysui.sui.sui_common import sui_commands as cmd
+
+        result = await self._client.execute(command=cmd.GetObjectContent(object_id=object_id))
+        if not result.is_ok():
+            raise LedgerError("E_NODE", str(result.result_string)[:300])
+        return _contents_bytes(result.result_data)
+
+    # --- Ledger -----------------------------------------------------------------
+    def balance(self, address: str) -> int:
+        from pysui.sui.sui_common import sui_commands as cmd
+
+        result = self._run(
+            self._client.execute(command=cmd.GetAddressCoinBalance(owner=normalize(address)))
+        )
+        if not result.is_ok():
+            raise LedgerError("E_NODE", str(result.result_string)[:300])
+        return _total_balance(result.result_data)
+
+    def register_provider(self, owner, *, endpoint, tls_fingerprint, specs, price_per_second_mist):
+        check_amount(price_per_second_mist, what="price", allow_zero=True)
+        fp = fingerprint_bytes(tls_fingerprint)
+        effects = self.execute(owner, plan_register(endpoint, fp, specs, price_per_second_mist))
+        return self.get_provider(_created_id(effects, "::registry::ProviderEntry"))
+
+    def update_provider(
+        self,
+        owner,
+        provider_id,
+        *,
+        endpoint=None,
+        tls_fingerprint=None,
+        specs=None,
+        price_per_second_mist=None,
+    ):
+        entry = self.get_provider(provider_id)
+        fp = fingerprint_bytes(tls_fingerprint or entry.tls_fingerprint)
+        price = (
+            entry.price_per_second_mist if price_per_second_mist is None else price_per_second_mist
+        )
+        check_amount(price, what="price", allow_zero=True)
+        calls = plan_update(
+            entry.provider_id, endpoint or entry.endpoint, fp, specs or entry.specs, price
+        )
+        self.execute(owner, calls)
+        return self.get_provider(entry.provider_id)
+
+    def retire_provider(self, owner, provider_id):
+        self.execute(owner, plan_retire(normalize(provider_id)))
+        return self.get_provider(provider_id)
+
+    def get_provider(self, provider_id: str) -> ProviderEntry:
+        return decode_provider(self._run(self._object_contents(normalize(provider_id))))
+
+    def list_providers(self, *, include_retired: bool = False) -> list[ProviderEntry]:
+        ids = self._run(self._registered_ids())
+        entries = [self.get_provider(i) for i in ids]
+        return [e for e in entries if include_retired or e.active]
+
+    async def _registered_ids(self) -> list[str]:
+        # Discovery is by event: there is no global registry object (see contracts/README).
+        event_type = f"{self.package_id}::registry::ProviderRegistered"
+        query = (
+            '{ events(filter: {type: "EVENT"}, first: 50) { nodes { contents { json } } } }'
+        ).replace("EVENT", event_type)
+        runner = getattr(self._client, "execute_query_string", None)
+        if runner is None:
+            raise LedgerError("E_UNSUPPORTED", "listing providers needs a GraphQL endpoint")
+        result = await runner(string=query)
+        if not result.is_ok():
+            raise LedgerError("E_NODE", str(result.result_string)[:300])
+        nodes = _as_dict(result.result_data).get("events", {}).get("nodes", [])
+        return [n["contents"]["json"]["provider_id"] for n in nodes]
+
+    def open_channel(
+        self, renter, provider, voucher_pubkey, deposit, price_per_second_mist, challenge_period_s
+    ):
+        check_amount(deposit, what="deposit")
+        check_amount(price_per_second_mist, what="price", allow_zero=True)
+        check_amount(challenge_period_s, what="challenge period", allow_zero=True)
+        if len(bytes(voucher_pubkey)) != PUBLIC_KEY_LENGTH:
+            raise LedgerError("E_BAD_PUBLIC_KEY", "the voucher public key is 32 bytes (Ed25519)")
+        calls = plan_open(
+            normalize(provider),
+            bytes(voucher_pubkey),
+            deposit,
+            price_per_second_mist,
+            challenge_period_s * 1000,
+        )
+        effects = self.execute(renter, calls)
+        return self.get_channel(_created_id(effects, "::channel::Channel"))
+
+    def top_up(self, renter, channel_id, amount):
+        check_amount(amount)
+        self.execute(renter, plan_top_up(normalize(channel_id), amount))
+        return self.get_channel(channel_id)
+
+    def get_channel(self, channel_id: str) -> Channel:
+        return decode_channel(self._run(self._object_contents(normalize(channel_id))))
+
+    def claim(self, provider, channel_id, amount, signature):
+        check_amount(amount, what="voucher amount", allow_zero=True)
+        before = self.get_channel(channel_id).claimed
+        self.execute(provider, plan_claim(normalize(channel_id), amount, bytes(signature)))
+        return self.get_channel(channel_id).claimed - before
+
+    def provider_close(self, provider, channel_id):
+        self.execute(provider, plan_provider_close(normalize(channel_id)))
+        return self.get_channel(channel_id)
+
+    def request_close(self, renter, channel_id):
+        self.execute(renter, plan_request_close(normalize(channel_id)))
+        return self.get_channel(channel_id)
+
+    def finalize_close(self, caller, channel_id):
+        self.execute(caller, plan_finalize_close(normalize(channel_id)))
+        return self.get_channel(channel_id)
+
+
+async def _make_client(rpc_url: str):
+    """A pysui gRPC client for `rpc_url` with a throwaway configuration (keys stay ours)."""
+    import tempfile
+    from pathlib import Path
+
+    from pysui import PysuiConfiguration, client_factory
+    from pysui.sui.sui_common.config.confgroup import GroupProtocol, NetworkType
+
+    folder = Path(tempfile.mkdtemp(prefix="walnut-pysui-"))
+    config = PysuiConfiguration.initialize_config(
+        in_folder=folder, init_groups=[{"name": "walnut", "make_active": True}]
+    )
+    config.new_profile(
+        profile_name="walnut",
+        url=rpc_url,
+        network_type=NetworkType.TEST,
+        make_active=True,
+        in_group="walnut",
+        persist=False,
+    )
+    return client_factory(config, group_name="walnut", protocol=GroupProtocol.GRPC)
+
+
+# --- result shapes (gRPC messages or GraphQL dicts) --------------------------------
+
+
+def _as_dict(data: object) -> dict:
+    if isinstance(data, dict):
+        return data
+    for name in ("to_dict", "to_pydict"):
+        method = getattr(data, name, None)
+        if method is not None:
+            return method()
+    return {}
+
+
+def _find_failure(effects: dict) -> str | None:
+    text = repr(effects)
+    if "MoveAbort" in text or ("FAILURE" in text.upper() and "abort" in text.lower()):
+        return text
+    return None
+
+
+def _created_id(effects: dict, type_suffix: str) -> str:
+    text = repr(effects)
+    for match in re.finditer(r"0x[0-9a-f]{64}", text):
+        tail = text[match.end() : match.end() + 400]
+        if type_suffix in tail:
+            return match.group(0)
+    raise LedgerError("E_NODE", f"the transaction created no {type_suffix.lstrip(':')}")
+
+
+def _contents_bytes(data: object) -> bytes:
+    contents = getattr(data, "contents", None)
+    if contents is not None and getattr(contents, "value", None) is not None:
+        return bytes(contents.value)  # gRPC: Bcs message
+    found = _as_dict(data)
+    bcs_b64 = (found.get("object") or found).get("asMoveObject", {}).get("contents", {})
+    if "bcs" in bcs_b64:
+        return base64.b64decode(bcs_b64["bcs"])
+    raise LedgerError("E_NODE", "the node returned no object contents")
+
+
+def _total_balance(data: object) -> int:
+    for attr in ("balance", "total_balance", "totalBalance"):
+        value = getattr(data, attr, None)
+        if value is not None:
+            return int(getattr(value, "balance", value))
+    found = _as_dict(data)
+    for key in ("totalBalance", "balance", "total_balance"):
+        if key in found:
+            value = found[key]
+            return int(value.get("balance", 0) if isinstance(value, dict) else value)
+    raise LedgerError("E_NODE", "the node returned no balance")
