@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers (kernel_ws)
 
@@ -31,7 +32,7 @@ def provider_config(**overrides):
     return parse_config(data)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def provider_factory(tmp_path):
     """Start real provider nodes (process runtime) on loopback; stopped after the test."""
     from jupyter_walnut.provider.node import ProviderNode
@@ -57,7 +58,7 @@ async def provider_factory(tmp_path):
         await node.stop(stop_sessions=True)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def provider(provider_factory):
     return await provider_factory()
 
@@ -76,3 +77,49 @@ def docker_or_skip() -> None:
         if os.environ.get("WALNUT_REQUIRE_DOCKER") == "1":
             pytest.fail(f"Docker engine required (WALNUT_REQUIRE_DOCKER=1): {reason}")
         pytest.skip(f"no Docker engine: {reason}")
+
+
+class ThreadedProvider:
+    """A real provider node on its own event loop in a thread: usable from any test loop
+    (pytest-jupyter runs its tests on its own loop)."""
+
+    def __init__(self, state_dir: Path, config=None, identity=None) -> None:
+        import asyncio
+        import threading
+
+        from jupyter_walnut.provider.node import ProviderNode
+        from jupyter_walnut.provider.runtimes.process import ProcessRuntime
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.identity = identity or KeyPair.generate()
+
+        async def start():
+            node = ProviderNode(config or provider_config(), self.identity, state_dir,
+                                runtime=ProcessRuntime(state_dir / "sessions"))
+            node.sessions.metering_interval_s = 0.2
+            node.sessions.watch_interval_s = 0.2
+            return node, await node.start(host="127.0.0.1", port=0)
+
+        self.node, port = self.run(start())
+        self.url = f"http://127.0.0.1:{port}"
+        self.store = self.node.store
+        self.sessions = self.node.sessions
+
+    def run(self, coro, timeout: float = 120):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, stop_sessions: bool = True) -> None:
+        self.run(self.node.stop(stop_sessions=stop_sessions))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def threaded_provider(tmp_path):
+    node = ThreadedProvider(tmp_path / "provider")
+    yield node
+    node.stop()

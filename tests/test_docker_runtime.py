@@ -30,7 +30,8 @@ from jupyter_walnut.provider.runtimes.docker import (
     resource_name,
 )
 
-pytestmark = pytest.mark.timeout(600)  # the first test may build the image (about a minute)
+# the first test may build the image (about a minute)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.asyncio]
 
 READY_DEADLINE = 60.0
 MEMORY_MB = 768

@@ -13,6 +13,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from jupyter_walnut.keys import KeyPair
 from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
 
+pytestmark = pytest.mark.asyncio
+
 
 async def running_session(provider, key, **request):
     client = ProviderClient(provider.url, key)

@@ -40,9 +40,14 @@ def main() -> None:
         "--ZMQChannelsWebsocketConnection.limit_rate=False",
         "--MappingKernelManager.cull_idle_timeout=0",
     ]
+    # kernels get only whitelisted variables of the gateway's environment
+    app_env = ["HOME", "LANG", "LC_ALL", "WALNUT_SESSION_ID", "CUDA_VISIBLE_DEVICES",
+               "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "JUPYTER_RUNTIME_DIR",
+               "PYTHONUNBUFFERED", "TMPDIR", "MPLCONFIGDIR", "OMP_NUM_THREADS"]
     app = WalnutGatewayApp.instance()
     # the token goes in as a trait, never on the command line where `ps` would show it
     app.auth_token = token
+    app.env_process_whitelist = [k for k in app_env if k in os.environ]
     app.initialize(argv)
     app.start()
 

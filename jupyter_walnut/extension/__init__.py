@@ -1,0 +1,1 @@
+"""Jupyter Server glue: the `jupyter_walnut` ExtensionApp and its REST handlers."""

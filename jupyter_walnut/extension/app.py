@@ -1,0 +1,66 @@
+"""`jupyter_walnut` as a Jupyter Server extension (an ExtensionApp configured by traitlets)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
+from traitlets import Bool, Float, List, Unicode, default
+
+from .._version import __version__
+from ..renter.manager import RenterManager
+from .handlers import handlers
+from .nodelay import nodelay_class
+
+
+class WalnutApp(ExtensionApp):
+    name = "jupyter_walnut"
+    description = "Rent remote GPU/CPU kernels by the second from Jupyter."
+    version = __version__
+
+    providers = List(
+        Unicode(), config=True,
+        help="Provider URLs to offer (also $WALNUT_PROVIDERS, comma-separated).")
+    walnut_home = Unicode(config=True, help="Renter state directory (wallet, sessions).")
+    stop_sessions_on_exit = Bool(
+        True, config=True,
+        help="Stop this server's Walnut sessions when it shuts down, so nobody pays for a "
+             "forgotten kernel.")
+    poll_interval = Float(2.0, config=True, help="Seconds between session cost refreshes.")
+    tcp_nodelay = Bool(True, config=True,
+                       help="Turn Nagle's algorithm off on every kernel websocket of the server.")
+
+    @default("providers")
+    def _default_providers(self) -> list[str]:
+        env = os.environ.get("WALNUT_PROVIDERS", "")
+        return [u.strip() for u in env.split(",") if u.strip()]
+
+    @default("walnut_home")
+    def _default_home(self) -> str:
+        from ..ledger import walnut_home
+
+        return str(walnut_home())
+
+    def initialize_settings(self) -> None:
+        self.manager = RenterManager(Path(self.walnut_home), self.providers)
+        self.manager.poll_interval_s = self.poll_interval
+        self.manager.make_current()
+        self.manager.restore_kernelspecs()
+        self.settings["walnut_manager"] = self.manager
+        if self.tcp_nodelay:
+            # self.settings is a copy of the server's, written back after this method
+            base = self.settings.get("kernel_websocket_connection_class")
+            if base is not None:
+                self.settings["kernel_websocket_connection_class"] = nodelay_class(base)
+        # follow session cost once the server's event loop runs
+        IOLoop.current().add_callback(self.manager.start_polling)
+        self.log.info("Walnut %s: %d provider(s), wallet %s", __version__, len(self.providers),
+                      self.manager.key.address)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers())
+
+    async def stop_extension(self) -> None:
+        await self.manager.shutdown(stop_sessions=self.stop_sessions_on_exit)

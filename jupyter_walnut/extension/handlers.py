@@ -1,0 +1,134 @@
+"""REST handlers under /walnut/: thin glue over `RenterManager`, errors mapped in one place."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from ..provider_client import ProviderAPIError
+from ..renter.manager import RenterError, RenterManager
+from ..renter.store import ACTIVE
+
+
+class WalnutHandler(APIHandler):
+    @property
+    def walnut(self) -> RenterManager:
+        return self.settings["walnut_manager"]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, RenterError):
+            status, message = exc.status, exc.message
+        elif isinstance(exc, ProviderAPIError):
+            status = exc.status if 400 <= exc.status < 500 else 502
+            message = exc.message
+        elif isinstance(exc, web.HTTPError):
+            status, message = exc.status_code, exc.log_message or self._reason
+        else:
+            status, message = 500, "internal error in jupyter-walnut (see the server log)"
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message, "status": status}))
+
+    def body(self) -> dict:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError as exc:
+            raise RenterError(400, "request body is not valid JSON") from exc
+        if not isinstance(data, dict):
+            raise RenterError(400, "request body must be a JSON object")
+        return data
+
+
+def _int_field(data: dict, key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise RenterError(400, f"{key} must be a positive integer")
+    return value
+
+
+def _str_field(data: dict, key: str, required: bool = True, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value:
+        raise RenterError(400, f"{key} is required")
+    return value
+
+
+class OffersHandler(WalnutHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        self.finish(json.dumps({"offers": await self.walnut.offers()}))
+
+
+class SessionsHandler(WalnutHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.finish(json.dumps({"sessions": [s.public() for s in self.walnut.store.list()]}))
+
+    @web.authenticated
+    async def post(self) -> None:
+        data = self.body()
+        unknown = sorted(set(data) - {"provider_url", "shape", "image", "max_seconds",
+                                      "budget_mist"})
+        if unknown:
+            raise RenterError(400, f"unknown field: {unknown[0]}")
+        session = await self.walnut.launch(
+            provider_url=_str_field(data, "provider_url"),
+            shape=_str_field(data, "shape"),
+            image=_str_field(data, "image", default="python"),
+            max_seconds=_int_field(data, "max_seconds"),
+            budget_mist=_int_field(data, "budget_mist"),
+        )
+        self.set_status(201)
+        self.finish(json.dumps(session.public()))
+
+
+class SessionHandler(WalnutHandler):
+    @web.authenticated
+    def get(self, session_id: str) -> None:
+        self.finish(json.dumps(self.walnut.get(session_id).public()))
+
+    @web.authenticated
+    async def delete(self, session_id: str) -> None:
+        session = await self.walnut.stop(session_id)
+        self.finish(json.dumps(session.public()))
+
+
+class StatusHandler(WalnutHandler):
+    """What the status bar shows: active sessions and their running cost."""
+
+    @web.authenticated
+    def get(self) -> None:
+        active = self.walnut.store.list(statuses=ACTIVE)
+        self.finish(json.dumps({
+            "active_sessions": len(active),
+            "cost_mist": sum(s.cost_mist for s in active),
+            "budget_mist": sum(s.budget_mist for s in active),
+            "remaining_mist": sum(s.remaining_mist for s in active),
+            "address": self.walnut.key.address,
+        }))
+
+
+class WalletHandler(WalnutHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.finish(json.dumps({"address": self.walnut.key.address,
+                                "public_key": self.walnut.key.public_key.hex()}))
+
+
+def handlers() -> list[tuple[str, type]]:
+    sid = r"(s-[0-9a-f]{16})"
+    return [
+        (r"/walnut/offers", OffersHandler),
+        (r"/walnut/sessions", SessionsHandler),
+        (rf"/walnut/sessions/{sid}", SessionHandler),
+        (r"/walnut/status", StatusHandler),
+        (r"/walnut/wallet", WalletHandler),
+    ]

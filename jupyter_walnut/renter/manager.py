@@ -1,0 +1,256 @@
+"""The renter's sessions: browse offers, launch on a provider, follow cost, stop.
+
+Flow: offer -> (channel, issue #4) -> provider session -> kernelspec -> kernels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..keys import KeyPair
+from ..provider_client import ProviderAPIError, ProviderClient
+from .kernelspecs import remove_kernelspec, write_kernelspec
+from .store import ACTIVE, RenterSession, RenterStore
+
+log = logging.getLogger("walnut.renter")
+
+_current: RenterManager | None = None
+
+
+class RenterError(Exception):
+    """A renter operation that cannot be done; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def load_or_create_key(path: Path) -> KeyPair:
+    if path.exists():
+        return KeyPair.load(path)
+    key = KeyPair.generate()
+    key.save(path)
+    return key
+
+
+class RenterManager:
+    def __init__(self, home: Path, provider_urls: list[str] | None = None,
+                 key: KeyPair | None = None) -> None:
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.key = key or load_or_create_key(self.home / "wallet.key")
+        self.store = RenterStore(self.home / "renter.sqlite")
+        self.provider_urls = [u.rstrip("/") for u in (provider_urls or [])]
+        self._listeners: dict[str, list[Callable[[RenterSession], None]]] = {}
+        self._poller: asyncio.Task | None = None
+        self.poll_interval_s = 2.0
+
+    # --- the process-wide instance (the provisioner finds the server's manager here) -----
+
+    @classmethod
+    def current(cls) -> RenterManager:
+        global _current
+        if _current is None:
+            from ..ledger import walnut_home
+
+            _current = cls(walnut_home())
+        return _current
+
+    def make_current(self) -> None:
+        global _current
+        _current = self
+
+    def client(self, url: str) -> ProviderClient:
+        return ProviderClient(url, self.key)
+
+    # --- offers --------------------------------------------------------------------------
+
+    async def offers(self) -> list[dict]:
+        """One row per provider shape, with the provider's live status and latency."""
+
+        async def probe(url: str) -> dict:
+            t0 = time.perf_counter()
+            try:
+                status = await asyncio.wait_for(self.client(url).status(), 10)
+            except (TimeoutError, ProviderAPIError, OSError) as exc:
+                return {"url": url, "error": str(exc) or "timed out"}
+            return {"url": url, "status": status,
+                    "latency_ms": round((time.perf_counter() - t0) * 1000, 1)}
+
+        probes = await asyncio.gather(*(probe(u) for u in self.provider_urls))
+        rows = []
+        for p in probes:
+            if "error" in p:
+                rows.append({"provider_url": p["url"], "healthy": False, "error": p["error"]})
+                continue
+            st = p["status"]
+            for shape in st["shapes"]:
+                rows.append({
+                    "provider_url": p["url"], "healthy": True, "node": st["node"],
+                    "provider_address": st["provider_address"], "region": st["region"],
+                    "latency_ms": p["latency_ms"], "runtime": st["runtime"],
+                    "shape": shape["name"], "gpus": shape["gpus"],
+                    "gpu_model": shape["gpu_model"], "gpu_memory_mb": shape["gpu_memory_mb"],
+                    "cpus": shape["cpus"], "memory_mb": shape["memory_mb"],
+                    "price_mist_per_second": shape["price_mist_per_second"],
+                    "price_mist_per_hour": shape["price_mist_per_hour"],
+                    "available": shape["available"],
+                    "free_session_slots": st["capacity"]["free_session_slots"],
+                    "images": [i["name"] for i in st["images"]],
+                    "max_session_seconds": st["max_session_seconds"],
+                })
+        return rows
+
+    # --- sessions ------------------------------------------------------------------------
+
+    async def launch(self, provider_url: str, shape: str, image: str = "python",
+                     max_seconds: int | None = None, budget_mist: int | None = None,
+                     on_progress: Callable[[str], None] | None = None) -> RenterSession:
+        progress = on_progress or (lambda step: None)
+        provider_url = provider_url.rstrip("/")
+        if provider_url not in self.provider_urls:
+            raise RenterError(400, f"unknown provider {provider_url!r}")
+        client = self.client(provider_url)
+        progress("contacting provider")
+        try:
+            status = await client.status()
+        except ProviderAPIError as exc:
+            raise RenterError(502, f"provider unreachable: {exc.message}") from exc
+        offer = next((s for s in status["shapes"] if s["name"] == shape), None)
+        if offer is None:
+            raise RenterError(400, f"provider {status['node']} has no shape {shape!r}")
+        price = offer["price_mist_per_second"]
+        if budget_mist is not None and max_seconds is None:
+            if budget_mist <= 0:
+                raise RenterError(400, "budget must be a positive amount of MIST")
+            max_seconds = budget_mist // price if price else status["max_session_seconds"]
+            if max_seconds < 1:
+                raise RenterError(400, "budget buys less than one second on this offer")
+        max_seconds = min(max_seconds or status["max_session_seconds"],
+                          status["max_session_seconds"])
+        budget = budget_mist if budget_mist is not None else max_seconds * price
+        progress("starting session container")
+        try:
+            created = await client.create_session(image=image, shape=shape,
+                                                  max_seconds=max_seconds)
+        except ProviderAPIError as exc:
+            raise RenterError(exc.status if 400 <= exc.status < 500 else 502,
+                              exc.message) from exc
+        session = RenterSession(
+            id=created["id"], provider_url=provider_url,
+            provider_address=status["provider_address"], node=status["node"],
+            shape=shape, image=image, gpus=offer["gpus"], gpu_model=offer["gpu_model"],
+            cpus=offer["cpus"], memory_mb=offer["memory_mb"], price_mist_per_second=price,
+            max_seconds=max_seconds, budget_mist=budget, status="starting",
+            created_at=time.time(), access_token=created["access_token"],
+        )
+        self.store.insert(session)
+        try:
+            remote = await client.wait_running(session.id)
+        except ProviderAPIError as exc:
+            self.store.update(session.id, status="failed", reason=exc.message,
+                              ended_at=time.time())
+            raise RenterError(502, f"session failed to start: {exc.message}") from exc
+        self.store.update(session.id, status="running", started_at=time.time(),
+                          running_seconds=remote["running_seconds"],
+                          cost_mist=remote["cost_mist"])
+        session = self.store.get(session.id)
+        write_kernelspec(session)
+        progress("ready")
+        log.info("walnut session %s running on %s", session.id, session.node)
+        return session
+
+    def get(self, session_id: str) -> RenterSession:
+        s = self.store.get(session_id)
+        if s is None:
+            raise RenterError(404, f"no session {session_id!r}")
+        return s
+
+    async def stop(self, session_id: str, reason: str = "stopped by you") -> RenterSession:
+        s = self.get(session_id)
+        if s.status in ACTIVE:
+            try:
+                remote = await self.client(s.provider_url).stop_session(s.id)
+                self.store.update(s.id, running_seconds=remote["running_seconds"],
+                                  cost_mist=remote["cost_mist"])
+            except ProviderAPIError as exc:
+                log.warning("provider did not confirm the stop of %s: %s", s.id, exc.message)
+            self._end(s.id, "stopped", reason)
+        return self.get(session_id)
+
+    def _end(self, session_id: str, status: str, reason: str) -> None:
+        self.store.update(session_id, status=status, reason=reason, ended_at=time.time())
+        remove_kernelspec(session_id)
+        final = self.get(session_id)
+        for listener in self._listeners.pop(session_id, []):
+            try:
+                listener(final)
+            except Exception:
+                log.exception("session-end listener failed")
+
+    def on_end(self, session_id: str, listener: Callable[[RenterSession], None]) -> None:
+        self._listeners.setdefault(session_id, []).append(listener)
+
+    async def refresh(self) -> None:
+        """Follow running sessions on their providers: cost so far, and ends we did not ask."""
+        for s in self.store.list(statuses=("running",)):
+            try:
+                remote = await self.client(s.provider_url).get_session(s.id)
+            except ProviderAPIError as exc:
+                if exc.status == 404:
+                    self._end(s.id, "failed", "the provider no longer knows this session")
+                continue  # unreachable for now: the kernel bridge decides when to give up
+            self.store.update(s.id, running_seconds=remote["running_seconds"],
+                              cost_mist=remote["cost_mist"])
+            if remote["status"] not in ACTIVE:
+                self._end(s.id, remote["status"], remote["reason"] or "ended by the provider")
+
+    async def session_alive(self, session_id: str) -> tuple[bool, str]:
+        """Asked by a kernel bridge that lost its connection."""
+        s = self.get(session_id)
+        if s.status not in ACTIVE:
+            return False, f"the session {s.status}: {s.reason}"
+        try:
+            remote = await self.client(s.provider_url).get_session(s.id)
+        except ProviderAPIError as exc:
+            if exc.status == 404:
+                self._end(s.id, "failed", "the provider no longer knows this session")
+                return False, "the provider no longer knows this session"
+            return True, ""  # unreachable: keep trying until the bridge's deadline
+        if remote["status"] not in ACTIVE:
+            self._end(s.id, remote["status"], remote["reason"])
+            return False, f"the session {remote['status']}: {remote['reason']}"
+        return True, ""
+
+    def start_polling(self) -> None:
+        async def loop() -> None:
+            while True:
+                try:
+                    await self.refresh()
+                except Exception:
+                    log.exception("refreshing walnut sessions failed")
+                await asyncio.sleep(self.poll_interval_s)
+
+        if self._poller is None:
+            self._poller = asyncio.ensure_future(loop())
+
+    def restore_kernelspecs(self) -> None:
+        """After a server restart: specs for sessions still running, none for ended ones."""
+        for s in self.store.list():
+            if s.status == "running":
+                write_kernelspec(s)
+            else:
+                remove_kernelspec(s.id)
+
+    async def shutdown(self, stop_sessions: bool = True) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+        if stop_sessions:
+            for s in self.store.list(statuses=ACTIVE):
+                await self.stop(s.id, reason="Jupyter Server shut down")

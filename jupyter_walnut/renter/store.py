@@ -1,0 +1,136 @@
+"""The renter's sessions on disk (SQLite under the Walnut home), so a restarted Jupyter
+Server knows them. Holds session access tokens: owner-only permissions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    provider_url TEXT NOT NULL,
+    provider_address TEXT NOT NULL,
+    node TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    image TEXT NOT NULL,
+    gpus INTEGER NOT NULL,
+    gpu_model TEXT,
+    cpus REAL NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    price_mist_per_second INTEGER NOT NULL,
+    max_seconds INTEGER NOT NULL,
+    budget_mist INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    running_seconds INTEGER NOT NULL DEFAULT 0,
+    cost_mist INTEGER NOT NULL DEFAULT 0,
+    access_token TEXT NOT NULL,
+    channel_id TEXT,
+    extra TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+ACTIVE = ("starting", "running")
+
+
+@dataclass
+class RenterSession:
+    id: str
+    provider_url: str
+    provider_address: str
+    node: str
+    shape: str
+    image: str
+    gpus: int
+    cpus: float
+    memory_mb: int
+    price_mist_per_second: int
+    max_seconds: int
+    budget_mist: int
+    status: str
+    created_at: float
+    access_token: str
+    gpu_model: str | None = None
+    reason: str = ""
+    started_at: float | None = None
+    ended_at: float | None = None
+    running_seconds: int = 0
+    cost_mist: int = 0
+    channel_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def remaining_mist(self) -> int:
+        return max(0, self.budget_mist - self.cost_mist)
+
+    def public(self) -> dict:
+        data = asdict(self)
+        data.pop("access_token")
+        data["remaining_mist"] = self.remaining_mist
+        data["kernel_name"] = kernel_name(self.id)
+        return data
+
+
+def kernel_name(session_id: str) -> str:
+    return f"walnut-{session_id}"
+
+
+class RenterStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.path.chmod(0o600)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def insert(self, s: RenterSession) -> None:
+        data = asdict(s)
+        data["extra"] = json.dumps(s.extra)
+        cols = ", ".join(data)
+        with self._lock:
+            self._db.execute(f"INSERT INTO sessions ({cols}) VALUES "
+                             f"({', '.join(':' + k for k in data)})", data)
+
+    def update(self, session_id: str, **fields) -> None:
+        if "extra" in fields:
+            fields["extra"] = json.dumps(fields["extra"])
+        sets = ", ".join(f"{k} = :{k}" for k in fields)
+        with self._lock:
+            self._db.execute(f"UPDATE sessions SET {sets} WHERE id = :_id",
+                             {**fields, "_id": session_id})
+
+    def get(self, session_id: str) -> RenterSession | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM sessions WHERE id = ?",
+                                   (session_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def list(self, statuses: tuple[str, ...] | None = None) -> list[RenterSession]:
+        query, args = "SELECT * FROM sessions", []
+        if statuses:
+            query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            args = list(statuses)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at DESC", args).fetchall()
+        return [self._row(r) for r in rows]
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> RenterSession:
+        data = dict(row)
+        data["extra"] = json.loads(data["extra"])
+        return RenterSession(**data)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
