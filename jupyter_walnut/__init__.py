@@ -7,3 +7,15 @@ def _jupyter_server_extension_points() -> list[dict]:
     from .extension.app import WalnutApp
 
     return [{"module": "jupyter_walnut.extension.app", "app": WalnutApp}]
+
+
+def load_ipython_extension(ipython) -> None:  # %load_ext jupyter_walnut
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)
