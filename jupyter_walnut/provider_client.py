@@ -78,6 +78,10 @@ class ProviderClient:
     async def stop_session(self, session_id: str) -> dict:
         return await self._call("DELETE", f"{API}/sessions/{session_id}")
 
+    async def send_voucher(self, session_id: str, amount_mist: int, signature: bytes) -> dict:
+        return await self._call("POST", f"{API}/sessions/{session_id}/vouchers",
+                                {"amount_mist": str(amount_mist), "signature": signature.hex()})
+
     async def wait_running(self, session_id: str, timeout: float = 120.0,
                            on_status=None) -> dict:
         """Poll until the session runs; raises with the provider's reason if it failed."""

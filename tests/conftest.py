@@ -18,6 +18,7 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 def provider_config(**overrides):
     data = {
         "provider": {"name": "test-node", "runtime": "process"},
+        "settlement": {"settle_after_s": 1, "min_challenge_period_s": 60},
         "shapes": [
             {"name": "cpu-small", "gpus": 0, "cpus": 1, "memory_mb": 1024,
              "price_mist_per_second": 1000},
@@ -32,8 +33,30 @@ def provider_config(**overrides):
     return parse_config(data)
 
 
+FUNDS = 10**12  # 1000 SUI on the local ledger for each test renter
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    """The local ledger shared by the test's providers and renters (one SQLite file)."""
+    from jupyter_walnut.ledger import LocalLedger
+
+    with LocalLedger(tmp_path / "ledger.sqlite") as led:
+        yield led
+
+
+def open_channel(ledger, renter: KeyPair, provider, deposit: int = 600_000,
+                 price: int = 1000, challenge_period_s: int = 60) -> str:
+    """A funded renter's open channel to `provider` (a node or ThreadedProvider)."""
+    if ledger.balance(renter.address) < deposit:
+        ledger.fund(renter.address, FUNDS)
+    channel = ledger.open_channel(renter, provider.identity.address, renter.public_key,
+                                  deposit, price, challenge_period_s)
+    return channel.channel_id
+
+
 @pytest_asyncio.fixture
-async def provider_factory(tmp_path):
+async def provider_factory(tmp_path, ledger):
     """Start real provider nodes (process runtime) on loopback; stopped after the test."""
     from jupyter_walnut.provider.node import ProviderNode
     from jupyter_walnut.provider.runtimes.process import ProcessRuntime
@@ -45,7 +68,7 @@ async def provider_factory(tmp_path):
         state_dir = state_dir or tmp_path / f"provider{len(nodes)}"
         identity = identity or KeyPair.generate()
         runtime = runtime or ProcessRuntime(state_dir / "sessions")
-        node = ProviderNode(config, identity, state_dir, runtime=runtime)
+        node = ProviderNode(config, identity, state_dir, runtime=runtime, ledger=ledger)
         node.sessions.metering_interval_s = 0.2
         node.sessions.watch_interval_s = 0.2
         port = await node.start(host="127.0.0.1", port=0)
@@ -83,7 +106,7 @@ class ThreadedProvider:
     """A real provider node on its own event loop in a thread: usable from any test loop
     (pytest-jupyter runs its tests on its own loop)."""
 
-    def __init__(self, state_dir: Path, config=None, identity=None) -> None:
+    def __init__(self, state_dir: Path, ledger, config=None, identity=None) -> None:
         import asyncio
         import threading
 
@@ -97,7 +120,7 @@ class ThreadedProvider:
 
         async def start():
             node = ProviderNode(config or provider_config(), self.identity, state_dir,
-                                runtime=ProcessRuntime(state_dir / "sessions"))
+                                runtime=ProcessRuntime(state_dir / "sessions"), ledger=ledger)
             node.sessions.metering_interval_s = 0.2
             node.sessions.watch_interval_s = 0.2
             return node, await node.start(host="127.0.0.1", port=0)
@@ -119,7 +142,7 @@ class ThreadedProvider:
 
 
 @pytest.fixture
-def threaded_provider(tmp_path):
-    node = ThreadedProvider(tmp_path / "provider")
+def threaded_provider(tmp_path, ledger):
+    node = ThreadedProvider(tmp_path / "provider", ledger)
     yield node
     node.stop()

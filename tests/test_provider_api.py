@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from conftest import open_channel
 from kernel_ws import KernelWS
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.asyncio
 
 async def running_session(provider, key, **request):
     client = ProviderClient(provider.url, key)
-    created = await client.create_session(image="python", **request)
+    channel = open_channel(provider.ledger, key, provider)
+    created = await client.create_session(image="python", channel_id=channel, **request)
     await client.wait_running(created["id"])
     return client, created
 
@@ -113,6 +115,7 @@ async def test_two_renters_are_isolated(provider):
 
 async def test_capacity_shapes_and_images_are_enforced(provider, renter_key):
     client = ProviderClient(provider.url, renter_key)
+    balance = provider.ledger.balance(renter_key.address)
     for request, status, words in [
         ({"image": "nope"}, 400, "unknown image"),
         ({"image": "python", "shape": "huge"}, 400, "unknown shape"),
@@ -122,16 +125,26 @@ async def test_capacity_shapes_and_images_are_enforced(provider, renter_key):
         ({"image": "python", "bogus": 1}, 400, "unknown field"),
         ({"image": "python", "memory_mb": "lots"}, 400, "memory_mb"),
     ]:
+        price = 50_000 if request.get("gpus") else 1000  # pay the GPU shape's price
+        channel = open_channel(provider.ledger, renter_key, provider, price=price,
+                               deposit=price * 600)
         with pytest.raises(ProviderAPIError) as err:
-            await client.create_session(**request)
+            await client.create_session(channel_id=channel, **request)
         assert err.value.status == status, request
         assert words in err.value.message, request
     assert await client.list_sessions() == []  # nothing started or left behind
+    balance = provider.ledger.balance(renter_key.address)
     for _ in range(3):
-        await client.create_session(image="python")
+        await client.create_session(image="python",
+                                    channel_id=open_channel(provider.ledger, renter_key, provider))
+    channel = open_channel(provider.ledger, renter_key, provider)
     with pytest.raises(ProviderAPIError) as err:
-        await client.create_session(image="python")
+        await client.create_session(image="python", channel_id=channel)
     assert err.value.status == 409 and "capacity" in err.value.message
+    # a refused session's deposit comes back at once: the provider closed its channel
+    assert provider.ledger.get_channel(channel).refunded == 600_000
+    locked = 3 * 600_000
+    assert provider.ledger.balance(renter_key.address) == balance - locked
 
 
 async def test_bad_requests_get_clear_4xx(provider, renter_key):
@@ -185,13 +198,20 @@ async def test_failed_gateway_is_reported_and_freed(provider_factory, tmp_path, 
     broken = ProcessRuntime(tmp_path / "broken", python="/bin/false")
     node = await provider_factory(runtime=broken)
     client = ProviderClient(node.url, renter_key)
-    created = await client.create_session(image="python")
+    channel = open_channel(node.ledger, renter_key, node)
+    before = node.ledger.balance(renter_key.address)
+    created = await client.create_session(image="python", channel_id=channel)
     with pytest.raises(ProviderAPIError) as err:
         await client.wait_running(created["id"])
     assert "exited" in err.value.message
     session = await client.get_session(created["id"])
     assert session["status"] == "failed" and "exit" in session["reason"]
     assert (await client.status())["capacity"]["active_sessions"] == 0
+    # nothing charged for a session that never ran: the whole deposit comes back
+    while not node.ledger.get_channel(channel).closed:
+        await node.sessions.settle_once()
+    assert node.ledger.get_channel(channel).claimed == 0
+    assert node.ledger.balance(renter_key.address) == before + 600_000
 
 
 async def test_dead_gateway_fails_the_session(provider, renter_key):

@@ -19,10 +19,23 @@ def provider(threaded_provider):
 
 
 @pytest.fixture
-def jp_server_config(provider, tmp_path):
+def renter_home(tmp_path, ledger):
+    """The renter's Walnut home with a wallet funded on the shared local ledger."""
+    from jupyter_walnut.keys import KeyPair
+
+    home = tmp_path / "renter"
+    key = KeyPair.generate()
+    key.save(home / "wallet.key")
+    ledger.fund(key.address, 10**12)
+    return home
+
+
+@pytest.fixture
+def jp_server_config(provider, renter_home, ledger):
     return {"ServerApp": {"jpserver_extensions": {"jupyter_walnut": True}},
-            "WalnutApp": {"providers": [provider.url], "walnut_home": str(tmp_path / "renter"),
-                          "poll_interval": 0.2}}
+            "WalnutApp": {"providers": [provider.url], "walnut_home": str(renter_home),
+                          "ledger_path": str(ledger.path), "poll_interval": 0.2,
+                          "challenge_period": 60}}
 
 
 async def launch(jp_fetch, provider, shape="cpu-small", **extra):
@@ -171,6 +184,7 @@ async def test_stopping_the_session_kills_the_kernel_with_a_reason(jp_fetch, jp_
 
 
 async def test_launch_errors_are_clear(jp_fetch, provider):
+    balance = json.loads((await jp_fetch("walnut", "wallet")).body)["balance_mist"]
     for body, status, words in [
         ({"provider_url": "http://127.0.0.1:1", "shape": "cpu-small"}, 400, "unknown provider"),
         ({"provider_url": provider.url, "shape": "nope"}, 400, "no shape"),
@@ -178,10 +192,67 @@ async def test_launch_errors_are_clear(jp_fetch, provider):
         ({"provider_url": provider.url}, 400, "shape is required"),
         ({"provider_url": provider.url, "shape": "cpu-small", "budget_mist": -5}, 400,
          "positive"),
+        ({"provider_url": provider.url, "shape": "cpu-small", "budget_mist": 1000}, 400,
+         "at least 60000 MIST"),
+        ({"provider_url": provider.url, "shape": "cpu-small", "budget_mist": 10**13}, 402,
+         "insufficient balance"),
     ]:
         with pytest.raises(HTTPClientError) as err:
             await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(body))
         assert err.value.code == status, body
         assert words in json.loads(err.value.response.body)["message"], body
-    sessions = json.loads((await jp_fetch("walnut", "sessions")).body)["sessions"]
-    assert sessions == []  # nothing launched, nothing charged
+    # nothing launched, nothing charged: the one refused by the provider (no free GPU) is
+    # listed as failed, and its deposit is back in the wallet
+    while True:
+        sessions = json.loads((await jp_fetch("walnut", "sessions")).body)["sessions"]
+        if all(s["extra"].get("settlement") == "settled" for s in sessions):
+            break
+        await asyncio.sleep(0.1)
+    assert [(s["status"], s["extra"]["claimed_mist"]) for s in sessions] == [("failed", 0)]
+    assert "GPU" in sessions[0]["reason"]
+    assert json.loads((await jp_fetch("walnut", "wallet")).body)["balance_mist"] == balance
+
+
+async def test_money_flows_from_wallet_to_provider_exactly(jp_fetch, provider, ledger):
+    wallet = json.loads((await jp_fetch("walnut", "wallet")).body)
+    assert wallet["network"] == "local"
+    start_balance = wallet["balance_mist"]
+    session = await launch(jp_fetch, provider, budget_mist=300_000)
+    assert session["budget_mist"] == 300_000 and session["max_seconds"] == 300
+    wallet = json.loads((await jp_fetch("walnut", "wallet")).body)
+    assert wallet["balance_mist"] == start_balance - 300_000  # the deposit is locked
+    # vouchers follow the metered cost while the session runs
+    while provider.store.get(session["id"]).extra.get("voucher_mist", 0) < 1000:
+        await asyncio.sleep(0.05)
+    topped = json.loads((await jp_fetch("walnut", "sessions", session["id"], "topup",
+                                        method="POST", body=json.dumps({"amount_mist": 50_000})
+                                        )).body)
+    assert topped["budget_mist"] == 350_000
+    resp = await jp_fetch("walnut", "sessions", session["id"], method="DELETE")
+    stopped = json.loads(resp.body)
+    assert stopped["status"] == "stopped"
+    while True:
+        s = json.loads((await jp_fetch("walnut", "sessions", session["id"])).body)
+        if s["extra"].get("settlement") == "settled":
+            break
+        await asyncio.sleep(0.1)
+    channel = ledger.get_channel(s["channel_id"])
+    cost = provider.store.get(session["id"]).cost_mist
+    assert channel.claimed == cost == s["extra"]["claimed_mist"]
+    assert channel.deposited == 350_000 == channel.claimed + channel.refunded
+    wallet = json.loads((await jp_fetch("walnut", "wallet")).body)
+    assert wallet["balance_mist"] == start_balance - cost
+    assert ledger.balance(provider.identity.address) == cost
+
+
+async def test_fund_the_demo_wallet(jp_fetch):
+    before = json.loads((await jp_fetch("walnut", "wallet")).body)["balance_mist"]
+    resp = await jp_fetch("walnut", "wallet", "fund", method="POST",
+                          body=json.dumps({"amount_mist": 5 * 10**9}))
+    assert json.loads(resp.body)["balance_mist"] == before + 5 * 10**9
+    for body in ({"amount_mist": 0}, {"amount_mist": 1.5}, {}, {"amount_mist": "x"}):
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch("walnut", "wallet", "fund", method="POST", body=json.dumps(body))
+        assert err.value.code == 400
+    after = json.loads((await jp_fetch("walnut", "wallet")).body)["balance_mist"]
+    assert after == before + 5 * 10**9

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
-from traitlets import Bool, Float, List, Unicode, default
+from traitlets import Bool, Float, Int, List, Unicode, default
 
 from .._version import __version__
 from ..renter.manager import RenterManager
@@ -29,6 +29,13 @@ class WalnutApp(ExtensionApp):
         help="Stop this server's Walnut sessions when it shuts down, so nobody pays for a "
              "forgotten kernel.")
     poll_interval = Float(2.0, config=True, help="Seconds between session cost refreshes.")
+    ledger_path = Unicode(
+        "", config=True,
+        help="Local ledger file (default: $WALNUT_LEDGER or <walnut home>/ledger.sqlite).")
+    challenge_period = Int(
+        600, config=True,
+        help="Seconds a provider has to claim after this renter asks to close a channel; "
+             "also how long a vanished provider's deposit stays locked.")
     tcp_nodelay = Bool(True, config=True,
                        help="Turn Nagle's algorithm off on every kernel websocket of the server.")
 
@@ -44,7 +51,11 @@ class WalnutApp(ExtensionApp):
         return str(walnut_home())
 
     def initialize_settings(self) -> None:
-        self.manager = RenterManager(Path(self.walnut_home), self.providers)
+        from ..ledger import LocalLedger, default_ledger_path
+
+        ledger = LocalLedger(self.ledger_path or default_ledger_path())
+        self.manager = RenterManager(Path(self.walnut_home), self.providers, ledger=ledger,
+                                     challenge_period_s=self.challenge_period)
         self.manager.poll_interval_s = self.poll_interval
         self.manager.make_current()
         self.manager.restore_kernelspecs()

@@ -118,9 +118,41 @@ class StatusHandler(WalnutHandler):
 
 class WalletHandler(WalnutHandler):
     @web.authenticated
-    def get(self) -> None:
+    async def get(self) -> None:
         self.finish(json.dumps({"address": self.walnut.key.address,
-                                "public_key": self.walnut.key.public_key.hex()}))
+                                "public_key": self.walnut.key.public_key.hex(),
+                                "network": self.walnut.network,
+                                "balance_mist": await self.walnut.payments.balance()}))
+
+
+class FundHandler(WalnutHandler):
+    """The local ledger's faucet, for demos; a real network has no such thing."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        amount = _int_field(self.body(), "amount_mist")
+        if amount is None:
+            raise RenterError(400, "amount_mist is required")
+        if self.walnut.network != "local":
+            raise RenterError(400, "funding is only possible on the local ledger")
+        from ..ledger import LedgerError
+
+        try:
+            balance = self.walnut.ledger.fund(self.walnut.key.address, amount)
+        except LedgerError as exc:
+            raise RenterError(400, exc.message) from exc
+        self.finish(json.dumps({"address": self.walnut.key.address, "balance_mist": balance,
+                                "network": self.walnut.network}))
+
+
+class TopUpHandler(WalnutHandler):
+    @web.authenticated
+    async def post(self, session_id: str) -> None:
+        amount = _int_field(self.body(), "amount_mist")
+        if amount is None:
+            raise RenterError(400, "amount_mist is required")
+        session = await self.walnut.top_up(session_id, amount)
+        self.finish(json.dumps(session.public()))
 
 
 def handlers() -> list[tuple[str, type]]:
@@ -130,5 +162,7 @@ def handlers() -> list[tuple[str, type]]:
         (r"/walnut/sessions", SessionsHandler),
         (rf"/walnut/sessions/{sid}", SessionHandler),
         (r"/walnut/status", StatusHandler),
+        (rf"/walnut/sessions/{sid}/topup", TopUpHandler),
         (r"/walnut/wallet", WalletHandler),
+        (r"/walnut/wallet/fund", FundHandler),
     ]

@@ -152,6 +152,30 @@ class SessionHandler(BaseHandler):
         self.write_json(rec.public())
 
 
+class VouchersHandler(BaseHandler):
+    """The renter's newest cumulative voucher for a session's channel."""
+
+    def post(self, session_id: str) -> None:
+        renter, _ = self.renter()
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise APIError(400, "request body must be a JSON object")
+        amount = body.get("amount_mist")
+        if isinstance(amount, str) and amount.isdigit():
+            amount = int(amount)  # decimal strings keep precision past 2**53
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+            raise APIError(400, "amount_mist: must be a non-negative integer")
+        signature = body.get("signature")
+        try:
+            sig = bytes.fromhex(signature) if isinstance(signature, str) else b""
+        except ValueError:
+            sig = b""
+        if len(sig) != 64:
+            raise APIError(400, "signature: must be 128 hex characters (Ed25519)")
+        rec = self.node.sessions.record_voucher(session_id, renter, amount, sig)
+        self.write_json(rec.public())
+
+
 class GatewayProxyHandler(BaseHandler):
     """Kernel-gateway REST calls of one session."""
 
@@ -260,6 +284,8 @@ class NotFoundHandler(BaseHandler):
 
 
 def make_app(node: ProviderNode) -> web.Application:
+    from .jobs import routes as job_routes  # jobs.py imports this module
+
     return web.Application(
         [
             (rf"{API}/health", HealthHandler),
@@ -267,10 +293,12 @@ def make_app(node: ProviderNode) -> web.Application:
             (rf"{API}/openapi.yaml", OpenAPIHandler),
             (rf"{API}/sessions", SessionsHandler),
             (rf"{API}/sessions/{SESSION_ID}", SessionHandler),
+            (rf"{API}/sessions/{SESSION_ID}/vouchers", VouchersHandler),
             (rf"{API}/sessions/{SESSION_ID}/gateway/(api/kernels/[^/]+/channels)",
              GatewayWebsocketHandler),
             (rf"{API}/sessions/{SESSION_ID}/gateway/(.*)", GatewayProxyHandler),
             (r"/metrics", MetricsHandler),
+            *job_routes(),
         ],
         default_handler_class=NotFoundHandler,
         walnut_node=node,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .settlement import SettlementPolicy
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
@@ -77,6 +79,9 @@ class ProviderConfig:
     availability: Availability = field(default_factory=Availability)
     max_body_bytes: int = 1024 * 1024
     signature_window_s: int = 60
+    ledger: str = "local"  # local | sui (the Sui ledger is configured in [ledger])
+    ledger_path: str | None = None  # local ledger file; default: the shared Walnut ledger
+    settlement: SettlementPolicy = field(default_factory=SettlementPolicy)
 
     def shape(self, name: str) -> Shape | None:
         return next((s for s in self.shapes if s.name == name), None)
@@ -173,7 +178,8 @@ def _window(data: Any, where: str) -> Window:
 
 
 def parse_config(data: dict) -> ProviderConfig:
-    _unknown(data, {"provider", "shapes", "images", "availability", "limits"}, "")
+    _unknown(data, {"provider", "shapes", "images", "availability", "limits", "ledger",
+                    "settlement"}, "")
     prov = _table(data, "provider", "")
     _unknown(prov, {"name", "endpoint", "region", "listen_host", "listen_port", "runtime"},
              "provider.")
@@ -212,6 +218,16 @@ def parse_config(data: dict) -> ProviderConfig:
     )
     limits = _table(data, "limits", "")
     _unknown(limits, {"max_body_bytes", "signature_window_s"}, "limits.")
+    ledger = _table(data, "ledger", "")
+    _unknown(ledger, {"kind", "path"}, "ledger.")
+    settle = _table(data, "settlement", "")
+    _unknown(settle, {"grace_seconds", "min_prepaid_seconds", "min_challenge_period_s",
+                      "settle_after_s"}, "settlement.")
+    defaults = SettlementPolicy()
+    policy = SettlementPolicy(**{
+        key: _int(settle, key, "settlement.", default=getattr(defaults, key))
+        for key in ("grace_seconds", "min_prepaid_seconds", "min_challenge_period_s",
+                    "settle_after_s")})
     port = _int(prov, "listen_port", "provider.", default=8765)
     if port > 65535:
         raise ConfigError("provider.listen_port: must be <= 65535")
@@ -232,6 +248,9 @@ def parse_config(data: dict) -> ProviderConfig:
         max_body_bytes=_int(limits, "max_body_bytes", "limits.", default=1024 * 1024,
                             minimum=1024),
         signature_window_s=_int(limits, "signature_window_s", "limits.", default=60, minimum=5),
+        ledger=_str(ledger, "kind", "ledger.", default="local", choices=("local",)),
+        ledger_path=_str(ledger, "path", "ledger.", default=None) if "path" in ledger else None,
+        settlement=policy,
     )
 
 
@@ -294,6 +313,14 @@ def default_config_text(name: str, gpu_count: int, cpu_count: int, memory_mb: in
         '# days = ["mon", "tue", "wed", "thu", "fri"]',
         '# start = "19:00"',
         '# end = "24:00"',
+        "",
+        "[ledger]",
+        'kind = "local"  # the embedded ledger shared by everything on this machine',
+        '# path = "/path/to/ledger.sqlite"  # default: $WALNUT_LEDGER or the Walnut home',
+        "",
+        "[settlement]",
+        "grace_seconds = 30  # stop a session whose vouchers fall this far behind",
+        "min_prepaid_seconds = 60  # a channel must lock at least this much time",
         "",
     ]
     return "\n".join(lines)

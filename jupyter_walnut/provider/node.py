@@ -11,12 +11,14 @@ from tornado.httpserver import HTTPServer
 
 from .._version import __version__
 from ..keys import KeyPair
+from ..ledger import Ledger, LocalLedger, default_ledger_path
 from ..signed_requests import RequestVerifier
 from .config import ProviderConfig
 from .hardware import Hardware, detect
 from .metrics import ProviderMetrics
 from .runtimes import Runtime
 from .sessions import SessionManager
+from .settlement import ProviderSettlement
 from .store import ACTIVE, SessionStore
 
 log = logging.getLogger("walnut.provider")
@@ -43,7 +45,7 @@ def choose_runtime(config: ProviderConfig, state_dir: Path, provider_id: str
 
 class ProviderNode:
     def __init__(self, config: ProviderConfig, identity: KeyPair, state_dir: Path,
-                 runtime: Runtime | None = None) -> None:
+                 runtime: Runtime | None = None, ledger: Ledger | None = None) -> None:
         self.config = config
         self.identity = identity
         self.state_dir = Path(state_dir)
@@ -58,8 +60,13 @@ class ProviderNode:
         self.runtime = runtime
         self._hw: Hardware | None = None
         self._hw_at = 0.0
+        if ledger is None:
+            ledger = LocalLedger(config.ledger_path or default_ledger_path())
+        self.ledger = ledger
+        self.settlement = ProviderSettlement(ledger, identity, config.settlement)
         self.sessions = SessionManager(config, runtime, self.store, self.hardware,
-                                       self.state_dir, resolve_image=self._resolve_image)
+                                       self.state_dir, resolve_image=self._resolve_image,
+                                       settlement=self.settlement)
         self.sessions.on_event = self._on_session_event
         self.started_at = time.time()
         self.server: HTTPServer | None = None
@@ -114,6 +121,12 @@ class ProviderNode:
             "images": [{"name": i.name, "description": i.description}
                        for i in self.config.images],
             "max_session_seconds": self.config.availability.max_session_seconds,
+            "settlement": {
+                "ledger": self.config.ledger,
+                "min_prepaid_seconds": self.config.settlement.min_prepaid_seconds,
+                "min_challenge_period_s": self.config.settlement.min_challenge_period_s,
+                "grace_seconds": self.config.settlement.grace_seconds,
+            },
             "uptime_seconds": int(time.time() - self.started_at),
         }
 

@@ -23,6 +23,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from .config import ProviderConfig, Shape
 from .hardware import Hardware
 from .runtimes import Runtime, RuntimeError_, RuntimeHandle, SessionSpec
+from .settlement import PaymentError, ProviderSettlement
 from .store import ACTIVE, SessionRecord, SessionStore
 
 log = logging.getLogger("walnut.provider")
@@ -98,6 +99,7 @@ class SessionManager:
         hardware: Callable[[], Hardware],
         state_dir: Path,
         resolve_image: Callable[[str], str] | None = None,
+        settlement: ProviderSettlement | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime
@@ -105,6 +107,7 @@ class SessionManager:
         self.hardware = hardware
         self.state_dir = Path(state_dir)
         self.resolve_image = resolve_image or (lambda ref: ref)
+        self.settlement = settlement
         self._handles: dict[str, RuntimeHandle] = {}
         self._tasks: set[asyncio.Task] = set()
         self._admit_lock = asyncio.Lock()
@@ -176,6 +179,38 @@ class SessionManager:
         if max_seconds > avail.max_session_seconds:
             raise SessionError(
                 400, f"max_seconds: this node allows at most {avail.max_session_seconds}")
+        deposit = 0
+        if self.settlement is not None:
+            if not req.channel_id:
+                raise SessionError(402, "channel_id: an open payment channel is required")
+            if self.store.list(channel_id=req.channel_id):
+                raise SessionError(409, "this channel already paid for a session")
+            try:
+                deposit = await self.settlement.check_channel(
+                    req.channel_id, renter, renter_public_key, shape.price_mist_per_second)
+            except PaymentError as exc:
+                raise SessionError(exc.status, exc.message) from exc
+            if shape.price_mist_per_second:
+                max_seconds = min(max_seconds, deposit // shape.price_mist_per_second)
+        try:
+            return await self._admit(renter, renter_public_key, req, image, shape, max_seconds,
+                                     deposit)
+        except SessionError:
+            if deposit:  # a valid channel for a session we cannot run: refund it now
+                await self._refund_unused(req.channel_id)
+            raise
+
+    async def _refund_unused(self, channel_id: str) -> None:
+        try:
+            await asyncio.to_thread(self.settlement.ledger.provider_close,
+                                    self.settlement.identity, channel_id)
+        except Exception as exc:  # the renter can still close it after the challenge period
+            log.warning("could not close unused channel %s: %s", channel_id, exc)
+
+    async def _admit(self, renter: str, renter_public_key: str, req: SessionRequest, image,
+                     shape: Shape, max_seconds: int, deposit: int
+                     ) -> tuple[SessionRecord, str]:
+        avail = self.config.availability
         async with self._admit_lock:  # capacity checks and the insert are one step
             if not avail.open_at(dt.datetime.now()):
                 raise SessionError(409, "this node is not accepting sessions now (schedule)")
@@ -203,6 +238,8 @@ class SessionManager:
                 access_token_hash=hash_token(access_token),
                 created_at=time.time(),
                 channel_id=req.channel_id,
+                extra={"deposit_mist": deposit, "voucher_mist": 0, "settlement":
+                       "open" if self.settlement is not None else "none"},
             )
             self.store.insert(rec)
         self._spawn(self._start(rec, image.reference))
@@ -326,6 +363,44 @@ class SessionManager:
             rec = self.store.get(rec.id)
             if rec.running_ms >= rec.max_seconds * 1000:
                 await self.stop(rec.id, reason="maximum duration reached", status="stopped")
+            elif self.settlement is not None and (why := self.settlement.behind(rec)):
+                await self.stop(rec.id, reason=why, status="stopped")
+        await self.settle_once()
+
+    # --- payment -------------------------------------------------------------------------
+
+    def record_voucher(self, session_id: str, renter: str, amount: int, signature: bytes
+                       ) -> SessionRecord:
+        """Keep a renter's newer voucher (persisted before it counts)."""
+        if self.settlement is None:
+            raise SessionError(409, "this node does not take payments")
+        rec = self.owned(session_id, renter)
+        try:
+            self.settlement.check_voucher(rec, amount, signature)
+        except PaymentError as exc:
+            raise SessionError(exc.status, exc.message) from exc
+        extra = {**rec.extra, "voucher_mist": amount, "voucher_signature": signature.hex()}
+        self.store.update(session_id, extra=extra)
+        return self.store.get(session_id)
+
+    async def settle_once(self) -> None:
+        """Settle ended sessions: once the final voucher covers the cost, or after a wait."""
+        if self.settlement is None:
+            return
+        for rec in self.store.list(statuses=("stopped", "failed")):
+            if rec.extra.get("settlement") != "open" or rec.channel_id is None:
+                continue
+            waited = time.time() - (rec.ended_at or 0)
+            if rec.extra.get("voucher_mist", 0) < rec.cost_mist and \
+                    waited < self.settlement.policy.settle_after_s:
+                continue
+            try:
+                extra = await self.settlement.settle(rec)
+            except Exception as exc:  # the ledger is unreachable: try again next pass
+                log.warning("settling session %s failed: %s", rec.id, exc)
+                continue
+            self.store.update(rec.id, extra=extra)
+            self.on_event("settled", self.store.get(rec.id))
 
     async def watch_once(self) -> None:
         for rec in self.store.list(statuses=("running",)):

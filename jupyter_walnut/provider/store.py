@@ -83,6 +83,7 @@ class SessionRecord:
         data = asdict(self)
         for secret in ("gateway_token", "access_token_hash", "gateway_url", "runtime_ref"):
             data.pop(secret)
+        data["extra"] = {k: v for k, v in self.extra.items() if k != "voucher_signature"}
         data["running_seconds"] = self.running_ms // 1000
         data["cost_mist"] = self.cost_mist
         return data
@@ -128,9 +129,12 @@ class SessionStore:
             row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return self._row(row) if row else None
 
-    def list(self, renter: str | None = None, statuses: tuple[str, ...] | None = None
-             ) -> list[SessionRecord]:
+    def list(self, renter: str | None = None, statuses: tuple[str, ...] | None = None,
+             channel_id: str | None = None) -> list[SessionRecord]:
         query, args = "SELECT * FROM sessions WHERE 1=1", []
+        if channel_id is not None:
+            query += " AND channel_id = ?"
+            args.append(channel_id)
         if renter is not None:
             query += " AND renter = ?"
             args.append(renter)

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..keys import KeyPair
+from ..ledger import Ledger, LocalLedger, default_ledger_path
 from ..provider_client import ProviderAPIError, ProviderClient
 from .kernelspecs import remove_kernelspec, write_kernelspec
+from .payments import PaymentError, RenterPayments
 from .store import ACTIVE, RenterSession, RenterStore
 
 log = logging.getLogger("walnut.renter")
@@ -40,10 +42,15 @@ def load_or_create_key(path: Path) -> KeyPair:
 
 class RenterManager:
     def __init__(self, home: Path, provider_urls: list[str] | None = None,
-                 key: KeyPair | None = None) -> None:
+                 key: KeyPair | None = None, ledger: Ledger | None = None,
+                 challenge_period_s: int = 600) -> None:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.key = key or load_or_create_key(self.home / "wallet.key")
+        self.ledger = ledger if ledger is not None else LocalLedger(default_ledger_path())
+        self.network = "local" if isinstance(self.ledger, LocalLedger) else "sui"
+        self.payments = RenterPayments(self.ledger, self.key,
+                                       challenge_period_s=challenge_period_s)
         self.store = RenterStore(self.home / "renter.sqlite")
         self.provider_urls = [u.rstrip("/") for u in (provider_urls or [])]
         self._listeners: dict[str, list[Callable[[RenterSession], None]]] = {}
@@ -134,11 +141,23 @@ class RenterManager:
         max_seconds = min(max_seconds or status["max_session_seconds"],
                           status["max_session_seconds"])
         budget = budget_mist if budget_mist is not None else max_seconds * price
+        minimum = price * status.get("settlement", {}).get("min_prepaid_seconds", 0)
+        if budget < minimum:
+            raise RenterError(400, f"this offer needs a budget of at least {minimum} MIST")
+        progress("opening payment channel")
+        try:
+            channel = await self.payments.open(status["provider_address"], price, budget)
+        except PaymentError as exc:
+            raise RenterError(exc.status, exc.message) from exc
         progress("starting session container")
         try:
             created = await client.create_session(image=image, shape=shape,
-                                                  max_seconds=max_seconds)
+                                                  max_seconds=max_seconds,
+                                                  channel_id=channel.channel_id)
         except ProviderAPIError as exc:
+            # a provider that refused closes the channel itself; if it could not be
+            # reached, the refresh loop recovers the deposit after the challenge period
+            self._record_unused_channel(channel.channel_id, provider_url, status, exc.message)
             raise RenterError(exc.status if 400 <= exc.status < 500 else 502,
                               exc.message) from exc
         session = RenterSession(
@@ -148,6 +167,8 @@ class RenterManager:
             cpus=offer["cpus"], memory_mb=offer["memory_mb"], price_mist_per_second=price,
             max_seconds=max_seconds, budget_mist=budget, status="starting",
             created_at=time.time(), access_token=created["access_token"],
+            channel_id=channel.channel_id,
+            extra={"deposit_mist": budget, "voucher_mist": 0, "settlement": "open"},
         )
         self.store.insert(session)
         try:
@@ -165,6 +186,55 @@ class RenterManager:
         log.info("walnut session %s running on %s", session.id, session.node)
         return session
 
+    def _record_unused_channel(self, channel_id: str, provider_url: str, status: dict,
+                               reason: str) -> None:
+        """Keep a refused launch's channel on disk so its deposit is recovered."""
+        now = time.time()
+        self.store.insert(RenterSession(
+            id="x-" + channel_id[2:18], provider_url=provider_url,
+            provider_address=status["provider_address"], node=status["node"], shape="-",
+            image="-", gpus=0, cpus=0, memory_mb=0, price_mist_per_second=0, max_seconds=0,
+            budget_mist=0, status="failed", reason=f"launch refused: {reason}",
+            created_at=now, started_at=None, ended_at=now, access_token="",
+            channel_id=channel_id, extra={"settlement": "open", "launch_failed": True},
+        ))
+
+    async def top_up(self, session_id: str, amount_mist: int) -> RenterSession:
+        s = self.get(session_id)
+        if s.status not in ACTIVE or s.channel_id is None:
+            raise RenterError(409, f"session {session_id} is {s.status}")
+        if isinstance(amount_mist, bool) or not isinstance(amount_mist, int) or amount_mist <= 0:
+            raise RenterError(400, "amount_mist must be a positive integer")
+        try:
+            channel = await self.payments.top_up(s.channel_id, amount_mist)
+        except PaymentError as exc:
+            raise RenterError(exc.status, exc.message) from exc
+        self.store.update(s.id, budget_mist=s.budget_mist + amount_mist,
+                          extra={**s.extra, "deposit_mist": channel.deposited})
+        return self.get(session_id)
+
+    async def pay(self, s: RenterSession, provider_cost_mist: int) -> None:
+        """Sign and send the voucher that covers the metered cost so far."""
+        voucher = self.payments.voucher_for(s, provider_cost_mist)
+        if voucher is None:
+            return
+        try:
+            await self.client(s.provider_url).send_voucher(s.id, voucher.amount_mist,
+                                                           voucher.signature)
+        except ProviderAPIError as exc:
+            log.warning("voucher for %s not delivered: %s", s.id, exc.message)
+            return
+        fresh = self.get(s.id)
+        self.store.update(s.id, extra={**fresh.extra, "voucher_mist": voucher.amount_mist})
+
+    async def settle(self) -> None:
+        """Follow the money of ended sessions until their channel is closed."""
+        for s in self.store.list(statuses=("stopped", "failed")):
+            if s.channel_id is None or s.extra.get("settlement") in ("settled", None):
+                continue
+            state = await self.payments.settlement_state(s)
+            self.store.update(s.id, extra={**s.extra, **state})
+
     def get(self, session_id: str) -> RenterSession:
         s = self.store.get(session_id)
         if s is None:
@@ -179,11 +249,16 @@ class RenterManager:
                 self.store.update(s.id, running_seconds=remote["running_seconds"],
                                   cost_mist=remote["cost_mist"])
             except ProviderAPIError as exc:
+                remote = None
                 log.warning("provider did not confirm the stop of %s: %s", s.id, exc.message)
             self._end(s.id, "stopped", reason)
+            if remote is not None:  # the final voucher: the provider settles on receipt
+                await self.pay(self.get(s.id), remote["cost_mist"])
         return self.get(session_id)
 
     def _end(self, session_id: str, status: str, reason: str) -> None:
+        if self.get(session_id).status not in ACTIVE:
+            return
         self.store.update(session_id, status=status, reason=reason, ended_at=time.time())
         remove_kernelspec(session_id)
         final = self.get(session_id)
@@ -209,6 +284,8 @@ class RenterManager:
                               cost_mist=remote["cost_mist"])
             if remote["status"] not in ACTIVE:
                 self._end(s.id, remote["status"], remote["reason"] or "ended by the provider")
+            await self.pay(self.get(s.id), remote["cost_mist"])
+        await self.settle()
 
     async def session_alive(self, session_id: str) -> tuple[bool, str]:
         """Asked by a kernel bridge that lost its connection."""

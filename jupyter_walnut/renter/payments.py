@@ -1,0 +1,104 @@
+"""The renter's side of payment channels: open one per session, sign cumulative vouchers in
+arrears as metered time passes, and get the rest back when the session ends.
+
+A voucher never exceeds what the renter can account for itself: the provider's metered
+cost, capped by the renter's own clock (time since the session started, plus a small
+tolerance) and by the deposit. So a renter pays at most price x metered seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..keys import KeyPair
+from ..ledger import Channel, Ledger, LedgerError
+from ..ledger.vouchers import Voucher
+from .store import RenterSession
+
+
+class PaymentError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RenterPayments:
+    def __init__(self, ledger: Ledger, key: KeyPair, *, challenge_period_s: int = 600,
+                 clock_tolerance_s: int = 5, refund_after_s: int = 120) -> None:
+        self.ledger = ledger
+        self.key = key
+        self.challenge_period_s = challenge_period_s
+        self.clock_tolerance_s = clock_tolerance_s
+        self.refund_after_s = refund_after_s  # then recover a channel the provider left open
+
+    async def _call(self, fn, *args):
+        return await asyncio.to_thread(fn, *args)
+
+    async def balance(self) -> int:
+        return await self._call(self.ledger.balance, self.key.address)
+
+    async def open(self, provider_address: str, price_mist_per_second: int, deposit: int
+                   ) -> Channel:
+        try:
+            return await self._call(self.ledger.open_channel, self.key, provider_address,
+                                    self.key.public_key, deposit, price_mist_per_second,
+                                    self.challenge_period_s)
+        except LedgerError as exc:
+            if exc.code == "E_INSUFFICIENT_FUNDS":
+                balance = await self.balance()
+                raise PaymentError(402, f"insufficient balance: the deposit is {deposit} MIST, "
+                                        f"the wallet holds {balance} MIST") from exc
+            raise PaymentError(400, exc.message) from exc
+
+    async def top_up(self, channel_id: str, amount: int) -> Channel:
+        try:
+            return await self._call(self.ledger.top_up, self.key, channel_id, amount)
+        except LedgerError as exc:
+            status = 402 if exc.code == "E_INSUFFICIENT_FUNDS" else 400
+            raise PaymentError(status, exc.message) from exc
+
+    def voucher_for(self, session: RenterSession, provider_cost_mist: int,
+                    now: float | None = None) -> Voucher | None:
+        """The next voucher to sign, or None when nothing new is owed."""
+        if session.channel_id is None or session.started_at is None:
+            return None
+        now = time.time() if now is None else now
+        end = session.ended_at or now
+        own_seconds = max(0, int(end - session.started_at)) + self.clock_tolerance_s
+        deposit = session.extra.get("deposit_mist", session.budget_mist)
+        amount = min(provider_cost_mist, own_seconds * session.price_mist_per_second, deposit)
+        if amount <= session.extra.get("voucher_mist", 0):
+            return None
+        return Voucher.sign(self.key, session.channel_id, amount)
+
+    async def settlement_state(self, session: RenterSession, now: float | None = None) -> dict:
+        """Where the session's money stands; recovers a channel the provider left open."""
+        now = time.time() if now is None else now
+        try:
+            channel = await self._call(self.ledger.get_channel, session.channel_id)
+        except LedgerError as exc:
+            return {"settlement": "unknown", "settlement_error": exc.message}
+        facts = {"deposit_mist": channel.deposited, "claimed_mist": channel.claimed,
+                 "refunded_mist": channel.refunded}
+        if channel.closed:
+            return {**facts, "settlement": "settled"}
+        if channel.close_requested_at_ms is None:
+            if session.ended_at is not None and now - session.ended_at > self.refund_after_s:
+                try:  # the provider never settled: start the challenge period
+                    await self._call(self.ledger.request_close, self.key, session.channel_id)
+                except LedgerError as exc:
+                    return {**facts, "settlement": "open", "settlement_error": exc.message}
+                return {**facts, "settlement": "closing"}
+            return {**facts, "settlement": "open"}
+        try:  # the ledger's clock decides whether the challenge period is over
+            closed = await self._call(self.ledger.finalize_close, self.key, session.channel_id)
+        except LedgerError as exc:
+            state = {**facts, "settlement": "closing",
+                     "refund_at": (channel.close_allowed_at_ms() or 0) / 1000}
+            if exc.code != "E_CHALLENGE_PERIOD_ACTIVE":
+                state["settlement_error"] = exc.message
+            return state
+        return {"deposit_mist": closed.deposited, "claimed_mist": closed.claimed,
+                "refunded_mist": closed.refunded, "settlement": "settled"}

@@ -1,0 +1,137 @@
+"""Sessions paid through payment channels, against a real provider and the local ledger."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import open_channel, provider_config
+
+from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.ledger.vouchers import Voucher
+from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
+
+pytestmark = pytest.mark.asyncio
+
+
+async def start(provider, key, deposit=600_000, **channel_args):
+    client = ProviderClient(provider.url, key)
+    channel = open_channel(provider.ledger, key, provider, deposit=deposit, **channel_args)
+    created = await client.create_session(image="python", shape="cpu-small", channel_id=channel)
+    await client.wait_running(created["id"])
+    return client, created, channel
+
+
+async def test_a_session_needs_a_channel_that_can_pay(provider, renter_key, ledger):
+    client = ProviderClient(provider.url, renter_key)
+    other = KeyPair.generate()
+    cases = [
+        ({}, 402, "channel_id"),
+        ({"channel_id": "0x" + "ab" * 32}, 402, "no channel"),
+        # a channel paying another provider
+        ({"channel_id": ledger.open_channel(
+            _funded(ledger, renter_key), KeyPair.generate().address, renter_key.public_key,
+            600_000, 1000, 60).channel_id}, 402, "another provider"),
+        # someone else's channel
+        ({"channel_id": open_channel(ledger, other, provider)}, 402, "another renter"),
+        # too small to buy the minimum time
+        ({"channel_id": open_channel(ledger, renter_key, provider, deposit=1000)}, 402,
+         "needs at least 60000 MIST"),
+        # a price below the shape's
+        ({"channel_id": open_channel(ledger, renter_key, provider, price=999)}, 402,
+         "below this shape"),
+        # a challenge period too short for the provider to claim in
+        ({"channel_id": open_channel(ledger, renter_key, provider, challenge_period_s=5)}, 402,
+         "challenge period"),
+    ]
+    for request, status, words in cases:
+        with pytest.raises(ProviderAPIError) as err:
+            await client.create_session(image="python", **request)
+        assert err.value.status == status, request
+        assert words in err.value.message, request
+    assert await client.list_sessions() == []
+
+
+def _funded(ledger, key):
+    ledger.fund(key.address, 10**12)
+    return key
+
+
+async def test_vouchers_are_checked_and_kept(provider, renter_key, ledger):
+    client, created, channel = await start(provider, renter_key)
+    sid = created["id"]
+    ok = Voucher.sign(renter_key, channel, 5000)
+    session = await client.send_voucher(sid, ok.amount_mist, ok.signature)
+    assert session["extra"]["voucher_mist"] == 5000
+    assert "voucher_signature" not in session["extra"]
+    bad = [
+        (Voucher.sign(KeyPair.generate(), channel, 9000), 400, "signature"),  # wrong key
+        (Voucher.sign(renter_key, "0x" + "cd" * 32, 9000), 400, "signature"),  # wrong channel
+        (Voucher(channel, 9000, ok.signature), 400, "signature"),  # forged amount
+        (Voucher.sign(renter_key, channel, 4000), 409, "out-of-order"),  # lower than kept
+        (Voucher.sign(renter_key, channel, 600_001), 400, "exceeds the deposit"),
+    ]
+    for voucher, status, words in bad:
+        with pytest.raises(ProviderAPIError) as err:
+            await client.send_voucher(sid, voucher.amount_mist, voucher.signature)
+        assert err.value.status == status and words in err.value.message
+    with pytest.raises(ProviderAPIError) as err:  # truncated signature
+        await client.send_voucher(sid, 9000, ok.signature[:40])
+    assert err.value.status == 400
+    assert provider.store.get(sid).extra["voucher_mist"] == 5000  # nothing changed
+    # another renter cannot pay into (or read) this session
+    with pytest.raises(ProviderAPIError) as err:
+        intruder = ProviderClient(provider.url, KeyPair.generate())
+        await intruder.send_voucher(sid, 6000, Voucher.sign(renter_key, channel, 6000).signature)
+    assert err.value.status == 404
+
+
+async def test_end_of_session_claims_the_voucher_and_refunds_the_rest(provider, renter_key,
+                                                                      ledger):
+    balance0 = ledger.balance(renter_key.address) if ledger.balance(renter_key.address) else 0
+    client, created, channel = await start(provider, renter_key)
+    sid = created["id"]
+    balance_after_open = ledger.balance(renter_key.address)
+    provider_before = ledger.balance(provider.identity.address)
+    while provider.store.get(sid).running_ms < 1500:
+        await asyncio.sleep(0.05)
+    stopped = await client.stop_session(sid)
+    cost = stopped["cost_mist"]
+    assert cost >= 1500  # 1.5 s at 1000 MIST/s
+    final = Voucher.sign(renter_key, channel, cost)
+    await client.send_voucher(sid, final.amount_mist, final.signature)
+    while not ledger.get_channel(channel).closed:
+        await provider.sessions.settle_once()
+    ch = ledger.get_channel(channel)
+    assert ch.claimed == cost  # the provider got exactly the signed, metered cost
+    assert ch.deposited == ch.claimed + ch.refunded == 600_000
+    assert ledger.balance(provider.identity.address) - provider_before == cost
+    assert ledger.balance(renter_key.address) == balance_after_open + 600_000 - cost
+    assert balance0 >= 0
+    session = await client.get_session(sid)
+    assert session["extra"]["settlement"] == "settled"
+    assert session["extra"]["claimed_mist"] == cost
+
+
+async def test_a_renter_who_stops_paying_is_stopped_within_the_grace(provider_factory,
+                                                                   renter_key, ledger):
+    node = await provider_factory(config=provider_config(
+        settlement={"grace_seconds": 1, "settle_after_s": 1, "min_challenge_period_s": 60}))
+    client, created, channel = await start(node, renter_key)
+    sid = created["id"]
+    while (await client.get_session(sid))["status"] == "running":
+        await asyncio.sleep(0.05)
+    session = await client.get_session(sid)
+    assert "payment fell more than 1s behind" in session["reason"]
+    # the provider ran at most grace (+ one metering tick) unpaid: cost bounded by that
+    assert session["cost_mist"] <= 1000 * (1 + 1)
+    while not ledger.get_channel(channel).closed:
+        await node.sessions.settle_once()
+    assert ledger.get_channel(channel).claimed == 0  # nothing was signed, nothing is taken
+    assert ledger.get_channel(channel).refunded == 600_000
+
+
+async def test_deposit_used_up_stops_the_session(provider, renter_key, ledger):
+    client, created, channel = await start(provider, renter_key, deposit=60_000)
+    session = await client.get_session(created["id"])
+    assert session["max_seconds"] == 60  # the deposit buys 60 s at 1000 MIST/s
