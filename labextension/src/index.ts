@@ -1,11 +1,176 @@
-import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, InputDialog, Notification } from '@jupyterlab/apputils';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { IStatusBar } from '@jupyterlab/statusbar';
+
+import { walnutIcon } from './icons';
+import { errorText } from './logic/errors';
+import { formatSui } from './logic/money';
+import { isActive } from './logic/sessions';
+import { ISession } from './logic/types';
+import { WalnutModel } from './model';
+import { WalnutPanel } from './panel';
+import { WalnutStatus } from './statusbar';
+
+namespace CommandIDs {
+  export const open = 'walnut:open';
+  export const launch = 'walnut:launch';
+  export const stop = 'walnut:stop';
+  export const openNotebook = 'walnut:open-notebook';
+  export const refresh = 'walnut:refresh';
+}
+
+const CATEGORY = 'Walnut';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-walnut:plugin',
-  description: 'Walnut compute marketplace.',
+  description: 'Walnut: rent remote GPU/CPU kernels by the second.',
   autoStart: true,
-  activate: (app: JupyterFrontEnd) => {
-    console.log('jupyter-walnut activated');
+  optional: [ICommandPalette, ILayoutRestorer, IStatusBar, INotebookTracker, ILabShell],
+  activate: (
+    app: JupyterFrontEnd,
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null,
+    statusBar: IStatusBar | null,
+    notebooks: INotebookTracker | null
+  ) => {
+    const model = new WalnutModel(app.serviceManager);
+    const { commands } = app;
+
+    const openNotebook = (s: ISession) => {
+      void commands.execute('notebook:create-new', { kernelName: s.kernel_name }).catch(e =>
+        Notification.error(`Could not open a notebook: ${errorText(e)}`, { autoClose: 8000 })
+      );
+    };
+    const useInCurrentNotebook = (s: ISession) => {
+      const current = notebooks?.currentWidget;
+      if (!current) {
+        openNotebook(s);
+        return;
+      }
+      void current.sessionContext.changeKernel({ name: s.kernel_name }).catch(e =>
+        Notification.error(`Could not switch the kernel: ${errorText(e)}`, { autoClose: 8000 })
+      );
+    };
+
+    const panel = new WalnutPanel(model, commands, {
+      openNotebook,
+      useInCurrentNotebook,
+      canUseInCurrentNotebook: () => Boolean(notebooks?.currentWidget)
+    });
+    app.shell.add(panel, 'left', { rank: 850 });
+    if (restorer) {
+      restorer.add(panel, 'jupyter-walnut-panel');
+    }
+    notebooks?.currentChanged.connect(() => model.notify());
+
+    const openPanel = () => app.shell.activateById(panel.id);
+
+    // notifications for what happens while the user looks elsewhere
+    model.events.connect((_, event) => {
+      const s = event.session;
+      switch (event.kind) {
+        case 'started':
+          if (model.launch?.session?.id !== s.id) {
+            Notification.success(`Walnut session on ${s.node} is running.`, { autoClose: 5000 });
+          }
+          break;
+        case 'budget-low':
+          Notification.warning(
+            `The session on ${s.node} has used most of its budget: ${formatSui(s.remaining_mist)} left.`,
+            {
+              autoClose: false,
+              actions: [{ label: 'Top up', callback: openPanel }]
+            }
+          );
+          break;
+        case 'ended-by-provider':
+          Notification.warning(
+            `The session on ${s.node} was stopped by the provider (${s.reason || 'no reason given'}). Final cost ${formatSui(
+              s.cost_mist
+            )}.`,
+            { autoClose: false }
+          );
+          break;
+        case 'failed':
+          Notification.error(`The session on ${s.node} failed: ${s.reason || 'no reason given'}.`, {
+            autoClose: false
+          });
+          break;
+      }
+    });
+
+    commands.addCommand(CommandIDs.open, {
+      label: 'Open Walnut Panel',
+      caption: 'Show the Walnut sidebar: providers, sessions, wallet',
+      icon: walnutIcon,
+      execute: openPanel
+    });
+    commands.addCommand(CommandIDs.launch, {
+      label: 'Launch a Walnut Session…',
+      caption: 'Pick an offer and a budget, then start a remote kernel',
+      icon: walnutIcon,
+      execute: args => {
+        openPanel();
+        panel.showLaunch(typeof args.offer === 'string' ? args.offer : undefined);
+      }
+    });
+    commands.addCommand(CommandIDs.stop, {
+      label: 'Stop a Walnut Session…',
+      caption: 'Stop a running Walnut session and settle its cost',
+      isEnabled: () => model.sessions.some(isActive),
+      execute: async args => {
+        const active = model.sessions.filter(isActive);
+        let id = typeof args.id === 'string' ? args.id : undefined;
+        if (!id) {
+          if (active.length === 0) {
+            Notification.info('No Walnut session is running.', { autoClose: 4000 });
+            return;
+          }
+          const labels = active.map(s => `${s.node} · ${s.shape} · ${formatSui(s.cost_mist)} so far (${s.id})`);
+          const choice = await InputDialog.getItem({
+            title: 'Stop which Walnut session?',
+            items: labels,
+            okLabel: 'Stop'
+          });
+          if (!choice.button.accept || choice.value === null) {
+            return;
+          }
+          id = active[labels.indexOf(choice.value)]?.id;
+        }
+        if (!id) {
+          return;
+        }
+        try {
+          const s = await model.stopSession(id);
+          Notification.info(`Session on ${s.node} stopped. Final cost ${formatSui(s.cost_mist)}.`, {
+            autoClose: 6000
+          });
+        } catch (e) {
+          Notification.error(`Could not stop the session: ${errorText(e)}`, { autoClose: 10000 });
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.refresh, {
+      label: 'Refresh Walnut',
+      execute: () => model.refreshAll()
+    });
+
+    if (palette) {
+      for (const command of [CommandIDs.open, CommandIDs.launch, CommandIDs.stop, CommandIDs.refresh]) {
+        palette.addItem({ command, category: CATEGORY });
+      }
+    }
+
+    if (statusBar) {
+      const item = new WalnutStatus(model, openPanel);
+      statusBar.registerStatusItem('jupyter-walnut:status', {
+        item,
+        align: 'left',
+        rank: 100,
+        isActive: () => true
+      });
+    }
   }
 };
 

@@ -1,0 +1,297 @@
+/** Filtering and sorting the provider offers table. Prices compare exactly (BigInt). */
+
+import { parseSui, perHour, toMist } from './money';
+import { IOffer } from './types';
+
+export type OfferField =
+  | 'gpu_memory'
+  | 'gpus'
+  | 'cpus'
+  | 'memory'
+  | 'price'
+  | 'latency'
+  | 'free';
+
+export type Op = '>=' | '<=' | '>' | '<' | '=';
+
+export interface IClause {
+  field: OfferField;
+  op: Op;
+  /** GB for memory fields, SUI/h as MIST/h for price, plain numbers otherwise. */
+  value: bigint | number;
+}
+
+export interface IFilter {
+  clauses: IClause[];
+  /** Words matched against GPU model, node, region, shape and images. */
+  words: string[];
+  healthyOnly: boolean;
+  errors: string[];
+}
+
+const FIELD_ALIASES: { [alias: string]: OfferField } = {
+  gpu: 'gpu_memory',
+  vram: 'gpu_memory',
+  gpumem: 'gpu_memory',
+  gpu_memory: 'gpu_memory',
+  gpus: 'gpus',
+  cpu: 'cpus',
+  cpus: 'cpus',
+  cores: 'cpus',
+  ram: 'memory',
+  mem: 'memory',
+  memory: 'memory',
+  price: 'price',
+  cost: 'price',
+  latency: 'latency',
+  ping: 'latency',
+  free: 'free',
+  slots: 'free'
+};
+
+const CLAUSE = /^([a-z_]+)\s*(>=|<=|=<|=>|>|<|=|:)\s*([\d.,]+)\s*([a-z/]*)$/i;
+const UNDER = /^(under|below|over|above|max|min)\s+([\d.,]+)\s*([a-z/]*)$/i;
+
+function normOp(op: string): Op {
+  switch (op) {
+    case '=<':
+      return '<=';
+    case '=>':
+      return '>=';
+    case ':':
+      return '>=';
+    default:
+      return op as Op;
+  }
+}
+
+function clauseValue(field: OfferField, number: string): bigint | number {
+  if (field === 'price') {
+    return parseSui(number); // MIST per hour
+  }
+  const value = Number(number.replace(/,/g, ''));
+  if (!Number.isFinite(value)) {
+    throw new RangeError(`"${number}" is not a number`);
+  }
+  return value;
+}
+
+/**
+ * Parse a filter such as "GPU >= 24 GB, under 1 SUI/h" or "cpu>=4 ram>=16 eu".
+ * Clauses are separated by commas, "and" or spaces; unknown words filter by text.
+ */
+export function parseFilter(text: string): IFilter {
+  const filter: IFilter = { clauses: [], words: [], healthyOnly: false, errors: [] };
+  const normalised = text
+    .replace(/\s+and\s+/gi, ',')
+    .replace(/\s*(>=|<=|=<|=>|>|<|=)\s*/g, '$1')
+    .replace(/\b(under|below|over|above|max|min)\s+/gi, '$1_')
+    .replace(/(\d)\s+(gb|g|sui\/h|sui|ms)\b/gi, '$1$2');
+  for (const raw of normalised.split(/[,\s]+/)) {
+    const token = raw.trim().replace(/_/g, ' ');
+    if (!token) {
+      continue;
+    }
+    const under = UNDER.exec(token);
+    if (under) {
+      const [, word, number, unit] = under;
+      const up = ['under', 'below', 'max'].includes(word.toLowerCase());
+      const field: OfferField = /ms/i.test(unit) ? 'latency' : 'price';
+      try {
+        filter.clauses.push({ field, op: up ? '<=' : '>=', value: clauseValue(field, number) });
+      } catch (e) {
+        filter.errors.push(`${token}: ${(e as Error).message}`);
+      }
+      continue;
+    }
+    const m = CLAUSE.exec(token.replace(/ /g, ''));
+    if (m) {
+      const field = FIELD_ALIASES[m[1].toLowerCase()];
+      if (!field) {
+        filter.errors.push(`unknown field "${m[1]}"`);
+        continue;
+      }
+      try {
+        filter.clauses.push({ field, op: normOp(m[2]), value: clauseValue(field, m[3]) });
+      } catch (e) {
+        filter.errors.push(`${token}: ${(e as Error).message}`);
+      }
+      continue;
+    }
+    if (/^(healthy|up|ok)$/i.test(token)) {
+      filter.healthyOnly = true;
+      continue;
+    }
+    filter.words.push(token.toLowerCase());
+  }
+  return filter;
+}
+
+function offerValue(offer: IOffer, field: OfferField): bigint | number | null {
+  switch (field) {
+    case 'gpu_memory':
+      return offer.gpus ? (offer.gpu_memory_mb ?? 0) / 1024 : 0;
+    case 'gpus':
+      return offer.gpus ?? 0;
+    case 'cpus':
+      return offer.cpus ?? 0;
+    case 'memory':
+      return (offer.memory_mb ?? 0) / 1024;
+    case 'price':
+      return offerPricePerHour(offer);
+    case 'latency':
+      return offer.latency_ms ?? null;
+    case 'free':
+      return offer.free_session_slots ?? 0;
+  }
+}
+
+export function offerPricePerHour(offer: IOffer): bigint | null {
+  if (offer.price_mist_per_hour !== undefined && offer.price_mist_per_hour !== null) {
+    return toMist(offer.price_mist_per_hour);
+  }
+  if (offer.price_mist_per_second !== undefined && offer.price_mist_per_second !== null) {
+    return perHour(offer.price_mist_per_second);
+  }
+  return null;
+}
+
+function compare(a: bigint | number, b: bigint | number): number {
+  if (typeof a === 'bigint' || typeof b === 'bigint') {
+    const x = BigInt(a);
+    const y = BigInt(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function test(value: bigint | number, op: Op, target: bigint | number): boolean {
+  const c = compare(value, target);
+  switch (op) {
+    case '>=':
+      return c >= 0;
+    case '<=':
+      return c <= 0;
+    case '>':
+      return c > 0;
+    case '<':
+      return c < 0;
+    case '=':
+      return c === 0;
+  }
+}
+
+export function matchesFilter(offer: IOffer, filter: IFilter): boolean {
+  if (filter.healthyOnly && !offer.healthy) {
+    return false;
+  }
+  for (const clause of filter.clauses) {
+    const value = offerValue(offer, clause.field);
+    if (value === null || !offer.healthy) {
+      return false;
+    }
+    if (!test(value, clause.op, clause.value)) {
+      return false;
+    }
+  }
+  if (filter.words.length) {
+    const haystack = [
+      offer.gpu_model,
+      offer.node,
+      offer.region,
+      offer.shape,
+      offer.provider_url,
+      offer.runtime,
+      ...(offer.images ?? [])
+    ]
+      .filter(Boolean)
+      .join(' ')
+      .toLowerCase();
+    return filter.words.every(w => haystack.includes(w));
+  }
+  return true;
+}
+
+export function filterOffers(offers: IOffer[], text: string): IOffer[] {
+  const filter = parseFilter(text);
+  return offers.filter(o => matchesFilter(o, filter));
+}
+
+export type SortKey = 'gpu' | 'vram' | 'cpus' | 'memory' | 'price' | 'latency' | 'free' | 'node' | 'region';
+export type SortDir = 'asc' | 'desc';
+
+function sortValue(offer: IOffer, key: SortKey): bigint | number | string | null {
+  switch (key) {
+    case 'gpu':
+      return offer.gpus ?? 0;
+    case 'vram':
+      return offer.gpus ? offer.gpu_memory_mb ?? 0 : 0;
+    case 'cpus':
+      return offer.cpus ?? 0;
+    case 'memory':
+      return offer.memory_mb ?? 0;
+    case 'price':
+      return offerPricePerHour(offer);
+    case 'latency':
+      return offer.latency_ms ?? null;
+    case 'free':
+      return offer.free_session_slots ?? 0;
+    case 'node':
+      return (offer.node ?? offer.provider_url).toLowerCase();
+    case 'region':
+      return (offer.region ?? '').toLowerCase();
+  }
+}
+
+/** A sorted copy; unhealthy providers and missing values always come last. */
+export function sortOffers(offers: IOffer[], key: SortKey, dir: SortDir = 'asc'): IOffer[] {
+  const sign = dir === 'asc' ? 1 : -1;
+  return offers
+    .map((offer, index) => ({ offer, index }))
+    .sort((a, b) => {
+      if (a.offer.healthy !== b.offer.healthy) {
+        return a.offer.healthy ? -1 : 1;
+      }
+      const x = sortValue(a.offer, key);
+      const y = sortValue(b.offer, key);
+      if (x === null || y === null) {
+        return x === y ? a.index - b.index : x === null ? 1 : -1;
+      }
+      let c: number;
+      if (typeof x === 'string' || typeof y === 'string') {
+        c = String(x).localeCompare(String(y));
+      } else {
+        c = compare(x, y);
+      }
+      return c !== 0 ? sign * c : a.index - b.index;
+    })
+    .map(x => x.offer);
+}
+
+/** A stable key for an offer row (a provider and one of its shapes). */
+export function offerKey(offer: IOffer): string {
+  return `${offer.provider_url}#${offer.shape ?? ''}`;
+}
+
+export function describeHardware(offer: {
+  gpus?: number;
+  gpu_model?: string | null;
+  gpu_memory_mb?: number | null;
+}): string {
+  if (!offer.gpus) {
+    return 'CPU only';
+  }
+  const model = offer.gpu_model || 'GPU';
+  return `${offer.gpus}× ${model}`;
+}
+
+export function formatMemory(mb: number | null | undefined): string {
+  if (mb === null || mb === undefined) {
+    return 'n/a';
+  }
+  if (mb >= 1024) {
+    const gb = mb / 1024;
+    return `${Number.isInteger(gb) ? gb : gb.toFixed(1)} GB`;
+  }
+  return `${mb} MB`;
+}

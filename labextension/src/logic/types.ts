@@ -1,0 +1,84 @@
+/** The JSON shapes of the /walnut REST API (see jupyter_walnut/extension/handlers.py). */
+
+export interface IOffer {
+  provider_url: string;
+  healthy: boolean;
+  error?: string;
+  node?: string;
+  provider_address?: string;
+  region?: string;
+  latency_ms?: number;
+  runtime?: string;
+  shape?: string;
+  gpus?: number;
+  gpu_model?: string | null;
+  gpu_memory_mb?: number | null;
+  cpus?: number;
+  memory_mb?: number;
+  price_mist_per_second?: number | string;
+  price_mist_per_hour?: number | string;
+  available?: boolean;
+  free_session_slots?: number;
+  images?: string[];
+  max_session_seconds?: number;
+}
+
+export type SessionStatus = 'starting' | 'running' | 'stopped' | 'failed';
+
+export interface IUsage {
+  gpu_utilization_pct?: number | null;
+  gpu_memory_used_mb?: number | null;
+  cpu_pct?: number | null;
+}
+
+export interface ISession {
+  id: string;
+  provider_url: string;
+  node: string;
+  shape: string;
+  image: string;
+  gpus: number;
+  gpu_model?: string | null;
+  cpus: number;
+  memory_mb: number;
+  price_mist_per_second: number | string;
+  max_seconds: number;
+  budget_mist: number | string;
+  status: SessionStatus;
+  reason: string;
+  created_at: number;
+  started_at?: number | null;
+  ended_at?: number | null;
+  running_seconds: number;
+  cost_mist: number | string;
+  remaining_mist: number | string;
+  channel_id?: string | null;
+  kernel_name: string;
+  settlement?: string;
+  deposit_mist?: number | string;
+  usage?: IUsage | null;
+  extra?: { [key: string]: any };
+}
+
+export interface IStatus {
+  active_sessions: number;
+  cost_mist: number | string;
+  budget_mist: number | string;
+  remaining_mist: number | string;
+  address: string;
+}
+
+export interface IWallet {
+  address: string;
+  public_key?: string;
+  network?: string;
+  balance_mist?: number | string | null;
+}
+
+export interface ILaunchRequest {
+  provider_url: string;
+  shape: string;
+  image?: string;
+  max_seconds?: number;
+  budget_mist?: number;
+}

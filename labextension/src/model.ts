@@ -1,0 +1,290 @@
+import { ServiceManager } from '@jupyterlab/services';
+import { Poll } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { requestAPI } from './api';
+import { errorText } from './logic/errors';
+import { pollPlan, MAX_BACKOFF_MS } from './logic/polling';
+import { activeTotals, isActive, ITotals, SessionEvent, sessionEvents } from './logic/sessions';
+import { ILaunchRequest, IOffer, ISession, IWallet } from './logic/types';
+import { ISample, pushSample, toSample } from './logic/usage';
+
+export type LaunchStep = 'channel' | 'container' | 'kernel' | 'done' | 'error';
+
+export interface ILaunchState {
+  request: ILaunchRequest;
+  step: LaunchStep;
+  startedAt: number;
+  session?: ISession;
+  error?: string;
+}
+
+/**
+ * The Walnut state in the browser: offers, sessions, wallet, live usage, all refreshed by
+ * @lumino/polling Polls (backoff on errors, standby while the page is hidden).
+ */
+export class WalnutModel {
+  constructor(private readonly services: ServiceManager.IManager) {
+    this._sessionsPoll = new Poll({
+      auto: true,
+      factory: () => this.refreshSessions(),
+      frequency: { interval: 15000, backoff: true, max: MAX_BACKOFF_MS },
+      name: 'jupyter-walnut:sessions',
+      standby: 'when-hidden'
+    });
+    this._offersPoll = new Poll({
+      auto: false,
+      factory: () => this.refreshOffers(),
+      frequency: { interval: pollPlan(0, false).offersMs, backoff: true, max: MAX_BACKOFF_MS },
+      name: 'jupyter-walnut:offers',
+      standby: () => (this._panelVisible ? 'when-hidden' : true)
+    });
+    this._walletPoll = new Poll({
+      auto: false,
+      factory: () => this.refreshWallet(),
+      frequency: { interval: pollPlan(0, false).walletMs, backoff: true, max: MAX_BACKOFF_MS },
+      name: 'jupyter-walnut:wallet',
+      standby: () => (this._panelVisible ? 'when-hidden' : true)
+    });
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+  /** Things to notify the user about (started, budget low, ended by the provider). */
+  get events(): ISignal<this, SessionEvent> {
+    return this._events;
+  }
+
+  offers: IOffer[] = [];
+  offersLoaded = false;
+  offersError: string | null = null;
+  sessions: ISession[] = [];
+  sessionsError: string | null = null;
+  wallet: IWallet | null = null;
+  walletError: string | null = null;
+  launch: ILaunchState | null = null;
+  /** The offer the user picked in the table, for the launch form. */
+  selectedOffer: string | null = null;
+  usage = new Map<string, ISample[]>();
+  busy = new Set<string>();
+
+  get totals(): ITotals {
+    return activeTotals(this.sessions);
+  }
+
+  /** Start fetching offers and the wallet (once the panel is first shown). */
+  setPanelVisible(visible: boolean): void {
+    this._panelVisible = visible;
+    if (visible) {
+      if (!this._started) {
+        this._started = true;
+        void this._offersPoll.start();
+        void this._walletPoll.start();
+      } else {
+        void this._offersPoll.refresh();
+        void this._walletPoll.refresh();
+      }
+    }
+  }
+
+  async refreshOffers(): Promise<void> {
+    try {
+      const data = await requestAPI<{ offers: IOffer[] }>('offers');
+      this.offers = data.offers;
+      this.offersError = null;
+    } catch (e) {
+      this.offersError = errorText(e);
+      throw e; // the poll backs off
+    } finally {
+      this.offersLoaded = true;
+      this._changed.emit();
+    }
+  }
+
+  async refreshWallet(): Promise<void> {
+    try {
+      this.wallet = await requestAPI<IWallet>('wallet');
+      this.walletError = null;
+    } catch (e) {
+      this.walletError = errorText(e);
+      throw e;
+    } finally {
+      this._changed.emit();
+    }
+  }
+
+  async refreshSessions(): Promise<void> {
+    let sessions: ISession[];
+    try {
+      sessions = (await requestAPI<{ sessions: ISession[] }>('sessions')).sessions;
+      this.sessionsError = null;
+    } catch (e) {
+      this.sessionsError = errorText(e);
+      this._changed.emit();
+      throw e;
+    }
+    const events = sessionEvents(this._lastSessions, sessions);
+    const specsChanged =
+      this._lastSessions !== null &&
+      sessions.filter(isActive).map(s => s.id).join() !== this._lastSessions.filter(isActive).map(s => s.id).join();
+    this._lastSessions = sessions;
+    this.sessions = sessions;
+    const now = Date.now() / 1000;
+    for (const s of sessions) {
+      if (isActive(s)) {
+        this.usage.set(s.id, pushSample(this.usage.get(s.id) ?? [], toSample(s.usage, now)));
+      }
+    }
+    this._updateLaunchProgress(sessions);
+    this._retune();
+    this._changed.emit();
+    for (const event of events) {
+      this._events.emit(event);
+    }
+    if (specsChanged) {
+      // a session's kernelspec appears or disappears with it
+      void this.services.kernelspecs.refreshSpecs();
+    }
+  }
+
+  /** Launch a session; resolves with it once its kernel can be selected. */
+  async launchSession(request: ILaunchRequest): Promise<ISession> {
+    const known = new Set(this.sessions.map(s => s.id));
+    this._launchKnown = known;
+    this.launch = { request, step: 'channel', startedAt: Date.now() };
+    this._retune();
+    this._changed.emit();
+    try {
+      const session = await requestAPI<ISession>('sessions', {
+        method: 'POST',
+        body: JSON.stringify(request)
+      });
+      this.launch = { ...this.launch, step: 'kernel', session };
+      this._changed.emit();
+      await this.services.kernelspecs.refreshSpecs();
+      this.launch = { ...this.launch, step: 'done', session };
+      this._lastSessions = [...(this._lastSessions ?? []).filter(s => s.id !== session.id), session];
+      await this._sessionsPoll.refresh();
+      void this._walletPoll.refresh();
+      return session;
+    } catch (e) {
+      this.launch = { ...this.launch, step: 'error', error: errorText(e) };
+      void this._sessionsPoll.refresh();
+      void this._walletPoll.refresh();
+      throw e;
+    } finally {
+      this._retune();
+      this._changed.emit();
+    }
+  }
+
+  /** Re-render the views. */
+  notify(): void {
+    this._changed.emit();
+  }
+
+  dismissLaunch(): void {
+    this.launch = null;
+    this._changed.emit();
+  }
+
+  async stopSession(id: string): Promise<ISession> {
+    return this._withBusy(id, async () => {
+      const s = await requestAPI<ISession>(`sessions/${id}`, { method: 'DELETE' });
+      this._replace(s);
+      // the user asked: no "ended by the provider" notification for this one
+      this._lastSessions = (this._lastSessions ?? []).map(x => (x.id === s.id ? s : x));
+      await this.services.kernelspecs.refreshSpecs();
+      void this._walletPoll.refresh();
+      return s;
+    });
+  }
+
+  async topUp(id: string, amountMist: bigint): Promise<ISession> {
+    return this._withBusy(id, async () => {
+      const s = await requestAPI<ISession>(`sessions/${id}/topup`, {
+        method: 'POST',
+        body: JSON.stringify({ amount_mist: Number(amountMist) })
+      });
+      this._replace(s);
+      this._lastSessions = (this._lastSessions ?? []).map(x => (x.id === s.id ? s : x));
+      void this._walletPoll.refresh();
+      return s;
+    });
+  }
+
+  async fundWallet(amountMist: bigint): Promise<void> {
+    await this._withBusy('wallet', async () => {
+      const w = await requestAPI<IWallet>('wallet/fund', {
+        method: 'POST',
+        body: JSON.stringify({ amount_mist: Number(amountMist) })
+      });
+      this.wallet = { ...(this.wallet ?? { address: w.address }), ...w };
+    });
+  }
+
+  refreshAll(): void {
+    void this._sessionsPoll.refresh();
+    void this._offersPoll.refresh();
+    void this._walletPoll.refresh();
+  }
+
+  dispose(): void {
+    this._sessionsPoll.dispose();
+    this._offersPoll.dispose();
+    this._walletPoll.dispose();
+    Signal.clearData(this);
+  }
+
+  private async _withBusy<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    this.busy.add(key);
+    this._changed.emit();
+    try {
+      return await fn();
+    } finally {
+      this.busy.delete(key);
+      this._changed.emit();
+    }
+  }
+
+  private _replace(s: ISession): void {
+    this.sessions = this.sessions.map(x => (x.id === s.id ? s : x));
+    this._changed.emit();
+  }
+
+  private _updateLaunchProgress(sessions: ISession[]): void {
+    const launch = this.launch;
+    if (!launch || launch.step !== 'channel' || !this._launchKnown) {
+      return;
+    }
+    // the server records the session once the channel is open and the provider accepted it
+    const fresh = sessions.find(
+      s => !this._launchKnown!.has(s.id) && s.provider_url === launch.request.provider_url && s.status === 'starting'
+    );
+    if (fresh) {
+      this.launch = { ...launch, step: 'container', session: fresh };
+    }
+  }
+
+  /** Poll fast only while something runs. */
+  private _retune(): void {
+    const plan = pollPlan(this.totals.active, this.launch !== null && ['channel', 'container'].includes(this.launch.step));
+    if (this._sessionsPoll.frequency.interval !== plan.sessionsMs) {
+      this._sessionsPoll.frequency = { ...this._sessionsPoll.frequency, interval: plan.sessionsMs };
+    }
+    if (this._walletPoll.frequency.interval !== plan.walletMs) {
+      this._walletPoll.frequency = { ...this._walletPoll.frequency, interval: plan.walletMs };
+    }
+  }
+
+  private _changed = new Signal<this, void>(this);
+  private _events = new Signal<this, SessionEvent>(this);
+  private _sessionsPoll: Poll;
+  private _offersPoll: Poll;
+  private _walletPoll: Poll;
+  private _panelVisible = false;
+  private _started = false;
+  private _lastSessions: ISession[] | null = null;
+  private _launchKnown: Set<string> | null = null;
+}

@@ -1,0 +1,47 @@
+import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import { walnutIcon } from './icons';
+import { formatSui, formatSuiShort } from './logic/money';
+import { WalnutModel } from './model';
+
+/** "Walnut 0.0123 SUI" in the status bar: running cost of active sessions. */
+export class WalnutStatus extends ReactWidget {
+  constructor(
+    private readonly model: WalnutModel,
+    private readonly onOpen: () => void
+  ) {
+    super();
+    this.addClass('jp-Walnut-status');
+  }
+
+  render(): JSX.Element {
+    return (
+      <UseSignal signal={this.model.changed}>
+        {() => {
+          const t = this.model.totals;
+          const label =
+            t.active === 0
+              ? 'Walnut: no session running'
+              : `Walnut: ${t.active} session${t.active > 1 ? 's' : ''}, ${formatSui(t.costMist)} of ${formatSui(
+                  t.budgetMist
+                )} budget used${t.level !== 'ok' ? ' (budget nearly used)' : ''}`;
+          return (
+            <button
+              className={`jp-Walnut-statusButton jp-mod-${t.level}`}
+              title={`${label}. Click to open the Walnut panel.`}
+              aria-label={label}
+              onClick={this.onOpen}
+            >
+              <walnutIcon.react tag="span" className="jp-Walnut-statusIcon" />
+              <span data-testid="walnut-status-cost">
+                {t.active === 0 ? 'Walnut' : `${formatSuiShort(t.costMist)}`}
+              </span>
+              {t.active > 0 && <span className="jp-Walnut-statusCount">×{t.active}</span>}
+            </button>
+          );
+        }}
+      </UseSignal>
+    );
+  }
+}
