@@ -246,3 +246,14 @@ async def test_metrics_endpoint(provider, renter_key):
     text = resp.body.decode()
     assert 'walnut_sessions{status="running"} 1.0' in text
     assert "walnut_sessions_started_total 1.0" in text
+
+
+async def test_openapi_document_ships_and_names_every_route(provider):
+    import yaml
+
+    resp = await AsyncHTTPClient().fetch(provider.url + "/api/v1/openapi.yaml")
+    doc = yaml.safe_load(resp.body)
+    assert doc["openapi"].startswith("3.")
+    for path in ("/api/v1/status", "/api/v1/sessions", "/api/v1/sessions/{session_id}",
+                 "/api/v1/sessions/{session_id}/vouchers", "/metrics"):
+        assert path in doc["paths"]

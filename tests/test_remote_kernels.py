@@ -256,3 +256,109 @@ async def test_fund_the_demo_wallet(jp_fetch):
         assert err.value.code == 400
     after = json.loads((await jp_fetch("walnut", "wallet")).body)["balance_mist"]
     assert after == before + 5 * 10**9
+
+
+NOTEBOOK_CELLS = [
+    "import sys, json\nprint('hello from', sys.version_info[0])",
+    "from IPython.display import display, HTML\ndisplay(HTML('<b>bold</b>'))\n6 * 7",
+    "import sys\nprint('to stderr', file=sys.stderr)",
+    "data = {'a': [1, 2, 3]}\njson.dumps(data)",
+    "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    print('caught', type(e).__name__)",
+]
+
+
+def _outputs(nb):
+    keep = ("output_type", "name", "text", "data")
+    return [[{k: o[k] for k in keep if k in o} for o in cell.outputs] for cell in nb.cells]
+
+
+async def test_nbclient_through_the_servers_kernel_manager(jp_fetch, jp_serverapp, provider):
+    """A server-side client (nbclient on the server's kernel manager) runs a notebook on a
+    remote kernel, with the same outputs as on a local kernel."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    session = await launch(jp_fetch, provider)
+    results = {}
+    for name in (session["kernel_name"], "python3"):
+        kernel = await start_kernel(jp_fetch, name)
+        km = jp_serverapp.kernel_manager.get_kernel(kernel["id"])
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c)
+                                             for c in NOTEBOOK_CELLS])
+        await NotebookClient(nb, km=km, timeout=60).async_execute()
+        results[name] = _outputs(nb)
+    remote, local = results[session["kernel_name"]], results["python3"]
+    assert remote == local
+    assert remote[1][1]["data"]["text/plain"] == "42"
+    assert remote[0][0]["text"].startswith("hello from 3")
+
+
+class V1WS:
+    """A kernel websocket client speaking the v1 binary protocol, as JupyterLab does."""
+
+    def __init__(self, conn) -> None:
+        import uuid
+
+        self.conn = conn
+        self.session = uuid.uuid4().hex
+
+    async def send(self, channel, msg_type, content, buffers=()):
+        import uuid
+
+        from jupyter_walnut.kernel.wire import to_ws_v1
+
+        header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "username": "t",
+                  "session": self.session, "date": "", "version": "5.3"}
+        parts = [json.dumps(p).encode() for p in (header, {}, {}, content)]
+        await self.conn.write_message(to_ws_v1(channel, [*parts, *buffers]), binary=True)
+        return header["msg_id"]
+
+    async def recv(self):
+        from jupyter_walnut.kernel.wire import from_ws_v1
+
+        frame = await asyncio.wait_for(self.conn.read_message(), 30)
+        channel, parts = from_ws_v1(frame)
+        header, parent, _, content = (json.loads(p) for p in parts[:4])
+        return channel, header, parent, content, parts[4:]
+
+    async def until(self, predicate):
+        while True:
+            msg = await self.recv()
+            if predicate(*msg):
+                return msg
+
+
+async def test_v1_protocol_comms_with_binary_buffers_and_debugger(jp_fetch, jp_ws_fetch,
+                                                                  provider):
+    session = await launch(jp_fetch, provider)
+    kernel = await start_kernel(jp_fetch, session["kernel_name"])
+    conn = await jp_ws_fetch("api", "kernels", kernel["id"], "channels",
+                             subprotocols=["v1.kernel.websocket.jupyter.org"])
+    assert conn.selected_subprotocol == "v1.kernel.websocket.jupyter.org"
+    ws = V1WS(conn)
+    # a comm target in the kernel that echoes the buffers it gets, reversed
+    code = ("from comm import get_comm_manager\n"
+            "def target(comm, msg):\n"
+            "    @comm.on_msg\n"
+            "    def _(m):\n"
+            "        comm.send({'n': len(m['buffers'])},"
+            " buffers=[bytes(b)[::-1] for b in m['buffers']])\n"
+            "get_comm_manager().register_target('echo', target)")
+    msg_id = await ws.send("shell", "execute_request", {"code": code, "silent": False})
+    await ws.until(lambda ch, h, p, c, b: h["msg_type"] == "execute_reply"
+                   and p.get("msg_id") == msg_id)
+    await ws.send("shell", "comm_open", {"comm_id": "c1", "target_name": "echo", "data": {}})
+    payload = bytes(range(256)) * 4
+    await ws.send("shell", "comm_msg", {"comm_id": "c1", "data": {}}, buffers=[payload, b"\x00"])
+    _, _, _, content, buffers = await ws.until(
+        lambda ch, h, p, c, b: h["msg_type"] == "comm_msg" and c.get("comm_id") == "c1")
+    assert content["data"] == {"n": 2}
+    assert buffers == [payload[::-1], b"\x00"]
+    # the debugger over the control channel
+    msg_id = await ws.send("control", "debug_request",
+                           {"type": "request", "seq": 1, "command": "initialize",
+                            "arguments": {"adapterID": "python", "clientID": "walnut"}})
+    channel, _, _, reply, _ = await ws.until(
+        lambda ch, h, p, c, b: h["msg_type"] == "debug_reply" and p.get("msg_id") == msg_id)
+    assert channel == "control" and reply["success"] is True
+    conn.close()
