@@ -46,7 +46,7 @@ fi
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp_src" ]; then
   log "installing jupyter-walnut and its test tools"
   "$WALNUT_VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-  "$WALNUT_VENV/bin/pip" install -q -e "$ROOT[test]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  "$WALNUT_VENV/bin/pip" install -q -e "$ROOT[test,demo]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
   "$WALNUT_VENV/bin/python" -c "import jupyter_walnut" 
   echo "$stamp_src" > "$stamp_file"
 fi

@@ -33,6 +33,12 @@ class WalnutHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"message": message, "status": status}))
 
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, RenterError | ProviderAPIError):
+            self.log.warning("%s %s: %s", self.request.method, self.request.path, value)
+            return  # expected failures, already answered in words: no traceback
+        super().log_exception(typ, value, tb)
+
     def body(self) -> dict:
         try:
             data = json.loads(self.request.body or b"{}")

@@ -43,7 +43,8 @@ def main() -> None:
     # kernels get only whitelisted variables of the gateway's environment
     app_env = ["HOME", "LANG", "LC_ALL", "WALNUT_SESSION_ID", "CUDA_VISIBLE_DEVICES",
                "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "JUPYTER_RUNTIME_DIR",
-               "PYTHONUNBUFFERED", "TMPDIR", "MPLCONFIGDIR", "OMP_NUM_THREADS"]
+               "PYTHONUNBUFFERED", "TMPDIR", "MPLCONFIGDIR", "OMP_NUM_THREADS",
+               "WALNUT_PRICE_MIST_PER_SECOND", "WALNUT_SHAPE", "WALNUT_NODE"]
     app = WalnutGatewayApp.instance()
     # the token goes in as a trait, never on the command line where `ps` would show it
     app.auth_token = token
