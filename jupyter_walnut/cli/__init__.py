@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ["jupyter_walnut.cli.wallet"]
+SUBCOMMANDS = ["jupyter_walnut.cli.wallet", "jupyter_walnut.cli.job"]
 
 
 class CommandError(Exception):
