@@ -5,7 +5,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { requestAPI } from './api';
 import { errorText } from './logic/errors';
 import { pollPlan, MAX_BACKOFF_MS } from './logic/polling';
-import { activeTotals, isActive, ITotals, SessionEvent, sessionEvents } from './logic/sessions';
+import { activeTotals, isActive, isSettling, ITotals, SessionEvent, sessionEvents, settlementOf } from './logic/sessions';
 import { ILaunchRequest, IOffer, ISession, IWallet } from './logic/types';
 import { ISample, pushSample, toSample } from './logic/usage';
 
@@ -125,6 +125,9 @@ export class WalnutModel {
       throw e;
     }
     const events = sessionEvents(this._lastSessions, sessions);
+    const money = (list: ISession[] | null) =>
+      (list ?? []).map(s => `${s.id}:${s.status}:${settlementOf(s) ?? ''}:${String(s.budget_mist)}`).join();
+    const moneyMoved = this._lastSessions !== null && money(this._lastSessions) !== money(sessions);
     const specsChanged =
       this._lastSessions !== null &&
       sessions.filter(isActive).map(s => s.id).join() !== this._lastSessions.filter(isActive).map(s => s.id).join();
@@ -141,6 +144,10 @@ export class WalnutModel {
     this._changed.emit();
     for (const event of events) {
       this._events.emit(event);
+    }
+    if (moneyMoved) {
+      // a channel opened, was topped up or settled: the balance changed
+      void this._walletPoll.refresh();
     }
     if (specsChanged) {
       // a session's kernelspec appears or disappears with it
@@ -269,7 +276,11 @@ export class WalnutModel {
 
   /** Poll fast only while something runs. */
   private _retune(): void {
-    const plan = pollPlan(this.totals.active, this.launch !== null && ['channel', 'container'].includes(this.launch.step));
+    const plan = pollPlan(
+      this.totals.active,
+      this.launch !== null && ['channel', 'container'].includes(this.launch.step),
+      this.sessions.filter(isSettling).length
+    );
     if (this._sessionsPoll.frequency.interval !== plan.sessionsMs) {
       this._sessionsPoll.frequency = { ...this._sessionsPoll.frequency, interval: plan.sessionsMs };
     }

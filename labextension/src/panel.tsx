@@ -27,6 +27,7 @@ import {
   isFailedLaunch,
   launchQuote,
   remainingSeconds,
+  settlementAmounts,
   settlementLabel
 } from './logic/sessions';
 import { formatDuration, formatDurationLong } from './logic/time';
@@ -201,12 +202,22 @@ function shortAddress(a: string): string {
 // ---------------------------------------------------------------------------------------
 // Providers
 
-const COLUMNS: { key: SortKey; label: string; title: string }[] = [
-  { key: 'node', label: 'Provider', title: 'Provider node and region' },
-  { key: 'vram', label: 'Hardware', title: 'GPU model and count, VRAM, CPU, RAM' },
-  { key: 'price', label: 'SUI/h', title: 'Price per hour' },
-  { key: 'latency', label: 'Latency', title: 'Measured round trip to the provider' },
-  { key: 'free', label: 'Free', title: 'Free session slots' }
+const COLUMNS: { key: SortKey; label: string; title: string; num?: boolean }[] = [
+  { key: 'node', label: 'Offer', title: 'Provider, region, shape and hardware' },
+  { key: 'price', label: 'SUI/h', title: 'Price per hour, and measured latency', num: true },
+  { key: 'free', label: 'Free', title: 'Free session slots', num: true }
+];
+
+const SORTS: { key: SortKey; label: string }[] = [
+  { key: 'price', label: 'price' },
+  { key: 'vram', label: 'VRAM' },
+  { key: 'gpu', label: 'GPU count' },
+  { key: 'cpus', label: 'CPU' },
+  { key: 'memory', label: 'RAM' },
+  { key: 'latency', label: 'latency' },
+  { key: 'free', label: 'free capacity' },
+  { key: 'region', label: 'region' },
+  { key: 'node', label: 'name' }
 ];
 
 function ProvidersSection(props: { model: WalnutModel; onLaunch: (key: string) => void }) {
@@ -228,6 +239,30 @@ function ProvidersSection(props: { model: WalnutModel; onLaunch: (key: string) =
         onChange={e => setQuery(e.target.value)}
       />
       {filter.errors.length > 0 && <div className="jp-Walnut-hint">{filter.errors.join('; ')}</div>}
+      <div className="jp-Walnut-sortBar">
+        <label>
+          Sort by{' '}
+          <select
+            className="jp-mod-styled"
+            aria-label="Sort offers by"
+            value={sort.key}
+            onChange={e => setSort({ key: e.target.value as SortKey, dir: sort.dir })}
+          >
+            {SORTS.map(o => (
+              <option key={o.key} value={o.key}>
+                {o.label}
+              </option>
+            ))}
+          </select>
+        </label>
+        <button
+          className="jp-Walnut-link"
+          aria-label={sort.dir === 'asc' ? 'Ascending; switch to descending' : 'Descending; switch to ascending'}
+          onClick={() => setSort({ key: sort.key, dir: sort.dir === 'asc' ? 'desc' : 'asc' })}
+        >
+          {sort.dir === 'asc' ? '▲ ascending' : '▼ descending'}
+        </button>
+      </div>
       <ErrorNote text={model.offersError} />
       {!model.offersLoaded && !model.offersError && <p className="jp-Walnut-muted">Asking the providers…</p>}
       {model.offersLoaded && model.offers.length === 0 && !model.offersError && (
@@ -245,6 +280,7 @@ function ProvidersSection(props: { model: WalnutModel; onLaunch: (key: string) =
                   key={c.key}
                   scope="col"
                   title={c.title}
+                  className={c.num ? 'jp-Walnut-num' : undefined}
                   aria-sort={sort.key === c.key ? (sort.dir === 'asc' ? 'ascending' : 'descending') : 'none'}
                 >
                   <button className="jp-Walnut-sort" onClick={() => toggle(c.key)}>
@@ -289,7 +325,7 @@ function OfferRow(props: { offer: IOffer; selected: boolean; onLaunch: () => voi
           <span className="jp-Walnut-health jp-mod-down" role="img" aria-label="unreachable" />
           {o.provider_url}
         </td>
-        <td colSpan={4} className="jp-Walnut-muted">
+        <td colSpan={2} className="jp-Walnut-muted">
           Unreachable: {o.error ?? 'no answer'}
         </td>
       </tr>
@@ -301,9 +337,7 @@ function OfferRow(props: { offer: IOffer; selected: boolean; onLaunch: () => voi
     <tr
       className={`jp-Walnut-offer${props.selected ? ' jp-mod-selected' : ''}`}
       data-offer={offerKey(o)}
-      tabIndex={0}
       onDoubleClick={props.onLaunch}
-      onKeyDown={e => e.key === 'Enter' && props.onLaunch()}
     >
       <td>
         <div className="jp-Walnut-strong">
@@ -314,25 +348,33 @@ function OfferRow(props: { offer: IOffer; selected: boolean; onLaunch: () => voi
             title={full ? 'Healthy, no free capacity' : 'Healthy'}
           />
           {o.node}
+          <span className="jp-Walnut-muted jp-Walnut-normal">
+            {' '}
+            · {o.region} · {o.shape}
+          </span>
         </div>
-        <div className="jp-Walnut-muted">
-          {o.region} · {o.shape}
+        <div>
+          {describeHardware(o)}
+          {o.gpus ? ` · ${formatMemory(o.gpu_memory_mb)} VRAM` : ''}
         </div>
-        <button className="jp-Walnut-link" onClick={props.onLaunch} disabled={full} aria-label={`Launch on ${o.node} ${o.shape}`}>
-          Launch…
-        </button>
-      </td>
-      <td>
-        <div className="jp-Walnut-strong">{describeHardware(o)}</div>
-        {o.gpus ? <div>{formatMemory(o.gpu_memory_mb)} VRAM</div> : null}
         <div className="jp-Walnut-muted">
           {o.cpus} CPU · {formatMemory(o.memory_mb)} RAM
         </div>
+        <button
+          className="jp-Walnut-link jp-Walnut-launchLink"
+          onClick={props.onLaunch}
+          disabled={full}
+          aria-label={`Launch on ${o.node} ${o.shape}`}
+        >
+          Launch…
+        </button>
       </td>
       <td className="jp-Walnut-num" title={hour === null ? '' : `${formatSui(hour)} per hour`}>
-        {hour === null ? 'n/a' : formatSui(hour, { unit: false, minDecimals: 2 })}
+        <div className="jp-Walnut-strong">{hour === null ? 'n/a' : formatSui(hour, { unit: false, minDecimals: 2 })}</div>
+        <div className="jp-Walnut-muted" title="Measured latency">
+          {o.latency_ms === undefined ? 'n/a' : `${Math.round(o.latency_ms)} ms`}
+        </div>
       </td>
-      <td className="jp-Walnut-num">{o.latency_ms === undefined ? 'n/a' : `${Math.round(o.latency_ms)} ms`}</td>
       <td className="jp-Walnut-num">{o.free_session_slots ?? 'n/a'}</td>
     </tr>
   );
@@ -495,7 +537,7 @@ function LaunchSection(props: { model: WalnutModel; actions: IPanelActions }) {
             className="jp-Button jp-mod-styled jp-mod-accept"
             disabled={launching || !quote || Boolean(quote.problem) || Boolean(parseProblem)}
           >
-            {launching ? 'Launching…' : quote && !quote.problem ? `Confirm and launch (${formatSuiShort(quote.depositMist)})` : 'Launch'}
+            {launching ? 'Launching…' : 'Confirm and launch'}
           </button>
         </form>
       )}
@@ -513,12 +555,16 @@ const STEPS: { step: string; label: string }[] = [
 
 function LaunchProgress(props: { model: WalnutModel; actions: IPanelActions }) {
   const launch = props.model.launch;
+  const ref = React.useRef<HTMLDivElement>(null);
+  React.useEffect(() => {
+    ref.current?.scrollIntoView({ block: 'nearest' });
+  }, [launch?.step]);
   if (!launch) {
     return null;
   }
   const current = STEPS.findIndex(s => s.step === launch.step);
   return (
-    <div className="jp-Walnut-progress" role="status" aria-live="polite">
+    <div className="jp-Walnut-progress" role="status" aria-live="polite" ref={ref}>
       {launch.step === 'error' ? (
         <div className="jp-Walnut-error">
           The launch failed: {launch.error} Nothing was charged.
@@ -592,7 +638,15 @@ function SessionsSection(props: { model: WalnutModel; actions: IPanelActions; co
                   <td className="jp-Walnut-num" data-testid="walnut-final-cost">
                     {formatSui(s.cost_mist)}
                   </td>
-                  <td>{settlementLabel(s)}</td>
+                  <td>
+                    {settlementLabel(s)}
+                    {settlementAmounts(s) && (
+                      <div className="jp-Walnut-muted jp-Walnut-small">
+                        paid {formatSuiShort(settlementAmounts(s)!.claimedMist)}, refunded{' '}
+                        {formatSuiShort(settlementAmounts(s)!.refundedMist)}
+                      </div>
+                    )}
+                  </td>
                 </tr>
               ))}
             </tbody>

@@ -9,10 +9,10 @@ export interface IPollPlan {
   walletMs: number;
 }
 
-export function pollPlan(activeSessions: number, launching: boolean): IPollPlan {
+export function pollPlan(activeSessions: number, launching: boolean, settling = 0): IPollPlan {
   const busy = activeSessions > 0 || launching;
   return {
-    sessionsMs: launching ? 1000 : busy ? 2000 : 15000,
+    sessionsMs: launching ? 1000 : busy ? 2000 : settling > 0 ? 3000 : 15000,
     offersMs: 30000,
     walletMs: busy ? 5000 : 30000
   };

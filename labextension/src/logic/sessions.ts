@@ -146,6 +146,24 @@ export function depositOf(s: ISession): bigint {
   return raw === undefined || raw === null ? toMist(s.budget_mist) : toMist(raw);
 }
 
+const FINAL_SETTLEMENTS = ['settled', 'claimed', 'refunded'];
+
+/** An ended session whose payment channel is still being settled. */
+export function isSettling(s: ISession): boolean {
+  const state = settlementOf(s);
+  return !isActive(s) && Boolean(s.channel_id) && state !== undefined && !FINAL_SETTLEMENTS.includes(state);
+}
+
+/** "paid 0.01 SUI, refunded 0.99 SUI" once the channel is closed, when the server says. */
+export function settlementAmounts(s: ISession): { claimedMist: bigint; refundedMist: bigint } | null {
+  const claimed = s.extra?.claimed_mist;
+  const refunded = s.extra?.refunded_mist;
+  if (claimed === undefined || refunded === undefined || !FINAL_SETTLEMENTS.includes(settlementOf(s) ?? '')) {
+    return null;
+  }
+  return { claimedMist: toMist(claimed), refundedMist: toMist(refunded) };
+}
+
 /** A launch the provider refused: recorded only so its deposit comes back. */
 export function isFailedLaunch(s: ISession): boolean {
   return Boolean(s.extra?.launch_failed) || (s.status === 'failed' && !s.started_at);

@@ -1,0 +1,230 @@
+"""End to end in a real JupyterLab, driven by Playwright with Debian's Chromium, against a real
+local provider (process runtime) and the local ledger.
+
+Screenshots of each step land in test-artifacts/ui/ (git-ignored). Skipped, with the reason,
+when /usr/bin/chromium, Python Playwright or the built labextension is missing, unless
+WALNUT_REQUIRE_UI=1, which turns those into failures.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ui_helpers import WalnutStack
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path(os.environ.get("WALNUT_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-dev-shm-usage"]
+
+
+def _labextension_installed() -> bool:
+    from jupyter_core.paths import jupyter_path
+
+    return any((Path(p) / "labextensions" / "jupyter-walnut" / "package.json").exists()
+               for p in jupyter_path())
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Python playwright is not installed (pip install playwright)"
+    try:
+        import jupyterlab  # noqa: F401
+    except ImportError:
+        return "jupyterlab is not installed"
+    if not _labextension_installed():
+        return "the jupyter-walnut labextension is not built/installed (pip install -e .)"
+    return None
+
+
+_reason = _missing()
+if _reason and os.environ.get("WALNUT_REQUIRE_UI") != "1":
+    pytestmark = pytest.mark.skip(reason=_reason)
+
+
+def sui(text: str) -> Decimal:
+    """The exact value of a "1,234.5 SUI" text."""
+    m = re.search(r"-?[\d,]+(?:\.\d+)?", text)
+    assert m, f"no amount in {text!r}"
+    return Decimal(m.group(0).replace(",", ""))
+
+
+@pytest.fixture
+def stack():
+    if _reason:  # only reached with WALNUT_REQUIRE_UI=1
+        pytest.fail(f"WALNUT_REQUIRE_UI=1 but {_reason}")
+    root = Path(tempfile.mkdtemp(prefix="walnut-ui-"))
+    with WalnutStack(root) as s:
+        yield s
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def page(stack):
+    from playwright.sync_api import sync_playwright
+
+    if ARTIFACTS.exists():
+        shutil.rmtree(ARTIFACTS)
+    ARTIFACTS.mkdir(parents=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        pg = context.new_page()
+        pg.set_default_timeout(30_000)
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.walnut_errors = errors  # type: ignore[attr-defined]
+        try:
+            yield pg
+        except BaseException:
+            pg.screenshot(path=str(ARTIFACTS / "zz-failure.png"))
+            raise
+        finally:
+            context.close()
+            browser.close()
+
+
+class Shots:
+    def __init__(self, page) -> None:
+        self.page = page
+        self.n = 0
+
+    def __call__(self, name: str, locator=None) -> None:
+        self.n += 1
+        path = ARTIFACTS / f"{self.n:02d}-{name}.png"
+        (locator or self.page).screenshot(path=str(path))
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_researcher_flow(stack: WalnutStack, page) -> None:
+    shot = Shots(page)
+    page.goto(stack.lab_url)
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
+    page.get_by_role("tab", name=re.compile("Walnut", re.I)).or_(
+        page.locator('.lm-TabBar-tab[data-id="jupyter-walnut-panel"]')).first.click()
+    panel = page.locator("#jupyter-walnut-panel")
+    panel.wait_for(state="visible")
+
+    # 1. the sidebar, with the local provider's offer and the wallet
+    offer = panel.locator("tr.jp-Walnut-offer", has_text="demo-node")
+    offer.wait_for()
+    assert "cpu-small" in offer.inner_text()
+    assert "0.0072" in offer.inner_text()  # 2000 MIST/s = 0.0072 SUI/h, exactly
+    balance = panel.get_by_test_id("walnut-balance")
+    wait_for(lambda: "SUI" in balance.inner_text(), 30, "the wallet balance")
+    assert panel.get_by_text("local ledger").is_visible()
+    shot("sidebar-offers")
+
+    # the filter from the issue keeps a CPU-only offer out, a price filter keeps it in
+    flt = panel.get_by_label("Filter offers")
+    flt.fill("gpu >= 24 GB, under 1 SUI/h")
+    panel.get_by_text("No offer matches this filter.").wait_for()
+    flt.fill("under 0.01 SUI/h")
+    offer.wait_for()
+    flt.fill("")
+
+    # 2. fund the demo account on the local ledger
+    panel.get_by_role("button", name=re.compile("Fund demo account")).click()
+    wait_for(lambda: sui(balance.inner_text()) >= 10, 30, "the funded balance")
+    funded = sui(balance.inner_text())
+    shot("wallet-funded", panel)
+
+    # 3. launch with a budget: the form shows the deposit and the time it buys
+    offer.get_by_role("button", name=re.compile("Launch on demo-node")).click()
+    launch = panel.locator("#jp-Walnut-launch")
+    launch.get_by_label("Budget in SUI").fill("0.001")
+    wait_for(lambda: launch.get_by_test_id("walnut-deposit").inner_text() == "0.001 SUI", 10,
+             "the deposit quote")
+    assert "8 min 20 s" in launch.inner_text()  # 1,000,000 MIST / 2000 MIST/s = 500 s
+    shot("launch-form", panel)
+    launch.get_by_role("button", name=re.compile("Confirm and launch")).click()
+    progress = launch.locator(".jp-Walnut-progress")
+    progress.wait_for()
+    shot("launch-progress", panel)
+    launch.get_by_text("Ready").wait_for(timeout=90_000)
+    card = panel.locator("article.jp-Walnut-session")
+    card.wait_for()
+    session_id = card.get_attribute("data-session")
+    assert session_id and session_id.startswith("s-")
+    shot("session-running", panel)
+    # the deposit is locked in the channel
+    wait_for(lambda: sui(balance.inner_text()) == funded - Decimal("0.001"), 30,
+             "the deposit to leave the wallet")
+
+    # 4. the kernel shows in the launcher, then select it in a notebook
+    page.locator(".jp-LauncherCard", has_text="walnut: demo-node").first.wait_for(timeout=30_000)
+    shot("launcher-with-walnut-kernel")
+    page.locator('.jp-LauncherCard[title*="Python 3 (ipykernel)"], '
+                 '.jp-LauncherCard:has-text("Python 3 (ipykernel)")').first.click()
+    nb = page.locator(".jp-NotebookPanel").last
+    nb.wait_for()
+    kernel_button = nb.locator(".jp-Toolbar-kernelName")
+    wait_for(lambda: "Python 3" in kernel_button.inner_text(), 60, "the notebook's first kernel")
+    kernel_button.click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for()
+    select = dialog.locator("select")
+    option = select.locator("option", has_text="walnut: demo-node")
+    select.select_option(value=option.get_attribute("value"))
+    shot("select-kernel-dialog")
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    wait_for(lambda: "walnut" in kernel_button.inner_text(), 60, "the walnut kernel in the notebook")
+
+    # 5. run a cell that prints the remote host name
+    cell = nb.locator(".jp-Cell").first
+    cell.locator(".cm-content").click()
+    page.keyboard.type("import os, socket; print('remote host:', socket.gethostname(), "
+                       "os.environ.get('WALNUT_SESSION_ID'))")
+    page.keyboard.press("Shift+Enter")
+    output = cell.locator(".jp-OutputArea-output")
+    wait_for(lambda: session_id in (output.first.inner_text() if output.count() else ""), 90,
+             "the cell output from the remote kernel")
+    assert "remote host:" in output.first.inner_text()
+    shot("remote-cell-output")
+
+    # 6. cost increases; the status bar shows it too
+    cost = card.get_by_test_id("walnut-cost")
+    first_cost = sui(cost.inner_text())
+    wait_for(lambda: sui(cost.inner_text()) > first_cost, 30, "the cost to increase")
+    status = page.locator(".jp-Walnut-statusButton")
+    assert "SUI" in status.inner_text()
+    shot("cost-increasing")
+
+    # 7. stop; the final cost shows and the wallet is charged exactly that
+    card.get_by_role("button", name="Stop").click()
+    ended = panel.locator(f'table.jp-Walnut-ended tr[data-session="{session_id}"]')
+    ended.wait_for(timeout=60_000)
+    final = sui(ended.get_by_test_id("walnut-final-cost").inner_text())
+    assert final > 0
+    wait_for(lambda: "settled" in ended.inner_text(), 60, "the channel to settle")
+    wait_for(lambda: sui(balance.inner_text()) == funded - final, 60,
+             "the wallet to be charged exactly the final cost")
+    # the server agrees with what the UI shows
+    server = stack.api(f"sessions/{session_id}")
+    assert Decimal(server["cost_mist"]) / Decimal(10**9) == final
+    shot("session-stopped-final-cost")
+    assert "Walnut" in status.inner_text()
+    assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]
