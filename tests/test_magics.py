@@ -230,3 +230,30 @@ def _start_kernel(env: dict):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_job_and_sweep_magics(shell, tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(
+                    "import json\njson.dump({'score': x * 10}, open('outputs/metrics.json', 'w'))"
+                    "\nprint('x is', x)")]
+    path = tmp_path / "p.ipynb"
+    nbformat.write(nb, path)
+    table = shell.run_line_magic("walnut", f"job submit {path} --budget 600000 --param x=3 "
+                                           "--wait")
+    text = repr(table)
+    assert "succeeded" in text and '"score": 30' in text and "verified" in text
+    job_id = text.split("job ")[1].split()[0]
+    assert job_id in repr(shell.run_line_magic("walnut", "job list"))
+    files = repr(shell.run_line_magic("walnut", f"job results {job_id}"))
+    assert "outputs/metrics.json" in files and "executed.ipynb" in files
+    _, cap = run(shell, "%walnut job status job-000000000000")
+    assert "no job 'job-000000000000'" in cap.stderr
+
+    sweep = shell.run_line_magic("walnut", f"sweep {path} --grid x=1,2 --budget 1200000 "
+                                           "--concurrency 2 --metric score --maximize")
+    text = repr(sweep)
+    assert "2 run(s); best score: 20" in text and "<- best" in text
