@@ -44,10 +44,7 @@ class ProviderClient:
             self.base_url + path, method=method, headers=headers,
             body=data if method in ("POST", "PUT", "PATCH") else None,
             request_timeout=self.timeout, connect_timeout=min(10.0, self.timeout))
-        try:
-            resp = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-        except OSError as exc:
-            raise ProviderAPIError(0, f"provider unreachable: {exc.strerror or exc}") from exc
+        resp = await self._fetch(request)
         if resp.code == 599:
             raise ProviderAPIError(0, f"provider unreachable: {resp.error}")
         try:
@@ -59,6 +56,14 @@ class ProviderClient:
                 payload, dict) else None
             raise ProviderAPIError(resp.code, message or resp.reason or "provider error")
         return payload
+
+    @staticmethod
+    async def _fetch(request: httpclient.HTTPRequest) -> httpclient.HTTPResponse:
+        try:
+            return await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except (OSError, httpclient.HTTPClientError) as exc:  # refused, reset, closed mid-way
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ProviderAPIError(0, f"provider unreachable: {reason}") from exc
 
     async def health(self) -> dict:
         return await self._call("GET", f"{API}/health", signed=False)
@@ -118,10 +123,7 @@ class ProviderClient:
             f"{self.gateway_base(session_id)}/{path.lstrip('/')}", method=method,
             headers={**self.gateway_headers(access_token), "Content-Type": "application/json"},
             body=data, request_timeout=self.timeout, allow_nonstandard_methods=True)
-        try:
-            resp = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-        except OSError as exc:
-            raise ProviderAPIError(0, f"provider unreachable: {exc.strerror or exc}") from exc
+        resp = await self._fetch(request)
         if resp.code >= 400 or resp.code == 599:
             try:
                 message = json.loads(resp.body)["error"]["message"]

@@ -362,3 +362,47 @@ async def test_v1_protocol_comms_with_binary_buffers_and_debugger(jp_fetch, jp_w
         lambda ch, h, p, c, b: h["msg_type"] == "debug_reply" and p.get("msg_id") == msg_id)
     assert channel == "control" and reply["success"] is True
     conn.close()
+
+
+async def test_browser_reconnect_loses_no_output(jp_fetch, jp_ws_fetch, provider):
+    session = await launch(jp_fetch, provider)
+    kernel = await start_kernel(jp_fetch, session["kernel_name"])
+    import uuid
+
+    ws_session = uuid.uuid4().hex
+    conn = await jp_ws_fetch("api", "kernels", kernel["id"], "channels",
+                             params={"session_id": ws_session})
+    ws = KernelWS(conn)
+    ws.session = ws_session
+    from kernel_ws import message
+
+    code = ("import time\nfor i in range(6):\n    print('tick', i, flush=True)\n"
+            "    time.sleep(0.3)")
+    msg = message("execute_request", {"code": code, "silent": False}, ws_session)
+    await ws.send(msg)
+    first = await ws.recv()
+    while first["header"]["msg_type"] != "stream":
+        first = await ws.recv()
+    conn.close()  # the browser tab drops while the cell keeps printing
+    conn = await jp_ws_fetch("api", "kernels", kernel["id"], "channels",
+                             params={"session_id": ws_session})
+    ws = KernelWS(conn)
+    text = first["content"]["text"]
+    while True:
+        m = await ws.recv()
+        if m["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+            continue
+        if m["header"]["msg_type"] == "stream":
+            text += m["content"]["text"]
+        if m["header"]["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            break
+    assert text == "".join(f"tick {i}\n" for i in range(6))  # all of it, once, in order
+
+
+async def test_server_shutdown_stops_its_sessions(jp_fetch, jp_serverapp, provider):
+    session = await launch(jp_fetch, provider)
+    assert provider.store.get(session["id"]).status == "running"
+    app = jp_serverapp.extension_manager.extension_apps["jupyter_walnut"]
+    await next(iter(app)).stop_extension()
+    assert provider.store.get(session["id"]).status == "stopped"
+    assert provider.store.get(session["id"]).reason == "stopped by renter"

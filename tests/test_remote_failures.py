@@ -1,0 +1,73 @@
+"""Remote kernels when the provider goes away: a clear dead state with the reason, no hang,
+no charge after the end; and a short network cut that heals by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from kernel_ws import KernelWS
+from netcut import NetCut
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def netcut(threaded_provider):
+    port = int(threaded_provider.url.rsplit(":", 1)[1])
+    cut = NetCut("127.0.0.1", port)
+    yield cut
+    cut.close()
+
+
+@pytest.fixture
+def jp_server_config(netcut, tmp_path, ledger):
+    from jupyter_walnut.keys import KeyPair
+
+    home = tmp_path / "renter"
+    key = KeyPair.generate()
+    key.save(home / "wallet.key")
+    ledger.fund(key.address, 10**12)
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_walnut": True}},
+            "WalnutApp": {"providers": [f"http://127.0.0.1:{netcut.port}"],
+                          "walnut_home": str(home), "ledger_path": str(ledger.path),
+                          "poll_interval": 0.2, "challenge_period": 60},
+            "WalnutProvisioner": {"reconnect_timeout": 3.0}}
+
+
+async def _kernel(jp_fetch, jp_ws_fetch, netcut):
+    resp = await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(
+        {"provider_url": f"http://127.0.0.1:{netcut.port}", "shape": "cpu-small",
+         "budget_mist": 300_000}))
+    session = json.loads(resp.body)
+    kernel = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps(
+        {"name": session["kernel_name"]}))).body)
+    conn = await jp_ws_fetch("api", "kernels", kernel["id"], "channels")
+    return session, kernel, KernelWS(conn)
+
+
+async def test_unreachable_provider_kills_the_kernel_with_a_reason(jp_fetch, jp_ws_fetch,
+                                                                   netcut, threaded_provider):
+    session, kernel, ws = await _kernel(jp_fetch, jp_ws_fetch, netcut)
+    started = asyncio.Event()
+    cell = asyncio.ensure_future(ws.execute(
+        "import time\nprint('go', flush=True)\ntime.sleep(300)",
+        on_message=lambda m: m["header"]["msg_type"] == "stream" and started.set()))
+    await asyncio.wait_for(started.wait(), 30)
+    netcut.cut()  # the provider vanishes from the network for good
+    result = await asyncio.wait_for(cell, 60)  # not a hang
+    assert result.error["ename"] == "WalnutSessionEnded"
+    assert "lost the connection to the provider" in result.stderr
+    kernels = json.loads((await jp_fetch("api", "kernels")).body)
+    assert [k["execution_state"] for k in kernels if k["id"] == kernel["id"]] == ["dead"]
+
+
+async def test_a_short_network_cut_heals_by_itself(jp_fetch, jp_ws_fetch, netcut):
+    session, kernel, ws = await _kernel(jp_fetch, jp_ws_fetch, netcut)
+    assert (await ws.execute("x = 1; print('before')")).stdout == "before\n"
+    netcut.cut()
+    await asyncio.sleep(1.0)  # the outage itself: time passing is the point here
+    netcut.restore()
+    result = await ws.execute("print('after', x)", timeout=60)
+    assert result.stdout == "after 1\n"  # same kernel, state intact
