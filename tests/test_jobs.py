@@ -298,3 +298,48 @@ def test_redundant_execution_compares_digests(tmp_path, ledger, two_providers):
     job = asyncio.run(jm.run(differs, budget_mist=2 * BUDGET, redundancy=2))
     assert job["verified"] is False
     assert "redundant runs disagree" in job["verification"]
+
+
+@pytest.fixture
+def jp_server_config(threaded_provider, tmp_path):
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_walnut": True},
+                          "root_dir": str(tmp_path / "root")},
+            "WalnutApp": {"providers": [threaded_provider.url],
+                          "walnut_home": str(tmp_path / "server-renter"),
+                          "poll_interval": 0.2}}
+
+
+@pytest.fixture
+def jp_root_dir(tmp_path):
+    (tmp_path / "root").mkdir(exist_ok=True)
+    return tmp_path / "root"
+
+
+async def test_jobs_rest_for_the_sidebar(jp_fetch, jp_serverapp, tmp_path, ledger):
+    from tornado.httpclient import HTTPClientError
+
+    from jupyter_walnut.extension.jobs_handlers import jobs_handlers
+
+    jp_serverapp.web_app.add_handlers(".*$", [(jp_serverapp.base_url.rstrip("/") + p, h)
+                                              for p, h in jobs_handlers()])
+    manager = jp_serverapp.web_app.settings["walnut_manager"]
+    ledger.fund(manager.key.address, FUNDS)
+    manager.ledger = ledger
+    manager.payments.ledger = ledger
+    notebook(tmp_path / "root" / "nb.ipynb", "open('outputs/r.txt', 'w').write('ok')")
+    resp = await jp_fetch("walnut", "jobs", method="POST", body=json.dumps(
+        {"path": "nb.ipynb", "budget_mist": BUDGET}))
+    assert resp.code == 201
+    job = json.loads(resp.body)
+    deadline = time.monotonic() + 120
+    while job["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.3)  # polling the server, bounded by the deadline
+        job = json.loads((await jp_fetch("walnut", "jobs", job["id"])).body)
+    assert job["status"] == "succeeded" and job["verified"] is True, job
+    listed = json.loads((await jp_fetch("walnut", "jobs")).body)["jobs"]
+    assert [j["id"] for j in listed] == [job["id"]]
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch("walnut", "jobs", method="POST", body=json.dumps(
+            {"path": "../outside.ipynb", "budget_mist": BUDGET}))
+    assert err.value.code == 400 and b"outside the server root" in err.value.response.body
