@@ -17,7 +17,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from ui_helpers import WalnutStack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,6 +168,7 @@ def test_researcher_flow(stack: WalnutStack, page) -> None:
     card.wait_for()
     session_id = card.get_attribute("data-session")
     assert session_id and session_id.startswith("s-")
+    card.scroll_into_view_if_needed()
     shot("session-running", panel)
     # the deposit is locked in the channel
     wait_for(lambda: sui(balance.inner_text()) == funded - Decimal("0.001"), 30,
@@ -191,7 +191,8 @@ def test_researcher_flow(stack: WalnutStack, page) -> None:
     select.select_option(value=option.get_attribute("value"))
     shot("select-kernel-dialog")
     dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
-    wait_for(lambda: "walnut" in kernel_button.inner_text(), 60, "the walnut kernel in the notebook")
+    wait_for(lambda: "walnut" in kernel_button.inner_text(), 60,
+             "the walnut kernel in the notebook")
 
     # 5. run a cell that prints the remote host name
     cell = nb.locator(".jp-Cell").first
@@ -211,11 +212,13 @@ def test_researcher_flow(stack: WalnutStack, page) -> None:
     wait_for(lambda: sui(cost.inner_text()) > first_cost, 30, "the cost to increase")
     status = page.locator(".jp-Walnut-statusButton")
     assert "SUI" in status.inner_text()
+    card.scroll_into_view_if_needed()
     shot("cost-increasing")
+    shot("session-card", card)
 
     # 7. stop; the final cost shows and the wallet is charged exactly that
     card.get_by_role("button", name="Stop").click()
-    ended = panel.locator(f'table.jp-Walnut-ended tr[data-session="{session_id}"]')
+    ended = panel.locator(f'.jp-Walnut-ended li[data-session="{session_id}"]')
     ended.wait_for(timeout=60_000)
     final = sui(ended.get_by_test_id("walnut-final-cost").inner_text())
     assert final > 0
@@ -225,6 +228,8 @@ def test_researcher_flow(stack: WalnutStack, page) -> None:
     # the server agrees with what the UI shows
     server = stack.api(f"sessions/{session_id}")
     assert Decimal(server["cost_mist"]) / Decimal(10**9) == final
+    panel.locator("#jp-Walnut-wallet").scroll_into_view_if_needed()
     shot("session-stopped-final-cost")
+    shot("wallet-after-stop", panel)
     assert "Walnut" in status.inner_text()
     assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]

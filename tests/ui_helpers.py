@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -46,13 +48,18 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2, proc
 
 
 def http_json(url: str, method: str = "GET", body: dict | None = None, token: str | None = None):
+    context = None
+    if url.startswith("https:"):  # readiness probes of our own test node only
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if token:
         req.add_header("Authorization", f"token {token}")
     if data is not None:
         req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with urllib.request.urlopen(req, timeout=30, context=context) as resp:
         return json.loads(resp.read() or b"null")
 
 
@@ -80,7 +87,7 @@ class WalnutStack:
 
     # --- processes --------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], cwd: Path | None = None) -> subprocess.Popen:
-        log = open(self.root / f"{name}.log", "wb")
+        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop)
         self.logs.append(log)
         proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=str(cwd or self.root), start_new_session=True)
@@ -90,18 +97,28 @@ class WalnutStack:
     def start(self) -> WalnutStack:
         self.root.mkdir(parents=True, exist_ok=True)
         home = self.root / "provider"
-        subprocess.run([str(BIN / "walnut-provider"), "--home", str(home), "init",
-                        "--name", "demo-node", "--port", "0"],
-                       env=self.env, check=True, capture_output=True)
+        init = subprocess.run([str(BIN / "walnut-provider"), "--home", str(home), "init",
+                               "--name", "demo-node", "--port", "0"],
+                              env=self.env, check=True, capture_output=True, text=True)
+        # a node with a self-signed certificate serves https; renters pin its fingerprint
+        pin = re.search(r"sha256=([0-9a-f]{64})", init.stdout + init.stderr)
+        scheme = "https" if pin else "http"
         port_file = self.root / "provider.port"
         prov = self._spawn("provider", [str(BIN / "walnut-provider"), "--home", str(home), "serve",
                                         "--port", "0", "--port-file", str(port_file),
                                         "--runtime", "process", "--log-format", "text"])
-        port = wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 60,
-                          "provider port file", proc=prov)
-        self.provider_url = f"http://127.0.0.1:{int(port)}"
-        wait_until(lambda: http_json(self.provider_url + "/api/v1/status"), 60, "provider status",
-                   proc=prov)
+
+        def provider_ready() -> str | None:
+            # re-read the port each time: the file may be caught half written
+            text = port_file.read_text().strip() if port_file.exists() else ""
+            if not text.isdigit():
+                return None
+            url = f"{scheme}://127.0.0.1:{int(text)}"
+            http_json(url + "/api/v1/status")
+            return url
+
+        url = wait_until(provider_ready, 60, "provider status", proc=prov)
+        self.provider_url = f"{url}#sha256={pin.group(1)}" if pin else url
 
         # enable the server extension explicitly (an editable install may lack the
         # etc/jupyter file a wheel installs)

@@ -140,6 +140,10 @@ export class WalnutModel {
       }
     }
     this._updateLaunchProgress(sessions);
+    const launched = this.launch?.step === 'done' ? this.launch.session?.id : undefined;
+    if (launched && !sessions.some(s => s.id === launched && isActive(s))) {
+      this.launch = null; // its session ended: the progress has nothing more to say
+    }
     this._retune();
     this._changed.emit();
     for (const event of events) {

@@ -6,7 +6,7 @@ import * as React from 'react';
 
 import { walnutIcon } from './icons';
 import { errorText } from './logic/errors';
-import { formatSui, formatSuiShort, parseSui, toMist } from './logic/money';
+import { formatSui, parseSui, toMist } from './logic/money';
 import {
   describeHardware,
   filterOffers,
@@ -95,9 +95,9 @@ export class WalnutPanel extends ReactWidget {
               </button>
             </header>
             <WalletSection model={this.model} />
+            <SessionsSection model={this.model} actions={this.actions} commands={this.commands} />
             <ProvidersSection model={this.model} onLaunch={key => this.showLaunch(key)} />
             <LaunchSection model={this.model} actions={this.actions} />
-            <SessionsSection model={this.model} actions={this.actions} commands={this.commands} />
           </div>
         )}
       </UseSignal>
@@ -615,42 +615,33 @@ function SessionsSection(props: { model: WalnutModel; actions: IPanelActions; co
       {ended.length > 0 && (
         <>
           <h4 className="jp-Walnut-subheading">Ended</h4>
-          <table className="jp-Walnut-table jp-Walnut-ended" aria-label="Ended sessions">
-            <thead>
-              <tr>
-                <th scope="col">Session</th>
-                <th scope="col">Final cost</th>
-                <th scope="col">Settlement</th>
-              </tr>
-            </thead>
-            <tbody>
-              {ended.slice(0, 20).map(s => (
-                <tr key={s.id} data-session={s.id}>
-                  <td>
-                    <div className="jp-Walnut-strong">{isFailedLaunch(s) ? `launch on ${s.node}` : s.node}</div>
-                    <div className="jp-Walnut-muted">
-                      {s.status === 'failed' ? 'failed' : 'stopped'}
-                      {s.ended_at ? ` · ${new Date(s.ended_at * 1000).toLocaleTimeString()}` : ''}
-                      {s.started_at ? ` · ran ${formatDuration(elapsedSeconds(s, Date.now() / 1000))}` : ''}
-                    </div>
-                    {s.reason && <div className="jp-Walnut-muted jp-Walnut-reason">{s.reason}</div>}
-                  </td>
-                  <td className="jp-Walnut-num" data-testid="walnut-final-cost">
-                    {formatSui(s.cost_mist)}
-                  </td>
-                  <td>
+          <ul className="jp-Walnut-ended" aria-label="Ended sessions">
+            {ended.slice(0, 20).map(s => {
+              const amounts = settlementAmounts(s);
+              return (
+                <li key={s.id} data-session={s.id}>
+                  <div className="jp-Walnut-endedHead">
+                    <span className="jp-Walnut-strong">{isFailedLaunch(s) ? `Launch on ${s.node}` : s.node}</span>
+                    <span className="jp-Walnut-num" data-testid="walnut-final-cost" title="Final cost">
+                      {formatSui(s.cost_mist)}
+                    </span>
+                  </div>
+                  <div className="jp-Walnut-muted">
+                    {s.status === 'failed' ? 'failed' : 'stopped'}
+                    {s.ended_at ? ` ${new Date(s.ended_at * 1000).toLocaleTimeString()}` : ''}
+                    {s.started_at ? ` · ran ${formatDuration(elapsedSeconds(s, Date.now() / 1000))}` : ''}
+                    {s.reason ? ` · ${s.reason}` : ''}
+                  </div>
+                  <div className="jp-Walnut-muted" data-testid="walnut-settlement">
                     {settlementLabel(s)}
-                    {settlementAmounts(s) && (
-                      <div className="jp-Walnut-muted jp-Walnut-small">
-                        paid {formatSuiShort(settlementAmounts(s)!.claimedMist)}, refunded{' '}
-                        {formatSuiShort(settlementAmounts(s)!.refundedMist)}
-                      </div>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+                    {amounts
+                      ? `: paid ${formatSui(amounts.claimedMist)}, refunded ${formatSui(amounts.refundedMist)}`
+                      : ''}
+                  </div>
+                </li>
+              );
+            })}
+          </ul>
         </>
       )}
     </Section>
@@ -716,11 +707,11 @@ function SessionCard(props: { session: ISession; model: WalnutModel; actions: IP
           <dt>Cost so far</dt>
           <dd data-testid="walnut-cost">{formatSui(cost)}</dd>
         </div>
-        <div>
-          <dt>Remaining</dt>
+        <div className="jp-Walnut-wide">
+          <dt>Remaining budget</dt>
           <dd>
-            {formatSuiShort(s.remaining_mist)}
-            <span className="jp-Walnut-muted"> · {formatDuration(remainingSeconds(s))}</span>
+            {formatSui(s.remaining_mist)}
+            <span className="jp-Walnut-muted jp-Walnut-normal"> · {formatDuration(remainingSeconds(s))} left</span>
           </dd>
         </div>
       </dl>

@@ -2,7 +2,7 @@ import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { walnutIcon } from './icons';
-import { formatSui, formatSuiShort } from './logic/money';
+import { formatSui } from './logic/money';
 import { WalnutModel } from './model';
 
 /** "Walnut 0.0123 SUI" in the status bar: running cost of active sessions. */
@@ -35,7 +35,7 @@ export class WalnutStatus extends ReactWidget {
             >
               <walnutIcon.react tag="span" className="jp-Walnut-statusIcon" />
               <span data-testid="walnut-status-cost">
-                {t.active === 0 ? 'Walnut' : `${formatSuiShort(t.costMist)}`}
+                {t.active === 0 ? 'Walnut' : formatSui(t.costMist)}
               </span>
               {t.active > 0 && <span className="jp-Walnut-statusCount">×{t.active}</span>}
             </button>

@@ -95,6 +95,7 @@ describe('session events', () => {
     expect(sessionEvents([running], [ended]).map(e => e.kind)).toEqual(['ended-by-provider']);
     const byUser = session({ status: 'stopped', reason: 'stopped by you' });
     expect(sessionEvents([running], [byUser])).toEqual([]);
+    expect(sessionEvents([running], [session({ status: 'stopped', reason: 'stopped by renter' })])).toEqual([]);
     expect(sessionEvents([running], [session({ status: 'failed', reason: 'gone' })]).map(e => e.kind)).toEqual(['failed']);
   });
 });

@@ -191,7 +191,7 @@ export type SessionEvent =
   | { kind: 'ended-by-provider'; session: ISession }
   | { kind: 'failed'; session: ISession };
 
-const BY_USER = /stopped by you|shut down/i;
+const BY_USER = /stopped by (you|renter|the renter)|shut down/i;
 
 /** What to tell the user about between two polls of the session list. */
 export function sessionEvents(previous: ISession[] | null, next: ISession[]): SessionEvent[] {
