@@ -13,9 +13,8 @@ log() { printf '\033[1m[walnut setup]\033[0m %s\n' "$*"; }
 need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
-if [ "${WALNUT_BROWSER:-0}" = "1" ] && ! command -v chromium >/dev/null; then
-  need_apt+=(chromium)
-fi
+# Debian's Chromium drives the UI tests (Playwright with executable_path)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -36,8 +35,12 @@ if [ "${WALNUT_NO_DOCKER:-0}" != "1" ] && command -v dockerd >/dev/null; then
   fi
 fi
 
-# The virtualenv, reinstalled only when the project's metadata changed.
-stamp_src="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+# The labextension builds with rspack, which needs node >= 20.19.
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' \
+  || log "warning: node >= 20.19 is needed to build the labextension"
+
+# The virtualenv, reinstalled only when the project's metadata or the frontend changed.
+stamp_src="$(cat "$ROOT/pyproject.toml" "$ROOT/labextension/package.json" "$ROOT/labextension/yarn.lock" | sha256sum | cut -c1-16)"
 stamp_file="$WALNUT_VENV/.walnut-stamp"
 if [ ! -x "$WALNUT_VENV/bin/python" ]; then
   log "creating the virtualenv at $WALNUT_VENV"
@@ -46,8 +49,12 @@ fi
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp_src" ]; then
   log "installing jupyter-walnut and its test tools"
   "$WALNUT_VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-  "$WALNUT_VENV/bin/pip" install -q -e "$ROOT[test,demo]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  "$WALNUT_VENV/bin/pip" install -q -e "$ROOT[test,demo,docs,magics]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
   "$WALNUT_VENV/bin/python" -c "import jupyter_walnut" 
+  # the editable install copied the built labextension once; keep it live instead
+  mkdir -p "$WALNUT_VENV/share/jupyter/labextensions"
+  rm -rf "$WALNUT_VENV/share/jupyter/labextensions/jupyter-walnut"
+  ln -sfn "$ROOT/jupyter_walnut/labextension" "$WALNUT_VENV/share/jupyter/labextensions/jupyter-walnut"
   echo "$stamp_src" > "$stamp_file"
 fi
 export PATH="$WALNUT_VENV/bin:$PATH"

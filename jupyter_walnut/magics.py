@@ -258,7 +258,7 @@ class WalnutMagics(Magics, Configurable):
         for url in [*self.providers, *env, *self._extra_providers]:
             url = url.strip().rstrip("/")
             if url and url not in m.provider_urls:
-                m.provider_urls.append(url)
+                m.configured_urls.append(url)
         return m
 
     def _add_providers(self, urls: list[str]) -> None:

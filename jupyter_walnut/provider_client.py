@@ -13,6 +13,7 @@ from tornado import httpclient, websocket
 
 from .keys import KeyPair
 from .signed_requests import sign_request
+from .tls import TLSError, pinned_context, split_pin
 
 API = "/api/v1"
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024
@@ -28,11 +29,25 @@ class ProviderAPIError(Exception):
 
 
 class ProviderClient:
-    def __init__(self, base_url: str, key: KeyPair, *, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str, key: KeyPair, *, timeout: float = 30.0,
+                 pin: str | None = None) -> None:
+        """`base_url` may carry its certificate pin: `https://host:port#sha256=<hex>`."""
+        url, url_pin = split_pin(base_url)
+        self.base_url = url
+        self.pin = pin or url_pin
         self.key = key
         self.timeout = timeout
         self._path_prefix = urlsplit(self.base_url).path.rstrip("/")
+        self._ssl: object = None  # resolved on first use: None (http) or an SSLContext
+
+    async def _ssl_options(self):
+        if self._ssl is None:
+            try:
+                context = await asyncio.to_thread(pinned_context, self.base_url, self.pin)
+            except TLSError as exc:
+                raise ProviderAPIError(0, str(exc)) from exc
+            self._ssl = context if context is not None else False
+        return self._ssl or None
 
     async def _call(self, method: str, path: str, body: Any = None, *, signed: bool = True
                     ) -> Any:
@@ -43,7 +58,8 @@ class ProviderClient:
         request = httpclient.HTTPRequest(
             self.base_url + path, method=method, headers=headers,
             body=data if method in ("POST", "PUT", "PATCH") else None,
-            request_timeout=self.timeout, connect_timeout=min(10.0, self.timeout))
+            request_timeout=self.timeout, connect_timeout=min(10.0, self.timeout),
+            ssl_options=await self._ssl_options())
         resp = await self._fetch(request)
         if resp.code == 599:
             raise ProviderAPIError(0, f"provider unreachable: {resp.error}")
@@ -122,7 +138,8 @@ class ProviderClient:
         request = httpclient.HTTPRequest(
             f"{self.gateway_base(session_id)}/{path.lstrip('/')}", method=method,
             headers={**self.gateway_headers(access_token), "Content-Type": "application/json"},
-            body=data, request_timeout=self.timeout, allow_nonstandard_methods=True)
+            body=data, request_timeout=self.timeout, allow_nonstandard_methods=True,
+            ssl_options=await self._ssl_options())
         resp = await self._fetch(request)
         if resp.code >= 400 or resp.code == 599:
             try:
@@ -141,7 +158,8 @@ class ProviderClient:
         if session:
             url += f"?session_id={session}"
         request = httpclient.HTTPRequest(url, headers=self.gateway_headers(access_token),
-                                         connect_timeout=10, request_timeout=30)
+                                         connect_timeout=10, request_timeout=30,
+                                         ssl_options=await self._ssl_options())
         conn = await websocket.websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE,
                                                  subprotocols=subprotocols, ping_interval=None)
         conn.protocol.stream.set_nodelay(True)

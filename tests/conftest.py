@@ -63,7 +63,7 @@ async def provider_factory(tmp_path, ledger):
 
     nodes = []
 
-    async def start(config=None, state_dir=None, identity=None, runtime=None):
+    async def start(config=None, state_dir=None, identity=None, runtime=None, ssl_context=None):
         config = config or provider_config()
         state_dir = state_dir or tmp_path / f"provider{len(nodes)}"
         identity = identity or KeyPair.generate()
@@ -71,8 +71,8 @@ async def provider_factory(tmp_path, ledger):
         node = ProviderNode(config, identity, state_dir, runtime=runtime, ledger=ledger)
         node.sessions.metering_interval_s = 0.2
         node.sessions.watch_interval_s = 0.2
-        port = await node.start(host="127.0.0.1", port=0)
-        node.url = f"http://127.0.0.1:{port}"
+        port = await node.start(host="127.0.0.1", port=0, ssl_context=ssl_context)
+        node.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         nodes.append(node)
         return node
 
@@ -136,6 +136,8 @@ class ThreadedProvider:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self, stop_sessions: bool = True) -> None:
+        if not self.thread.is_alive():
+            return  # already stopped
         self.run(self.node.stop(stop_sessions=stop_sessions))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

@@ -14,7 +14,8 @@ import pytest
 from conftest import open_channel
 from kernel_ws import KernelWS
 
-from jupyter_walnut.provider_client import ProviderClient
+from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
+from jupyter_walnut.tls import fingerprint
 
 CLI = [sys.executable, "-m", "jupyter_walnut.provider.cli"]
 
@@ -84,11 +85,13 @@ async def test_serve_status_and_restart_adopts_sessions(tmp_path, env, renter_ke
     port_file = tmp_path / "port"
     proc = start_serve(home, env, port_file)
     try:
-        url = f"http://127.0.0.1:{port_file.read_text()}"
+        fp = fingerprint((home / "tls" / "cert.pem").read_bytes())
+        url = f"https://127.0.0.1:{port_file.read_text()}"
         status = run("--home", str(home), "status", "--url", url, env=env)
         assert status.returncode == 0, status.stderr
         assert "cli-node" in status.stdout and "cpu-small" in status.stdout
-        assert "SUI/h" in status.stdout
+        assert "SUI/h" in status.stdout and f"sha256={fp}" in status.stdout
+        url = f"{url}#sha256={fp}"  # the renter pins the provider's certificate
 
         identity = KeyPair.load(home / "identity.key")
         ledger = LocalLedger(env["WALNUT_LEDGER"])
@@ -108,7 +111,7 @@ async def test_serve_status_and_restart_adopts_sessions(tmp_path, env, renter_ke
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         proc = start_serve(home, env, port_file)
-        url = f"http://127.0.0.1:{port_file.read_text()}"
+        url = f"https://127.0.0.1:{port_file.read_text()}#sha256={fp}"
         client = ProviderClient(url, renter_key)
         assert (await client.get_session(sid))["status"] == "running"
         ws = KernelWS(await client.kernel_websocket(sid, token, kernel["id"]))
@@ -126,3 +129,39 @@ def test_status_of_a_node_that_is_down(tmp_path, env):
     assert run("--home", str(home), "init", env=env).returncode == 0
     done = run("--home", str(home), "status", "--url", "http://127.0.0.1:1", env=env)
     assert done.returncode == 1 and "not answering" in done.stderr
+
+
+@pytest.mark.asyncio
+async def test_tls_by_default_and_pinning_refuses_impostors(tmp_path, env, renter_key):
+    home = tmp_path / "prov"
+    assert run("--home", str(home), "init", env=env).returncode == 0
+    port_file = tmp_path / "port"
+    proc = start_serve(home, env, port_file)
+    try:
+        port = port_file.read_text()
+        fp = fingerprint((home / "tls" / "cert.pem").read_bytes())
+        ok = await ProviderClient(f"https://127.0.0.1:{port}#sha256={fp}", renter_key).status()
+        assert ok["tls_fingerprint"] == fp
+        for url, words in [
+            (f"https://127.0.0.1:{port}#sha256={'0' * 64}", "not the pinned"),
+            (f"https://127.0.0.1:{port}", "no pinned certificate"),
+            (f"http://127.0.0.1:{port}", "unreachable"),  # it speaks only TLS
+            ("http://192.0.2.1:8765", "refusing plain HTTP"),  # never plain off loopback
+        ]:
+            with pytest.raises(ProviderAPIError) as err:
+                await ProviderClient(url, renter_key).status()
+            assert words in err.value.message, url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_plain_http_only_on_loopback(tmp_path, env):
+    home = tmp_path / "prov"
+    assert run("--home", str(home), "init", env=env).returncode == 0
+    config = home / "provider.toml"
+    config.write_text(config.read_text().replace('listen_host = "127.0.0.1"',
+                                                 'listen_host = "0.0.0.0"')
+                      .replace('mode = "self-signed"', 'mode = "off"'))
+    done = run("--home", str(home), "serve", env=env)
+    assert done.returncode == 2 and "tls.mode" in done.stderr

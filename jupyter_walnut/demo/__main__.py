@@ -141,10 +141,21 @@ def run_demo(args, root: Path, env: dict, spawn) -> int:
                                   "--stop-sessions-on-exit"])
     say("starting the provider (the first Docker run builds the gateway image: ~1-2 min)")
     wait_for("the provider", lambda: port_file.exists() and port_file.read_text(), 60, provider)
-    provider_url = f"http://127.0.0.1:{port_file.read_text()}"
-    with urllib.request.urlopen(f"{provider_url}/api/v1/status", timeout=10) as resp:
+    import ssl
+
+    from ..tls import fingerprint
+
+    cert = provider_home / "tls" / "cert.pem"
+    pin = fingerprint(cert.read_bytes())
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    base_url = f"https://127.0.0.1:{port_file.read_text()}"
+    with urllib.request.urlopen(f"{base_url}/api/v1/status", timeout=10,
+                                context=context) as resp:
         offer = json.load(resp)
-    say(f"provider {offer['node']} at {provider_url} (runtime: {offer['runtime']})")
+    provider_url = f"{base_url}#sha256={pin}"  # the renter pins the provider's certificate
+    say(f"provider {offer['node']} at {base_url} (runtime: {offer['runtime']}, "
+        f"TLS sha256={pin[:16]}...)")
 
     wallet_path = root / "renter" / "wallet.key"
     key = KeyPair.load(wallet_path) if wallet_path.exists() else KeyPair.generate()

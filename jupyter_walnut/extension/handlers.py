@@ -162,8 +162,10 @@ class TopUpHandler(WalnutHandler):
 
 
 def handlers() -> list[tuple[str, type]]:
+    from .jobs_handlers import jobs_handlers  # it imports this module's base handler
+
     sid = r"(s-[0-9a-f]{16})"
-    return [
+    return [*jobs_handlers(),
         (r"/walnut/offers", OffersHandler),
         (r"/walnut/sessions", SessionsHandler),
         (rf"/walnut/sessions/{sid}", SessionHandler),

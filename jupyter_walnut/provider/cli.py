@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from ..keys import KeyError_, KeyPair
+from ..tls import fingerprint, generate_self_signed, server_context
 from .config import ConfigError, default_config_text, load_config
 from .hardware import detect
 
@@ -53,8 +54,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     key = KeyPair.generate()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     key.save(key_path)
+    fp = generate_self_signed(name or "walnut-node", home / "tls" / "cert.pem",
+                              home / "tls" / "key.pem")
     config_path.write_text(text)
     print(f"Provider identity: {key.address}")
+    print(f"TLS:    self-signed certificate, sha256={fp} (publish it with `register`)")
     print(f"Key:    {key_path} (owner-only)")
     print(f"Config: {config_path} — edit prices and availability, then run "
           f"`walnut-provider serve`")
@@ -91,13 +95,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.runtime == "docker":
         config = config.__class__(**{**config.__dict__, "runtime": "docker"})
 
+    try:
+        ssl_context = tls_context(config, args.home)
+    except (OSError, ValueError) as exc:
+        return fail(f"TLS certificate: {exc}")
+    from ..tls import is_loopback
+
+    if ssl_context is None and not is_loopback(args.host or config.listen_host):
+        return fail("plain HTTP is allowed only on a loopback address (tls.mode = \"off\")")
+
     async def main() -> None:
         node = ProviderNode(config, identity, state_dir, runtime=runtime)
-        port = await node.start(port=args.port)
         host = args.host or config.listen_host
+        port = await node.start(host=host, port=args.port, ssl_context=ssl_context)
+        scheme = "https" if ssl_context is not None else "http"
         logging.getLogger("walnut.provider").info(
-            "serving %s on http://%s:%d (runtime %s, address %s)", config.name, host, port,
-            node.runtime.name, identity.address)
+            "serving %s on %s://%s:%d (runtime %s, address %s%s)", config.name, scheme, host,
+            port, node.runtime.name, identity.address,
+            f", TLS sha256={node.tls_fingerprint}" if node.tls_fingerprint else "")
         if args.port_file:
             Path(args.port_file).write_text(str(port))
         stop = asyncio.Event()
@@ -111,14 +126,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def tls_context(config, home: Path):
+    """The server TLS context from the config, tagged with its fingerprint; None if off."""
+    if config.tls == "off":
+        return None
+    cert, key = home / config.tls_cert, home / config.tls_key
+    context = server_context(cert, key)
+    context.walnut_fingerprint = fingerprint(cert.read_bytes())
+    return context
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    import ssl
+
     try:
         config = load_config(args.home / "provider.toml")
     except ConfigError as exc:
         return fail(str(exc))
-    url = args.url or f"http://127.0.0.1:{config.listen_port}"
+    scheme = "http" if config.tls == "off" else "https"
+    url = args.url or f"{scheme}://127.0.0.1:{config.listen_port}"
+    context = None
+    if url.startswith("https"):  # our own node: trust exactly our own certificate
+        context = ssl.create_default_context(cafile=str(args.home / config.tls_cert))
+        context.check_hostname = False
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     try:
-        with urllib.request.urlopen(f"{url}/api/v1/status", timeout=5) as resp:
+        with urllib.request.urlopen(f"{url}/api/v1/status", timeout=5, context=context) as resp:
             offer = json.load(resp)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return fail(f"provider at {url} is not answering ({getattr(exc, 'reason', exc)})", 1)
@@ -136,6 +169,8 @@ def format_status(offer: dict) -> str:
         f"up {offer['uptime_seconds']}s)",
         f"Address   {offer['provider_address']}",
         f"Endpoint  {offer['endpoint']}  region {offer['region']}",
+        "TLS       " + (f"sha256={offer['tls_fingerprint']}" if offer.get("tls_fingerprint")
+                         else "off (plain HTTP on loopback)"),
         f"CPU       {hw['cpu_count']} cores, {hw['cpu_utilization_pct']:.0f}% busy",
         f"Memory    {hw['memory_used_mb']} / {hw['memory_mb']} MiB",
     ]

@@ -79,6 +79,9 @@ class ProviderConfig:
     availability: Availability = field(default_factory=Availability)
     max_body_bytes: int = 1024 * 1024
     signature_window_s: int = 60
+    tls: str = "self-signed"  # self-signed | files | off (plain HTTP, loopback only)
+    tls_cert: str = "tls/cert.pem"  # relative to the provider home
+    tls_key: str = "tls/key.pem"
     ledger: str = "local"  # local | sui (the Sui ledger is configured in [ledger])
     ledger_path: str | None = None  # local ledger file; default: the shared Walnut ledger
     settlement: SettlementPolicy = field(default_factory=SettlementPolicy)
@@ -179,7 +182,7 @@ def _window(data: Any, where: str) -> Window:
 
 def parse_config(data: dict) -> ProviderConfig:
     _unknown(data, {"provider", "shapes", "images", "availability", "limits", "ledger",
-                    "settlement"}, "")
+                    "settlement", "tls"}, "")
     prov = _table(data, "provider", "")
     _unknown(prov, {"name", "endpoint", "region", "listen_host", "listen_port", "runtime"},
              "provider.")
@@ -218,6 +221,10 @@ def parse_config(data: dict) -> ProviderConfig:
     )
     limits = _table(data, "limits", "")
     _unknown(limits, {"max_body_bytes", "signature_window_s"}, "limits.")
+    tls = _table(data, "tls", "")
+    _unknown(tls, {"mode", "cert", "key"}, "tls.")
+    tls_mode = _str(tls, "mode", "tls.", default="self-signed",
+                    choices=("self-signed", "files", "off"))
     ledger = _table(data, "ledger", "")
     _unknown(ledger, {"kind", "path"}, "ledger.")
     settle = _table(data, "settlement", "")
@@ -231,14 +238,18 @@ def parse_config(data: dict) -> ProviderConfig:
     port = _int(prov, "listen_port", "provider.", default=8765)
     if port > 65535:
         raise ConfigError("provider.listen_port: must be <= 65535")
-    endpoint = _str(prov, "endpoint", "provider.", default=f"http://127.0.0.1:{port}")
+    scheme = "http" if tls_mode == "off" else "https"
+    endpoint = _str(prov, "endpoint", "provider.", default=f"{scheme}://127.0.0.1:{port}")
     if not endpoint.startswith(("http://", "https://")):
         raise ConfigError("provider.endpoint: must start with http:// or https://")
+    listen_host = _str(prov, "listen_host", "provider.", default="127.0.0.1")
+    if tls_mode == "off" and listen_host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError("tls.mode: plain HTTP is allowed only on a loopback listen_host")
     return ProviderConfig(
         name=_str(prov, "name", "provider.", pattern=_NAME),
         endpoint=endpoint.rstrip("/"),
         region=_str(prov, "region", "provider.", default="local"),
-        listen_host=_str(prov, "listen_host", "provider.", default="127.0.0.1"),
+        listen_host=listen_host,
         listen_port=port,
         runtime=_str(prov, "runtime", "provider.", default="auto",
                      choices=("auto", "docker", "process")),
@@ -248,6 +259,9 @@ def parse_config(data: dict) -> ProviderConfig:
         max_body_bytes=_int(limits, "max_body_bytes", "limits.", default=1024 * 1024,
                             minimum=1024),
         signature_window_s=_int(limits, "signature_window_s", "limits.", default=60, minimum=5),
+        tls=tls_mode,
+        tls_cert=_str(tls, "cert", "tls.", default="tls/cert.pem"),
+        tls_key=_str(tls, "key", "tls.", default="tls/key.pem"),
         ledger=_str(ledger, "kind", "ledger.", default="local", choices=("local",)),
         ledger_path=_str(ledger, "path", "ledger.", default=None) if "path" in ledger else None,
         settlement=policy,
@@ -274,7 +288,7 @@ def default_config_text(name: str, gpu_count: int, cpu_count: int, memory_mb: in
         "# Walnut provider configuration. Prices are integer MIST per second (1 SUI = 10^9 MIST).",
         "[provider]",
         f'name = "{name}"',
-        f'endpoint = "http://127.0.0.1:{port}"  # the address renters reach; https in production',
+        f'endpoint = "https://127.0.0.1:{port}"  # the address renters reach',
         'region = "local"',
         'listen_host = "127.0.0.1"',
         f"listen_port = {port}",
@@ -313,6 +327,11 @@ def default_config_text(name: str, gpu_count: int, cpu_count: int, memory_mb: in
         '# days = ["mon", "tue", "wed", "thu", "fri"]',
         '# start = "19:00"',
         '# end = "24:00"',
+        "",
+        "[tls]",
+        'mode = "self-signed"  # self-signed (made by init) | files (your CA cert) | off',
+        '# cert = "tls/cert.pem"  # for mode = "files": paths, relative to this directory',
+        '# key = "tls/key.pem"',
         "",
         "[ledger]",
         'kind = "local"  # the embedded ledger shared by everything on this machine',

@@ -105,6 +105,7 @@ class ProviderNode:
             "provider_address": self.identity.address,
             "provider_public_key": self.identity.public_key.hex(),
             "endpoint": self.config.endpoint,
+            "tls_fingerprint": getattr(self, "tls_fingerprint", None),
             "region": self.config.region,
             "runtime": self.runtime.name,
             "hardware": hw.to_json(),
@@ -148,7 +149,8 @@ class ProviderNode:
             if gpu.memory_used_mb is not None:
                 self.metrics.gpu_memory_used.labels(str(gpu.index)).set(gpu.memory_used_mb)
 
-    async def start(self, host: str | None = None, port: int | None = None) -> int:
+    async def start(self, host: str | None = None, port: int | None = None,
+                    ssl_context=None) -> int:
         """Adopt surviving sessions, start the loops and listen; returns the bound port."""
         from .app import make_app
 
@@ -156,7 +158,8 @@ class ProviderNode:
         self._loops = asyncio.ensure_future(self.sessions.run_loops())
         # bodies up to the hard cap are read and refused with a JSON 413 by the handlers;
         # beyond it tornado drops the connection without reading
-        self.server = HTTPServer(make_app(self), xheaders=False,
+        self.tls_fingerprint = getattr(ssl_context, "walnut_fingerprint", None)
+        self.server = HTTPServer(make_app(self), xheaders=False, ssl_options=ssl_context,
                                  max_body_size=max(16 << 20, 4 * self.config.max_body_bytes))
         sockets = __import__("tornado.netutil", fromlist=["bind_sockets"]).bind_sockets(
             self.config.listen_port if port is None else port,

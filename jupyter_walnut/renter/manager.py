@@ -52,7 +52,8 @@ class RenterManager:
         self.payments = RenterPayments(self.ledger, self.key,
                                        challenge_period_s=challenge_period_s)
         self.store = RenterStore(self.home / "renter.sqlite")
-        self.provider_urls = [u.rstrip("/") for u in (provider_urls or [])]
+        self.configured_urls = [u.rstrip("/") for u in (provider_urls or [])]
+        self.use_registry = True
         self._listeners: dict[str, list[Callable[[RenterSession], None]]] = {}
         self._poller: asyncio.Task | None = None
         self.poll_interval_s = 2.0
@@ -71,6 +72,25 @@ class RenterManager:
     def make_current(self) -> None:
         global _current
         _current = self
+
+    @property
+    def provider_urls(self) -> list[str]:
+        """Configured providers, then those registered on the ledger (pinned by their
+        registered certificate fingerprint: trust rooted in the ledger)."""
+        urls = list(self.configured_urls)
+        if self.use_registry:
+            try:
+                entries = self.ledger.list_providers()
+            except Exception as exc:  # a ledger that cannot list: configured ones only
+                log.warning("provider registry unavailable: %s", exc)
+                entries = []
+            for entry in entries:
+                url = entry.endpoint.rstrip("/")
+                if url.startswith("https://") and entry.tls_fingerprint:
+                    url += f"#sha256={entry.tls_fingerprint.lower().removeprefix('0x')}"
+                if url not in urls and url.split("#")[0] not in urls:
+                    urls.append(url)
+        return urls
 
     def client(self, url: str) -> ProviderClient:
         return ProviderClient(url, self.key)

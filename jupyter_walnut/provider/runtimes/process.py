@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 from .base import Runtime, RuntimeError_, RuntimeHandle, RuntimeState, SessionSpec
 
 _RECORD = "gateway.json"
@@ -39,6 +41,13 @@ def _pid_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def _limits(spec: SessionSpec):
@@ -107,6 +116,9 @@ class ProcessRuntime(Runtime):
     async def stop(self, handle: RuntimeHandle) -> None:
         pid = int(handle.ref)
         proc = self._procs.pop(handle.session_id, None)
+        # kernels run in sessions of their own (jupyter_client's start_new_session):
+        # note them now, the gateway's process group does not contain them
+        descendants = _descendants(pid)
         if _pid_alive(pid):
             try:
                 os.killpg(pid, signal.SIGTERM)
@@ -128,10 +140,15 @@ class ProcessRuntime(Runtime):
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        try:  # kernels the gateway started share its process group
+        try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for child in descendants:  # whatever the gateway did not shut down itself
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
         # the session directory holds its workspace: wiped so the next renter sees nothing
         shutil.rmtree(self.state_dir / handle.session_id, ignore_errors=True)
 
