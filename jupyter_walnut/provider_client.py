@@ -151,12 +151,15 @@ class ProviderClient:
 
     async def kernel_websocket(self, session_id: str, access_token: str, kernel_id: str,
                                subprotocols: list[str] | None = None,
-                               session: str | None = None
+                               session: str | None = None, ack: int | None = None
                                ) -> websocket.WebSocketClientConnection:
         url = self.gateway_base(session_id).replace("http", "ws", 1) + \
             f"/api/kernels/{kernel_id}/channels"
-        if session:
-            url += f"?session_id={session}"
+        query = [f"session_id={session}"] if session else []
+        if ack is not None:
+            query.append(f"walnut_ack={ack}")
+        if query:
+            url += "?" + "&".join(query)
         request = httpclient.HTTPRequest(url, headers=self.gateway_headers(access_token),
                                          connect_timeout=10, request_timeout=30,
                                          ssl_options=await self._ssl_options())

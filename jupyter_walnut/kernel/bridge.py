@@ -2,9 +2,10 @@
 
 The server's kernel manager, its websocket connections and any ZMQ client talk to ordinary
 local kernel sockets; the bridge carries each message to the remote kernel gateway over one
-v1-protocol websocket (through the provider's proxy) and routes the replies back to the
-client that asked. A dropped websocket is reconnected with the same session id, so the
-gateway replays what it buffered meanwhile; what the renter sends meanwhile is queued.
+websocket (through the provider's proxy) and routes the replies back to the client that
+asked. The websocket is a resumable link (`walnut.resume.v1`, see provider/links.py):
+frames are numbered and kept until acknowledged, so a dropped connection is reconnected
+and both sides replay what the other missed, losing and duplicating nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import json
 import logging
 import secrets
+import struct
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -23,6 +25,10 @@ import zmq.asyncio
 from tornado.websocket import WebSocketClientConnection
 
 from .wire import DELIM, from_ws_v1, sign, split_zmq, to_ws_v1
+
+SEQ = struct.Struct(">Q")
+ACK_EVERY = 32  # acknowledge after this many frames, or after ACK_DELAY_S of quiet
+ACK_DELAY_S = 0.2
 
 log = logging.getLogger("walnut.kernel.bridge")
 
@@ -37,7 +43,7 @@ class BridgeClosed(Exception):
 class KernelBridge:
     def __init__(
         self,
-        connect: Callable[[str], Awaitable[WebSocketClientConnection]],
+        connect: Callable[[str, int], Awaitable[WebSocketClientConnection]],
         on_shutdown_request: Callable[[bool], Awaitable[None]],
         is_session_alive: Callable[[], Awaitable[tuple[bool, str]]],
         *,
@@ -57,7 +63,12 @@ class KernelBridge:
         self.ws: WebSocketClientConnection | None = None
         self._routes: OrderedDict[str, list[bytes]] = OrderedDict()  # msg_id -> client idents
         self._executing: OrderedDict[str, bytes] = OrderedDict()  # msg_id -> request header
-        self._queue: deque[bytes] = deque()  # frames for the kernel while reconnecting
+        self._unacked: deque[tuple[int, bytes]] = deque()  # sent, not yet acknowledged
+        self._out_seq = 0
+        self._in_seq = 0  # the last frame received from the provider
+        self._in_acked = 0
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._link: str | None = None  # the provider's link instance
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.closed = False
@@ -98,10 +109,44 @@ class KernelBridge:
         self._tasks.append(asyncio.ensure_future(self._pump_remote()))
 
     async def _open_ws(self) -> None:
-        self.ws = await self._connect(self.ws_session)
+        ws = await self._connect(self.ws_session, self._in_seq)
+        # the provider speaks first: what it has from us, and which link instance it is
+        hello = await asyncio.wait_for(ws.read_message(), 30)
+        if not isinstance(hello, str):
+            ws.close()
+            raise ConnectionError("the provider did not open a resumable link")
+        control = json.loads(hello)
+        if control.get("link") != self._link:
+            if self._link is not None:
+                log.warning("provider link restarted: numbering starts afresh")
+            self._link = control.get("link")
+            self._in_seq = self._in_acked = 0
+        self._drop_acked(int(control.get("ack", 0)))
+        sent_up_to = 0
+        while True:  # replay in order, including anything queued meanwhile
+            pending = [(seq, frame) for seq, frame in self._unacked if seq > sent_up_to]
+            if not pending:
+                break
+            for seq, frame in pending:
+                await ws.write_message(frame, binary=True)
+                sent_up_to = seq
+        self.ws = ws
         self._connected.set()
-        while self._queue:
-            await self.ws.write_message(self._queue.popleft(), binary=True)
+
+    def _drop_acked(self, ack: int) -> None:
+        while self._unacked and self._unacked[0][0] <= ack:
+            self._unacked.popleft()
+
+    def _ack(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self.ws is not None and self._connected.is_set() and self._in_seq > self._in_acked:
+            try:
+                self.ws.write_message(json.dumps({"ack": self._in_seq}))
+                self._in_acked = self._in_seq
+            except Exception:
+                pass  # acknowledged again after the reconnect
 
     # --- renter -> kernel ----------------------------------------------------------------
 
@@ -134,13 +179,15 @@ class KernelBridge:
     async def send_to_kernel(self, frame: bytes) -> None:
         if self.dead_reason is not None:
             return
+        self._out_seq += 1
+        numbered = SEQ.pack(self._out_seq) + frame
+        self._unacked.append((self._out_seq, numbered))  # until the provider acknowledges
         if not self._connected.is_set() or self.ws is None:
-            self._queue.append(frame)
-            return
+            return  # replayed after reconnecting
         try:
-            await self.ws.write_message(frame, binary=True)
-        except Exception:  # the socket died under us: resend after reconnecting
-            self._queue.append(frame)
+            await self.ws.write_message(numbered, binary=True)
+        except Exception:
+            pass  # the socket died under us: replayed after reconnecting
 
     async def _shutdown(self, idents: list[bytes], header: dict, restart: bool) -> None:
         status = "ok"
@@ -166,12 +213,26 @@ class KernelBridge:
                     return
                 continue
             if isinstance(msg, str):
-                continue  # only v1 binary frames are expected
+                try:
+                    self._drop_acked(int(json.loads(msg).get("ack", 0)))
+                except (ValueError, AttributeError, TypeError):
+                    pass
+                continue
+            if len(msg) < SEQ.size:
+                continue
+            (seq,) = SEQ.unpack_from(msg)
+            if seq <= self._in_seq:
+                continue  # replayed after a reconnect: already delivered
+            self._in_seq = seq
             try:
-                channel, parts = from_ws_v1(msg)
+                channel, parts = from_ws_v1(msg[SEQ.size:])
             except ValueError:
                 continue
             self._deliver(channel, parts)
+            if self._in_seq - self._in_acked >= ACK_EVERY:
+                self._ack()
+            elif self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY_S, self._ack)
 
     def _deliver(self, channel: str, parts: list[bytes]) -> None:
         signature = sign(self.key, parts)
@@ -268,6 +329,8 @@ class KernelBridge:
 
     async def close(self) -> None:
         self.closed = True
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
         await self.detach_remote()
         for task in self._tasks:
             task.cancel()

@@ -18,7 +18,7 @@ from traitlets import Float, Unicode
 from ..provider_client import ProviderAPIError, ProviderClient
 from ..renter.manager import RenterManager
 from .bridge import KernelBridge
-from .wire import V1_SUBPROTOCOL
+from .wire import RESUME_SUBPROTOCOL
 
 
 class WalnutKernelError(RuntimeError):
@@ -91,11 +91,11 @@ class WalnutProvisioner(KernelProvisionerBase):
             raise WalnutKernelError(f"the provider could not start a kernel: {exc}") from exc
         self.remote_kernel_id = kernel["id"]
 
-        async def connect(ws_session: str):
+        async def connect(ws_session: str, ack: int):
             current = self._session()
             return await self._client(current).kernel_websocket(
                 current.id, current.access_token, self.remote_kernel_id,
-                subprotocols=[V1_SUBPROTOCOL], session=ws_session)
+                subprotocols=[RESUME_SUBPROTOCOL], session=ws_session, ack=ack)
 
         async def alive() -> tuple[bool, str]:
             return await self.renter.session_alive(self.walnut_session)

@@ -11,6 +11,7 @@ import hmac
 
 DELIM = b"<IDS|MSG>"
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
+RESUME_SUBPROTOCOL = "walnut.resume.v1"  # numbered v1 frames with acks (provider/links.py)
 
 
 def sign(key: bytes, parts: list[bytes]) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -24,8 +25,10 @@ from tornado import httpclient, web, websocket
 
 from .._version import __version__
 from ..signed_requests import HEADER_KEY, SignatureError
+from .links import RESUME_SUBPROTOCOL, ResumableLink
 from .proxy import (
     MAX_MESSAGE_SIZE,
+    WS_SUBPROTOCOL,
     GatewayWebsocketBridge,
     forward_headers,
     session_token_from,
@@ -235,10 +238,13 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
             return
         rec = self.node.sessions.store.get(session_id)
         ws_url = handle.gateway_url.replace("http", "ws", 1) + "/" + kernel_path
-        if self.request.query:
-            ws_url += "?" + self.request.query
         requested = [p.strip() for p in
                      self.request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        if RESUME_SUBPROTOCOL in requested:
+            await self._open_link(session_id, kernel_path, ws_url, rec.gateway_token)
+            return
+        if self.request.query:
+            ws_url += "?" + self.request.query
         self.bridge = GatewayWebsocketBridge(self, self.node.metrics)
         try:
             await self.bridge.connect(ws_url, {"Authorization": f"token {rec.gateway_token}"},
@@ -252,17 +258,62 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
         self._subprotocol = self.bridge.upstream.selected_subprotocol
         await super().get(session_id, kernel_path)
 
+    async def _open_link(self, session_id: str, kernel_path: str, ws_url: str,
+                         gateway_token: str) -> None:
+        """A resumable link: found again by its id, or made with a new gateway socket."""
+        link_id = self.get_query_argument("session_id", "")
+        try:
+            self._renter_ack = int(self.get_query_argument("walnut_ack", "0"))
+        except ValueError:
+            self._renter_ack = -1
+        if not re.fullmatch(r"[0-9a-f]{32}", link_id) or self._renter_ack < 0:
+            self.set_status(400)
+            self.finish(json.dumps({"error": {"status": 400, "message":
+                        "a resumable link needs session_id (32 hex) and walnut_ack >= 0"}}))
+            return
+        key = f"{session_id}/{kernel_path}/{link_id}"
+        link = self.node.links.get(key)
+        if link is None:
+            bridge = GatewayWebsocketBridge(self, self.node.metrics)
+            try:
+                await bridge.connect(f"{ws_url}?session_id={link_id}",
+                                     {"Authorization": f"token {gateway_token}"},
+                                     [WS_SUBPROTOCOL])
+            except (httpclient.HTTPClientError, OSError) as exc:
+                code = getattr(exc, "code", 502)
+                self.set_status(404 if code == 404 else 502)
+                self.finish(json.dumps({"error": {"status": self.get_status(),
+                                                  "message": "kernel websocket unavailable"}}))
+                return
+            link = ResumableLink(key, bridge.upstream, self.node.metrics,
+                                 self.node.link_grace_s, self.node.links.pop)
+            self.node.links[key] = link
+        self.link = link
+        self._subprotocol = RESUME_SUBPROTOCOL
+        await super().get(session_id, kernel_path)
+
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         return getattr(self, "_subprotocol", None)
 
     def open(self, *args: str) -> None:
         self.set_nodelay(True)
-        self.bridge.start_pump()
+        link = getattr(self, "link", None)
+        if link is not None:
+            link.attach(self, self._renter_ack)
+        else:
+            self.bridge.start_pump()
 
     async def on_message(self, message: str | bytes) -> None:
-        await self.bridge.to_gateway(message)
+        link = getattr(self, "link", None)
+        if link is not None:
+            await link.from_renter(message)
+        else:
+            await self.bridge.to_gateway(message)
 
     def on_close(self) -> None:
+        link = getattr(self, "link", None)
+        if link is not None:
+            link.detach(self)
         bridge = getattr(self, "bridge", None)
         if bridge is not None:
             bridge.close()

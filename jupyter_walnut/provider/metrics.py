@@ -29,5 +29,10 @@ class ProviderMetrics:
                                    ["status"], registry=r)
         self.request_seconds = Histogram("walnut_api_request_seconds", "API request time",
                                          ["method"], registry=r)
+        # label lookups cost a lock and a dict per message: resolve the hot ones once
+        self.bytes_to_renter = self.proxy_bytes.labels("to_renter")
+        self.bytes_to_gateway = self.proxy_bytes.labels("to_gateway")
+        self.msgs_to_renter = self.proxy_messages.labels("to_renter")
+        self.msgs_to_gateway = self.proxy_messages.labels("to_gateway")
         self.metered_mist = Gauge("walnut_metered_mist", "Cost metered for active sessions",
                                   registry=r)

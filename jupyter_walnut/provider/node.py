@@ -72,6 +72,8 @@ class ProviderNode:
         self.server: HTTPServer | None = None
         self._loops: asyncio.Task | None = None
         self._stopped = False
+        self.links: dict = {}  # resumable kernel links by session/kernel/link id
+        self.link_grace_s = 120.0  # how long a link waits for its renter to come back
 
     def hardware(self) -> Hardware:
         """Detected hardware, re-read at most every 2 s (NVML calls are not free)."""
@@ -175,6 +177,8 @@ class ProviderNode:
             self.server.stop()
         if self._loops is not None:
             self._loops.cancel()
+        for link in list(self.links.values()):
+            link.close("provider shutting down")
         await self.sessions.shutdown(stop_sessions=stop_sessions)
         await self.runtime.close()
         self.store.close()

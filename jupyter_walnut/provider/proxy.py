@@ -68,8 +68,8 @@ class GatewayWebsocketBridge:
                 if msg is None:
                     break
                 binary = isinstance(msg, bytes)
-                self.metrics.proxy_bytes.labels("to_renter").inc(len(msg))
-                self.metrics.proxy_messages.labels("to_renter").inc()
+                self.metrics.bytes_to_renter.inc(len(msg))
+                self.metrics.msgs_to_renter.inc()
                 await self.handler.write_message(msg, binary=binary)
         except websocket.WebSocketClosedError:
             pass
@@ -82,8 +82,8 @@ class GatewayWebsocketBridge:
     async def to_gateway(self, message: str | bytes) -> None:
         if self.upstream is None:
             return
-        self.metrics.proxy_bytes.labels("to_gateway").inc(len(message))
-        self.metrics.proxy_messages.labels("to_gateway").inc()
+        self.metrics.bytes_to_gateway.inc(len(message))
+        self.metrics.msgs_to_gateway.inc()
         try:
             await self.upstream.write_message(message, binary=isinstance(message, bytes))
         except websocket.WebSocketClosedError:

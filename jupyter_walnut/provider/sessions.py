@@ -271,6 +271,14 @@ class SessionManager:
             self._handles[rec.id] = handle
             self.store.update(rec.id, gateway_url=handle.gateway_url, runtime_ref=handle.ref)
             await self._wait_ready(handle, rec.gateway_token)
+        except asyncio.CancelledError:
+            # the provider is shutting down mid-start: leave no gateway behind
+            if handle is not None:
+                await asyncio.shield(self.runtime.stop(handle))
+            self._handles.pop(rec.id, None)
+            self.store.update(rec.id, status="failed", ended_at=time.time(),
+                              reason="the provider shut down while the session was starting")
+            raise
         except Exception as exc:
             reason = str(exc) if isinstance(exc, RuntimeError_ | SessionError) else (
                 f"gateway failed to start: {exc}")
@@ -308,7 +316,7 @@ class SessionManager:
             if time.monotonic() > deadline:
                 raise RuntimeError_(f"gateway not ready after {READY_TIMEOUT_S:.0f}s")
             await asyncio.sleep(delay)  # polling an external process; bounded by the deadline
-            delay = min(delay * 1.5, 0.5)
+            delay = min(delay * 1.2, 0.1)
 
     # --- access ----------------------------------------------------------------
 
@@ -452,8 +460,10 @@ class SessionManager:
             await self.runtime.stop(handle)
 
     async def shutdown(self, stop_sessions: bool = False) -> None:
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # their cleanup runs first
         for rec in self.store.list(statuses=("running",)):
             self._checkpoint(rec.id)
             if stop_sessions:
