@@ -67,8 +67,26 @@ class WalnutApp(ExtensionApp):
                 self.settings["kernel_websocket_connection_class"] = nodelay_class(base)
         # follow session cost once the server's event loop runs
         IOLoop.current().add_callback(self.manager.start_polling)
+        IOLoop.current().add_callback(self._readopt_kernels)
         self.log.info("Walnut %s: %d provider(s), wallet %s", __version__, len(self.providers),
                       self.manager.key.address)
+
+    async def _readopt_kernels(self) -> None:
+        """Kernels of running sessions that outlived the last server: same ids, same state."""
+        km = self.serverapp.kernel_manager
+        for local_id, session_id, _remote in self.manager.store.kernels():
+            session = self.manager.store.get(session_id)
+            if session is None or session.status != "running" or local_id in km:
+                if session is None or session.status != "running":
+                    self.manager.store.forget_kernel(local_id)
+                continue
+            try:
+                await km.start_kernel(kernel_id=local_id, kernel_name=f"walnut-{session_id}")
+            except Exception as exc:
+                self.log.warning("could not re-attach walnut kernel %s: %s", local_id, exc)
+                self.manager.store.forget_kernel(local_id)
+            else:
+                self.log.info("re-attached walnut kernel %s (session %s)", local_id, session_id)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())

@@ -81,15 +81,19 @@ class WalnutProvisioner(KernelProvisionerBase):
             return self.bridge.connection_info()
         session = self._session()
         client = self._client(session)
-        env = {k: v for k, v in (kwargs.get("env") or {}).items()
-               if k.startswith(("JPY_", "KERNEL_")) and "TOKEN" not in k}
-        try:
-            kernel = await client.gateway(session.id, session.access_token, "POST",
-                                          "api/kernels",
-                                          {"name": self.remote_kernel_name, "env": env})
-        except ProviderAPIError as exc:
-            raise WalnutKernelError(f"the provider could not start a kernel: {exc}") from exc
-        self.remote_kernel_id = kernel["id"]
+        self.remote_kernel_id = await self._existing_remote_kernel(session)
+        if self.remote_kernel_id is None:
+            env = {k: v for k, v in (kwargs.get("env") or {}).items()
+                   if k.startswith(("JPY_", "KERNEL_")) and "TOKEN" not in k}
+            try:
+                kernel = await client.gateway(session.id, session.access_token, "POST",
+                                              "api/kernels",
+                                              {"name": self.remote_kernel_name, "env": env})
+            except ProviderAPIError as exc:
+                raise WalnutKernelError(f"the provider could not start a kernel: {exc}") \
+                    from exc
+            self.remote_kernel_id = kernel["id"]
+            self.renter.store.save_kernel(self.kernel_id, session.id, self.remote_kernel_id)
 
         async def connect(ws_session: str, ack: int):
             current = self._session()
@@ -118,6 +122,22 @@ class WalnutProvisioner(KernelProvisionerBase):
                       self.walnut_session)
         return self.bridge.connection_info()
 
+    async def _existing_remote_kernel(self, session) -> str | None:
+        """After a server restart, this kernel id may already have a live remote kernel:
+        attach to it (its state intact) instead of starting another."""
+        known = self.renter.store.kernel(self.kernel_id)
+        if known is None or known[0] != session.id:
+            return None
+        try:
+            await self._client(session).gateway(session.id, session.access_token, "GET",
+                                                f"api/kernels/{known[1]}")
+        except ProviderAPIError:
+            self.renter.store.forget_kernel(self.kernel_id)
+            return None
+        self.log.info("re-attached walnut kernel %s to remote kernel %s", self.kernel_id,
+                      known[1])
+        return known[1]
+
     def _on_dead(self, reason: str) -> None:
         self.log.warning("walnut kernel on session %s is dead: %s", self.walnut_session, reason)
         # restarting cannot help once the session is gone: keep the kernel listed as dead
@@ -136,6 +156,10 @@ class WalnutProvisioner(KernelProvisionerBase):
         if self.remote_kernel_id is None or self._exit_code is not None:
             self._set_exit(0)
             return
+        if not restart and self.renter.keep_remote_kernels:
+            # the server is exiting but its sessions stay: the next server re-attaches
+            self._set_exit(0)
+            return
         try:
             if restart:
                 await self._gateway("POST", f"api/kernels/{self.remote_kernel_id}/restart")
@@ -145,6 +169,8 @@ class WalnutProvisioner(KernelProvisionerBase):
             if restart:
                 raise
             self.log.info("remote kernel already gone: %s", exc)
+        if not restart:
+            self.renter.store.forget_kernel(self.kernel_id)
         self._set_exit(0)
 
     async def poll(self) -> int | None:

@@ -55,6 +55,7 @@ class RenterManager:
         self.configured_urls = [u.rstrip("/") for u in (provider_urls or [])]
         self.use_registry = True
         self._listeners: dict[str, list[Callable[[RenterSession], None]]] = {}
+        self.keep_remote_kernels = False  # set while a server exits keeping its sessions
         self._poller: asyncio.Task | None = None
         self.poll_interval_s = 2.0
 
@@ -137,7 +138,8 @@ class RenterManager:
 
     async def launch(self, provider_url: str, shape: str, image: str = "python",
                      max_seconds: int | None = None, budget_mist: int | None = None,
-                     on_progress: Callable[[str], None] | None = None) -> RenterSession:
+                     on_progress: Callable[[str], None] | None = None,
+                     verify: bool = True) -> RenterSession:
         progress = on_progress or (lambda step: None)
         provider_url = provider_url.rstrip("/")
         if provider_url not in self.provider_urls:
@@ -201,6 +203,11 @@ class RenterManager:
                           running_seconds=remote["running_seconds"],
                           cost_mist=remote["cost_mist"])
         session = self.store.get(session.id)
+        if verify:  # issue #9: check the container against the offer; stops it if it lies
+            from ..verify.runner import verify_session
+
+            await verify_session(self, session, on_progress=progress)
+            session = self.store.get(session.id)
         write_kernelspec(session)
         progress("ready")
         log.info("walnut session %s running on %s", session.id, session.node)
@@ -348,6 +355,7 @@ class RenterManager:
         if self._poller is not None:
             self._poller.cancel()
             self._poller = None
+        self.keep_remote_kernels = not stop_sessions
         if stop_sessions:
             for s in self.store.list(statuses=ACTIVE):
                 await self.stop(s.id, reason="Jupyter Server shut down")

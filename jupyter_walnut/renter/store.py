@@ -10,6 +10,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS kernels (
+    local_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    remote_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
     provider_url TEXT NOT NULL,
@@ -124,6 +130,32 @@ class RenterStore:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY created_at DESC", args).fetchall()
         return [self._row(r) for r in rows]
+
+    # --- which server kernel is which remote kernel (re-adopted after a server restart) ---
+
+    def save_kernel(self, local_id: str, session_id: str, remote_id: str) -> None:
+        import time
+
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO kernels VALUES (?, ?, ?, ?)",
+                             (local_id, session_id, remote_id, time.time()))
+
+    def kernel(self, local_id: str) -> tuple[str, str] | None:
+        """(session id, remote kernel id) of a server kernel, if it is a Walnut one."""
+        with self._lock:
+            row = self._db.execute("SELECT session_id, remote_id FROM kernels WHERE local_id = ?",
+                                   (local_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def kernels(self) -> list[tuple[str, str, str]]:
+        with self._lock:
+            rows = self._db.execute("SELECT local_id, session_id, remote_id FROM kernels "
+                                    "ORDER BY created_at").fetchall()
+        return [tuple(r) for r in rows]
+
+    def forget_kernel(self, local_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM kernels WHERE local_id = ?", (local_id,))
 
     @staticmethod
     def _row(row: sqlite3.Row) -> RenterSession:
