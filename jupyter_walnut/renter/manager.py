@@ -56,6 +56,7 @@ class RenterManager:
         self.use_registry = True
         self._listeners: dict[str, list[Callable[[RenterSession], None]]] = {}
         self.keep_remote_kernels = False  # set while a server exits keeping its sessions
+        self.unreachable_timeout_s = 300.0  # then a silent provider's session counts as ended
         self._poller: asyncio.Task | None = None
         self.poll_interval_s = 2.0
 
@@ -306,13 +307,29 @@ class RenterManager:
             except ProviderAPIError as exc:
                 if exc.status == 404:
                     self._end(s.id, "failed", "the provider no longer knows this session")
-                continue  # unreachable for now: the kernel bridge decides when to give up
+                elif exc.status == 0:
+                    self._unreachable(s, exc.message)
+                continue
+            if "unreachable_since" in s.extra:
+                self.store.update(s.id, extra={k: v for k, v in s.extra.items()
+                                               if k != "unreachable_since"})
             self.store.update(s.id, running_seconds=remote["running_seconds"],
                               cost_mist=remote["cost_mist"])
             if remote["status"] not in ACTIVE:
                 self._end(s.id, remote["status"], remote["reason"] or "ended by the provider")
             await self.pay(self.get(s.id), remote["cost_mist"])
         await self.settle()
+
+    def _unreachable(self, s: RenterSession, why: str) -> None:
+        """A provider gone quiet: after `unreachable_timeout_s` the session is over for us:
+        no more vouchers, and its deposit comes back after the channel's challenge period."""
+        since = s.extra.get("unreachable_since")
+        now = time.time()
+        if since is None:
+            self.store.update(s.id, extra={**s.extra, "unreachable_since": now})
+        elif now - since > self.unreachable_timeout_s:
+            self._end(s.id, "failed", f"the provider has been unreachable for "
+                                      f"{int(now - since)}s ({why})")
 
     async def session_alive(self, session_id: str) -> tuple[bool, str]:
         """Asked by a kernel bridge that lost its connection."""
