@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_ledger_commands(sub)
+    from .cli_benchmark import add_benchmark_command
+
+    add_benchmark_command(sub)
     return parser
 
 

@@ -1,0 +1,220 @@
+"""Node verification with real local providers: a provider whose offer claims more than its
+container gives is caught at session start and paid only for the check; an honest one
+passes; the checks and the attestation's signature are exercised on figures too."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+
+import pytest
+from conftest import FUNDS, provider_config
+
+from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.renter.manager import RenterError, RenterManager
+from jupyter_walnut.verify.check import check, make_attestation, verify_attestation
+from jupyter_walnut.verify.probe import run_probe
+
+pytestmark = pytest.mark.timeout(180)
+
+HOST_CPUS = len(os.sched_getaffinity(0))
+PRICE = 1000
+
+
+def shape(name: str, cpus: float, memory_mb: int = 1024) -> dict:
+    return {"name": name, "gpus": 0, "cpus": cpus, "memory_mb": memory_mb,
+            "price_mist_per_second": PRICE}
+
+
+@pytest.fixture
+def renter(tmp_path, ledger, monkeypatch):
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
+
+    def make(urls: list[str]) -> RenterManager:
+        key = KeyPair.generate()
+        ledger.fund(key.address, FUNDS)
+        return RenterManager(tmp_path / "renter", urls, key=key, ledger=ledger)
+
+    return make
+
+
+def settled_event(node) -> asyncio.Event:
+    """Set when the provider settles a channel (the node's own session event hook)."""
+    event, chained = asyncio.Event(), node.sessions.on_event
+
+    def on_event(kind, rec):
+        chained(kind, rec)
+        if kind == "settled":
+            event.set()
+
+    node.sessions.on_event = on_event
+    return event
+
+
+@pytest.mark.asyncio
+async def test_a_provider_claiming_more_cpus_is_caught_and_paid_only_for_the_check(
+        provider_factory, renter, ledger):
+    claimed = HOST_CPUS + 6  # e.g. 8 CPUs offered on this 2-CPU machine
+    node = await provider_factory(provider_config(shapes=[shape("big", claimed)]))
+    settled = settled_event(node)
+    manager = renter([node.url])
+    before = ledger.balance(manager.key.address)
+
+    with pytest.raises(RenterError) as caught:
+        await manager.launch(node.url, "big", budget_mist=300 * PRICE)
+
+    err = caught.value
+    assert err.status == 409
+    assert f"promises {claimed} CPUs, the container has {HOST_CPUS}" in err.message
+    assert "you paid only for the check" in err.message
+    [session] = manager.store.list()
+    assert session.status == "stopped"
+    assert session.reason.startswith("verification failed")
+    result = session.extra["verification"]
+    assert result["ok"] is False and result["status"] == "failed"
+    assert result["measured"]["cpus"] == HOST_CPUS
+    rec = node.store.get(session.id)
+    assert rec.status == "stopped"  # stopped on the provider too: no more metering
+    assert not (manager.home / "kernels").exists()
+    # the money: the final voucher covers the check's seconds, the rest comes back
+    await asyncio.wait_for(settled.wait(), 30)
+    channel = ledger.get_channel(session.channel_id)
+    assert channel.closed
+    assert channel.claimed == rec.cost_mist == session.extra["voucher_mist"]
+    assert rec.running_ms <= (result["check_seconds"] + 2) * 1000  # the check, no more
+    assert channel.claimed <= PRICE * (result["check_seconds"] + 2)
+    assert ledger.balance(manager.key.address) == before - channel.claimed
+
+
+@pytest.mark.asyncio
+async def test_an_honest_provider_passes_and_the_session_is_usable(
+        provider_factory, renter, ledger, tmp_path):
+    node = await provider_factory(provider_config(shapes=[shape("fair", max(1, HOST_CPUS))]))
+    manager = renter([node.url])
+    steps: list[str] = []
+
+    session = await manager.launch(node.url, "fair", budget_mist=300 * PRICE,
+                                   on_progress=steps.append)
+
+    assert "verifying the hardware" in steps
+    assert session.status == "running"
+    result = session.extra["verification"]
+    assert result["ok"] is True, result["reasons"]
+    assert result["measured"]["cpus"] >= HOST_CPUS
+    assert result["measured"]["benchmark_device"] == "cpu"
+    assert result["measured"]["gflops"] >= result["expected"]["gflops_floor"]
+    assert result["attestation"] == "none"
+    assert (tmp_path / "jupyter-data" / "kernels" / f"walnut-{session.id}").is_dir()
+    assert node.store.get(session.id).status == "running"
+    await manager.stop(session.id)
+
+
+@pytest.mark.asyncio
+async def test_a_published_attestation_is_compared_with_the_measurement(
+        provider_factory, renter, ledger):
+    node = await provider_factory(provider_config(shapes=[shape("fair", 1)]))
+    report = run_probe(0.3)
+    inflated = copy.deepcopy(report)  # the provider attests 10x what it gives
+    inflated["benchmark"]["gflops"] = report["benchmark"]["gflops"] * 10
+    attestation = make_attestation(inflated, node.identity)
+    ledger.register_provider(node.identity, endpoint=node.url, tls_fingerprint="00" * 32,
+                             specs=json.dumps({"attestation": attestation}),
+                             price_per_second_mist=PRICE)
+    manager = renter([node.url])
+
+    session = await manager.launch(node.url, "fair", budget_mist=300 * PRICE)
+
+    result = session.extra["verification"]
+    assert result["ok"] is True  # the container gives what the offer says...
+    assert result["attestation"] == "differs"  # ...but far less than was attested
+    assert any("the provider attested" in w for w in result["warnings"])
+    await manager.stop(session.id)
+
+
+# --- the checks on figures: GPUs, which this machine may not have --------------------------
+
+def gpu_report(models: list[str], gflops: float, memory_mb: int = 81559,
+               uuids: list[str] | None = None) -> dict:
+    uuids = uuids or [f"GPU-{i:08d}" for i in range(len(models))]
+    devices = [{"index": i, "model": m, "memory_mb": memory_mb, "uuid": u}
+               for i, (m, u) in enumerate(zip(models, uuids, strict=True))]
+    return {"cpus": {"effective": 16}, "memory": {"effective_mb": 128_000},
+            "gpus": {"devices": devices},
+            "benchmark": {"device": "gpu", "gflops": gflops}, "probe_seconds": 2.0}
+
+
+H100 = {"gpus": 1, "gpu_model": "NVIDIA H100 80GB HBM3", "gpu_memory_mb": 81559, "cpus": 16,
+        "memory_mb": 64_000}
+
+
+def test_a_real_h100_figure_passes():
+    verdict = check(gpu_report(["NVIDIA H100 80GB HBM3"], 48_000), H100, ["GPU-00000000"])
+    assert verdict.ok, verdict.reasons
+
+
+@pytest.mark.parametrize("report, uuids, words", [
+    (gpu_report(["NVIDIA A100-SXM4-80GB"], 18_000), None,
+     "promises NVIDIA H100 80GB HBM3, the container has NVIDIA A100"),
+    (gpu_report([], 0), None, "promises 1 GPU(s), the container has 0"),
+    (gpu_report(["NVIDIA H100 80GB HBM3"], 9_000), None, "H100 80GB HBM3 gives at least"),
+    (gpu_report(["NVIDIA H100 80GB HBM3"], 48_000, memory_mb=40_000), None, "a GPU has 40000"),
+    (gpu_report(["NVIDIA H100 80GB HBM3"], 48_000), ["GPU-elsewhere"],
+     "is not one the provider advertises"),
+])
+def test_spoofed_gpus_fail_with_the_reason_in_words(report, uuids, words):
+    verdict = check(report, H100, uuids)
+    assert not verdict.ok
+    assert any(words in r for r in verdict.reasons), verdict.reasons
+
+
+def test_attestation_signature_binds_the_report_to_the_provider():
+    key = KeyPair.generate()
+    attestation = make_attestation(gpu_report(["NVIDIA H100 80GB HBM3"], 50_000), key)
+    assert verify_attestation(attestation, key.address) is None
+    assert "another key" in verify_attestation(attestation, KeyPair.generate().address)
+    tampered = copy.deepcopy(attestation)
+    tampered["report"]["benchmark"]["gflops"] = 90_000
+    assert "does not match its digest" in verify_attestation(tampered, key.address)
+    forged = {**attestation, "signature": KeyPair.generate().sign(b"x").hex()}
+    assert "signature is invalid" in verify_attestation(forged, key.address)
+
+
+# --- `walnut-provider benchmark`: the provider's own signed report ------------------------
+
+def test_benchmark_command_signs_and_publishes_the_report(tmp_path):
+    import subprocess
+    import sys
+
+    from jupyter_walnut.ledger import LocalLedger
+
+    env = {**os.environ, "WALNUT_LEDGER": str(tmp_path / "ledger.sqlite")}
+    cli = [sys.executable, "-m", "jupyter_walnut.provider.cli", "--home", str(tmp_path / "p")]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    assert run("init", "--name", "bench-node").returncode == 0
+    refused = run("benchmark", "--seconds", "0.3", "--publish")
+    assert refused.returncode == 1 and "walnut-provider register" in refused.stderr
+    key = KeyPair.load(tmp_path / "p" / "identity.key")
+    with LocalLedger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.register_provider(key, endpoint="https://127.0.0.1:8765",
+                                 tls_fingerprint="11" * 32, specs='{"region": "lab"}',
+                                 price_per_second_mist=PRICE)
+
+    done = run("benchmark", "--seconds", "0.3", "--publish")
+
+    assert done.returncode == 0, done.stderr
+    assert "GFLOP/s float32 matmul on cpu" in done.stdout
+    assert f"CPUs      {HOST_CPUS}" in done.stdout
+    with LocalLedger(tmp_path / "ledger.sqlite") as ledger:
+        [entry] = ledger.list_providers()
+    specs = json.loads(entry.specs)
+    assert specs["region"] == "lab"  # the other specs are kept
+    attestation = specs["attestation"]
+    assert verify_attestation(attestation, key.address) is None
+    assert attestation == json.loads((tmp_path / "p" / "attestation.json").read_text())
+    assert attestation["report"]["cpus"]["effective"] == HOST_CPUS
