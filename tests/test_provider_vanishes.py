@@ -51,3 +51,31 @@ async def test_vanished_provider_deposit_comes_back_after_the_challenge(provider
     assert state["settlement"] == "settled"
     assert state["claimed_mist"] == 0 and state["refunded_mist"] == 300_000
     assert ledger.balance(key.address) == 10**9  # every MIST back
+
+
+async def test_a_locked_ledger_is_a_clear_error_that_changes_nothing(provider_factory, ledger,
+                                                                     tmp_path):
+    import sqlite3
+
+    from jupyter_walnut.renter.manager import RenterError
+
+    node = await provider_factory()
+    key = KeyPair.generate()
+    ledger.fund(key.address, 10**9)
+    renter_ledger = LocalLedger(ledger.path)
+    renter_ledger._db.execute("PRAGMA busy_timeout = 200")  # give up fast in this test
+    renter = RenterManager(tmp_path / "renter", [node.url], key=key, ledger=renter_ledger)
+    holder = sqlite3.connect(ledger.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the ledger's write lock
+    try:
+        with pytest.raises(RenterError) as err:
+            await renter.launch(node.url, "cpu-small", budget_mist=300_000)
+        assert err.value.status == 503 and "ledger is unavailable" in err.value.message
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert renter.store.list() == [] and node.store.list() == []
+    assert ledger.balance(key.address) == 10**9  # nothing moved
+    session = await renter.launch(node.url, "cpu-small", budget_mist=300_000)  # and it recovers
+    assert session.status == "running"
+    await renter.stop(session.id)

@@ -102,14 +102,32 @@ class LocalLedger(Ledger):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One all-or-nothing transaction; a locked or full database is a clear LedgerError
+        (E_NODE) and leaves nothing half-written."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise LedgerError("E_NODE", f"the local ledger is unavailable: {exc}") from exc
             try:
                 yield self._db
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                raise LedgerError("E_NODE", f"the local ledger is unavailable: {exc}") from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # e.g. the disk filled up at commit
+                self._rollback()
+                raise LedgerError("E_NODE", f"the local ledger is unavailable: {exc}") from exc
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # nothing was open any more
 
     def _event(self, db: sqlite3.Connection, kind: str, **data: object) -> None:
         db.execute(

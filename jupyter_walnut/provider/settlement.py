@@ -52,7 +52,8 @@ class ProviderSettlement:
         try:
             channel = await self._call(self.ledger.get_channel, channel_id)
         except LedgerError as exc:
-            raise PaymentError(402, f"channel {channel_id}: {exc.message}") from exc
+            status = 503 if exc.code == "E_NODE" else 402
+            raise PaymentError(status, f"channel {channel_id}: {exc.message}") from exc
         if channel.provider != self.identity.address:
             raise PaymentError(402, "the channel pays another provider")
         if channel.renter != renter:

@@ -50,6 +50,8 @@ class RenterPayments:
                 balance = await self.balance()
                 raise PaymentError(402, f"insufficient balance: the deposit is {deposit} MIST, "
                                         f"the wallet holds {balance} MIST") from exc
+            if exc.code == "E_NODE":
+                raise PaymentError(503, exc.message) from exc
             raise PaymentError(400, exc.message) from exc
 
     async def top_up(self, channel_id: str, amount: int) -> Channel:
