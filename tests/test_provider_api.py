@@ -240,6 +240,15 @@ async def test_metering_persists_and_costs_exact_mist(provider, renter_key):
     assert provider.store.get(sid).running_ms == frozen  # nothing metered after the stop
 
 
+async def test_session_reports_live_usage(provider, renter_key):
+    client, created = await running_session(provider, renter_key)
+    session = await client.get_session(created["id"])
+    usage = session["usage"]
+    assert usage["memory_used_mb"] > 10  # the gateway's Python is resident
+    assert usage["cpu_pct"] >= 0
+    assert "gpu_utilization_pct" not in usage  # no GPU given to this session
+
+
 async def test_metrics_endpoint(provider, renter_key):
     await running_session(provider, renter_key)
     resp = await AsyncHTTPClient().fetch(provider.url + "/metrics")

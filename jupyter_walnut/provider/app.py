@@ -144,9 +144,10 @@ class SessionsHandler(BaseHandler):
 
 
 class SessionHandler(BaseHandler):
-    def get(self, session_id: str) -> None:
+    async def get(self, session_id: str) -> None:
         renter, _ = self.renter()
-        self.write_json(self.node.sessions.owned(session_id, renter).public())
+        rec = self.node.sessions.owned(session_id, renter)
+        self.write_json({**rec.public(), "usage": await self.node.sessions.usage(rec)})
 
     async def delete(self, session_id: str) -> None:
         renter, _ = self.renter()

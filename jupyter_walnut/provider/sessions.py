@@ -413,6 +413,20 @@ class SessionManager:
             self.store.update(rec.id, extra=extra)
             self.on_event("settled", self.store.get(rec.id))
 
+    async def usage(self, rec: SessionRecord) -> dict:
+        """Live figures for a running session: its CPU and memory, and its GPUs' (NVML)."""
+        handle = self._handles.get(rec.id)
+        if handle is None or rec.status != "running":
+            return {}
+        figures = dict(await self.runtime.usage(handle))
+        gpus = [g for g in self.hardware().gpus if g.index in rec.gpus]
+        if gpus:
+            utils = [g.utilization_pct for g in gpus if g.utilization_pct is not None]
+            figures["gpu_utilization_pct"] = round(sum(utils) / len(utils), 1) if utils else None
+            figures["gpu_memory_used_mb"] = sum(g.memory_used_mb or 0 for g in gpus)
+            figures["gpu_memory_mb"] = sum(g.memory_mb for g in gpus)
+        return figures
+
     async def watch_once(self) -> None:
         for rec in self.store.list(statuses=("running",)):
             handle = self._handles.get(rec.id)

@@ -315,6 +315,9 @@ class RenterManager:
                                                if k != "unreachable_since"})
             self.store.update(s.id, running_seconds=remote["running_seconds"],
                               cost_mist=remote["cost_mist"])
+            if remote.get("usage"):
+                fresh = self.get(s.id)
+                self.store.update(s.id, extra={**fresh.extra, "usage": remote["usage"]})
             if remote["status"] not in ACTIVE:
                 self._end(s.id, remote["status"], remote["reason"] or "ended by the provider")
             await self.pay(self.get(s.id), remote["cost_mist"])

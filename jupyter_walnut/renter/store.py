@@ -80,6 +80,7 @@ class RenterSession:
         data = asdict(self)
         data.pop("access_token")
         data["remaining_mist"] = self.remaining_mist
+        data["usage"] = self.extra.get("usage")  # live CPU/GPU figures while it runs
         data["kernel_name"] = kernel_name(self.id)
         return data
 

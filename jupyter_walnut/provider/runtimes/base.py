@@ -65,6 +65,10 @@ class Runtime(abc.ABC):
     async def adopt(self) -> list[RuntimeHandle]:
         """Session gateways still running from an earlier provider process."""
 
+    async def usage(self, handle: RuntimeHandle) -> dict:
+        """Live CPU percent and memory of the session (`cpu_pct`, `memory_used_mb`)."""
+        return {}
+
     async def logs(self, handle: RuntimeHandle, tail: int = 50) -> str:
         """Recent gateway output, for failure reasons."""
         return ""

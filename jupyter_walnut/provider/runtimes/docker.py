@@ -296,6 +296,23 @@ class DockerRuntime(Runtime):
             return ""
         return container.logs(tail=tail).decode(errors="replace")
 
+    async def usage(self, handle: RuntimeHandle) -> dict:
+        def read() -> dict:
+            stats = self.client.containers.get(handle.ref).stats(stream=False)
+            cpu, pre = stats.get("cpu_stats", {}), stats.get("precpu_stats", {})
+            delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - \
+                pre.get("cpu_usage", {}).get("total_usage", 0)
+            system = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+            cores = cpu.get("online_cpus") or 1
+            pct = 100.0 * delta / system * cores if system > 0 else 0.0
+            memory = stats.get("memory_stats", {}).get("usage", 0)
+            return {"cpu_pct": round(pct, 1), "memory_used_mb": int(memory // (1024 * 1024))}
+
+        try:
+            return await asyncio.to_thread(read)
+        except Exception:  # stats are best-effort: a container going away has none
+            return {}
+
     async def logs(self, handle: RuntimeHandle, tail: int = 50) -> str:
         return await self._call(self._logs, handle, tail)
 

@@ -70,6 +70,7 @@ class ProcessRuntime(Runtime):
         self.state_dir = Path(state_dir)
         self.python = python
         self._procs: dict[str, subprocess.Popen] = {}
+        self._samplers: dict[int, psutil.Process] = {}
 
     def _record_path(self, session_id: str) -> Path:
         return self.state_dir / session_id / _RECORD
@@ -173,6 +174,26 @@ class ProcessRuntime(Runtime):
             if _pid_alive(int(data["pid"])):
                 handles.append(RuntimeHandle(data["session_id"], data["url"], str(data["pid"])))
         return handles
+
+    async def usage(self, handle: RuntimeHandle) -> dict:
+        procs = [*_descendants(int(handle.ref))]
+        try:
+            procs.append(psutil.Process(int(handle.ref)))
+        except psutil.Error:
+            return {}
+        cpu = memory = 0.0
+        for proc in procs:
+            try:
+                cpu += self._cpu_sampler(proc)
+                memory += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return {"cpu_pct": round(cpu, 1), "memory_used_mb": int(memory // (1024 * 1024))}
+
+    def _cpu_sampler(self, proc: psutil.Process) -> float:
+        # cpu_percent needs the same Process object across calls to measure an interval
+        cached = self._samplers.setdefault(proc.pid, proc)
+        return cached.cpu_percent(interval=None)
 
     async def logs(self, handle: RuntimeHandle, tail: int = 50) -> str:
         record = self._record_path(handle.session_id)
