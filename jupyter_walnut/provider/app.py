@@ -289,6 +289,7 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
             link = ResumableLink(key, bridge.upstream, self.node.metrics,
                                  self.node.link_grace_s, self.node.links.pop)
             self.node.links[key] = link
+            self._renter_ack = 0  # an ack counts only within the link instance it came from
         self.link = link
         self._subprotocol = RESUME_SUBPROTOCOL
         await super().get(session_id, kernel_path)
