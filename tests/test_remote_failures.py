@@ -92,3 +92,22 @@ async def test_a_network_cut_mid_stream_loses_and_duplicates_nothing(jp_fetch, j
     assert result.stdout == "".join(f"tick {i}\n" for i in range(70))  # all, once, in order
     again = await ws.execute("print('after', x)", timeout=60)
     assert again.stdout == "after 1\n"  # same kernel, state intact
+
+
+async def test_provider_restart_keeps_the_kernel_usable(jp_fetch, jp_ws_fetch, netcut,
+                                                       threaded_provider, tmp_path, ledger):
+    from conftest import ThreadedProvider
+
+    session, kernel, ws = await _kernel(jp_fetch, jp_ws_fetch, netcut)
+    assert (await ws.execute("x = 'kept'; print('ok')")).stdout == "ok\n"
+    # the provider process restarts: same state and identity, a new port behind the link
+    await asyncio.to_thread(threaded_provider.stop, False)
+    restarted = ThreadedProvider(tmp_path / "provider", ledger,
+                                 identity=threaded_provider.identity)
+    try:
+        netcut.target = ("127.0.0.1", int(restarted.url.rsplit(":", 1)[1]))
+        result = await ws.execute("print(x)", timeout=90)
+        assert result.stdout == "kept\n"
+        assert restarted.store.get(session["id"]).status == "running"
+    finally:
+        await asyncio.to_thread(restarted.stop)
