@@ -132,8 +132,11 @@ class RenterManager:
                     "free_session_slots": st["capacity"]["free_session_slots"],
                     "images": [i["name"] for i in st["images"]],
                     "max_session_seconds": st["max_session_seconds"],
+                    "version": st.get("version"),
                 })
-        return rows
+        from ..reputation import decorate_offers  # issue #9: reliability, verified, health
+
+        return decorate_offers(self, rows)
 
     # --- sessions ------------------------------------------------------------------------
 
