@@ -1,0 +1,320 @@
+"""Bad input at scale against a real provider node on loopback.
+
+1. Schemathesis drives every operation of the shipped OpenAPI document with inputs that fit
+   the schema and inputs that do not: no 5xx, responses conform where the document gives a
+   schema, and unsigned fuzz creates nothing.
+2. Correctly SIGNED requests with fuzzed JSON bodies to POST /sessions and POST
+   /sessions/<id>/vouchers: always 4xx, and nothing is created or changed.
+3. A renter sends arbitrary text and binary frames down a real session's kernel websocket:
+   neither the provider nor the gateway falls over, the session still executes code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from importlib import resources
+
+import pytest
+import requests
+from conftest import ThreadedProvider, open_channel
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+
+from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.ledger.vouchers import Voucher
+from jupyter_walnut.signed_requests import sign_request
+
+schemathesis = pytest.importorskip("schemathesis")
+
+pytestmark = pytest.mark.timeout(300)
+
+PER_OPERATION = 30  # examples per operation and generation mode
+TOTAL_BUDGET_S = 60.0  # schemathesis stops sending after this, whatever is left
+SIGNED_EXAMPLES = 150
+IO = settings(deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    from jupyter_walnut.ledger import LocalLedger
+
+    tmp = tmp_path_factory.mktemp("fuzz-api")
+    with LocalLedger(tmp / "ledger.sqlite") as ledger:
+        provider = ThreadedProvider(tmp / "provider", ledger)
+        provider.ledger = ledger
+        try:
+            yield provider
+        finally:
+            provider.stop()
+
+
+def _schema():
+    text = resources.files("jupyter_walnut.provider").joinpath("openapi.yaml").read_text()
+    import yaml
+
+    return schemathesis.openapi.from_dict(yaml.safe_load(text))
+
+
+class SignedAuth(requests.auth.AuthBase):
+    """Signs every prepared request as the renter would, so fuzz reaches past the 401."""
+
+    def __init__(self, key: KeyPair) -> None:
+        self.key = key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        body = request.body or b""
+        body = body.encode() if isinstance(body, str) else body
+        request.headers.update(sign_request(self.key, request.method, request.path_url, body))
+        return request
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_schemathesis_every_operation_no_server_error(node, signed: bool) -> None:
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.generation import GenerationMode
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    schema = _schema()
+    http = requests.Session()
+    if signed:
+        http.auth = SignedAuth(KeyPair.generate())
+    counts: dict[str, dict[int, int]] = {}
+    failures: list[str] = []
+    started = time.monotonic()
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 9, "every documented operation is fuzzed"
+
+    def fuzz(operation, mode, label: str, seen: dict[int, int]) -> None:
+        @settings(IO, max_examples=PER_OPERATION)
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case) -> None:
+            if time.monotonic() - started > TOTAL_BUDGET_S:
+                return
+            response = case.call(base_url=node.url, session=http, timeout=15)
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+            if response.status_code >= 500:
+                failures.append(f"{label}: {response.status_code} {response.text[:200]} "
+                                f"for {case.path_parameters} {case.body!r:.200}")
+                return
+            try:
+                case.validate_response(response, checks=[not_a_server_error,
+                                                         response_schema_conformance])
+            except AssertionError as exc:
+                failures.append(f"{label}: {str(exc)[:300]}")
+
+        try:
+            run()
+        except Unsatisfiable:
+            # nothing to get wrong: an operation without parameters or body has no
+            # negative cases
+            assert mode == GenerationMode.NEGATIVE, label
+
+    for operation in operations:
+        label = f"{operation.method.upper()} {operation.path}"
+        has_input = "{" in operation.path or operation.method.upper() in ("POST", "PUT")
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            if mode == GenerationMode.NEGATIVE and not has_input:
+                continue  # nothing to get wrong without parameters or a body
+            fuzz(operation, mode, label, counts.setdefault(label, {}))
+    total = sum(sum(c.values()) for c in counts.values())
+    print(f"\n[fuzz] schemathesis ({'signed' if signed else 'unsigned'}): {total} requests "
+          f"in {time.monotonic() - started:.1f}s")
+    for label, seen in counts.items():
+        print(f"  {label:58s} {sum(seen.values()):4d}  {dict(sorted(seen.items()))}")
+    assert not failures, "\n".join(failures[:20])
+    assert total >= 250
+    assert all(sum(seen.values()) > 0 for seen in counts.values())
+    # fuzz created nothing: unsigned, it never gets past the signature check; signed, the
+    # bodies name no open payment channel of this renter
+    assert node.store.list() == []
+
+
+# --- signed requests with fuzzed bodies ---------------------------------------------------
+
+json_any = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
+    | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=3),
+    max_leaves=10)
+session_keys = ["image", "shape", "gpus", "cpus", "memory_mb", "max_seconds", "channel_id"]
+bodies = st.one_of(
+    json_any.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({}, optional={k: json_any for k in session_keys})
+    .map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"image": st.sampled_from(["python", "nope"])},
+                          optional={k: json_any | st.text(max_size=70) for k in session_keys[1:]})
+    .map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=300),
+    st.text(max_size=200).map(str.encode),
+)
+
+
+def signed_post(url: str, key: KeyPair, path: str, body: bytes) -> requests.Response:
+    headers = {**sign_request(key, "POST", path, body), "Content-Type": "application/json"}
+    return requests.post(url + path, data=body, headers=headers, timeout=15)
+
+
+def test_signed_session_requests_with_fuzzed_bodies_create_nothing(node) -> None:
+    key = KeyPair.generate()
+    seen: dict[int, int] = {}
+    before = node.ledger.balance(key.address)
+
+    @settings(IO, max_examples=SIGNED_EXAMPLES)
+    @given(body=bodies)
+    def run(body: bytes) -> None:
+        response = signed_post(node.url, key, "/api/v1/sessions", body)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert 400 <= response.status_code < 500, (response.status_code, response.text, body)
+        error = response.json()["error"]
+        assert error["status"] == response.status_code and error["message"]
+        assert node.store.list() == []
+
+    run()
+    tried = sum(seen.values())
+    print(f"\n[fuzz] signed POST /sessions: {tried} bodies, statuses {dict(sorted(seen.items()))}")
+    assert tried >= 100
+    assert node.ledger.balance(key.address) == before
+
+
+def test_signed_voucher_posts_with_fuzzed_bodies_change_nothing(node) -> None:
+    key = KeyPair.generate()
+    channel = open_channel(node.ledger, key, node)
+    body = json.dumps({"image": "python", "channel_id": channel}).encode()
+    created = signed_post(node.url, key, "/api/v1/sessions", body)
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+    path = f"/api/v1/sessions/{sid}/vouchers"
+    good = Voucher.sign(key, channel, 5000)  # one genuine voucher first
+    ok = signed_post(node.url, key, path, json.dumps(
+        {"amount_mist": "5000", "signature": good.signature.hex()}).encode())
+    assert ok.status_code == 200, ok.text
+    kept = dict(node.store.get(sid).extra)
+    seen: dict[int, int] = {}
+    voucher_bodies = st.one_of(
+        bodies,
+        st.fixed_dictionaries({}, optional={
+            "amount_mist": st.one_of(json_any, st.integers(min_value=-10, max_value=2**66),
+                                     st.integers(min_value=0, max_value=2**66).map(str)),
+            "signature": st.one_of(json_any, st.binary(min_size=64, max_size=64).map(bytes.hex),
+                                   st.just(good.signature.hex()),
+                                   st.text("0123456789abcdefABCDEF", min_size=128,
+                                           max_size=128))})
+        .map(lambda v: json.dumps(v).encode()))
+
+    @settings(IO, max_examples=SIGNED_EXAMPLES)
+    @given(body=voucher_bodies)
+    def run(body: bytes) -> None:
+        response = signed_post(node.url, key, path, body)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert 400 <= response.status_code < 500, (response.status_code, response.text, body)
+        assert node.store.get(sid).extra == kept  # the voucher on record is unchanged
+
+    run()
+    tried = sum(seen.values())
+    print(f"\n[fuzz] signed POST /vouchers: {tried} bodies, statuses {dict(sorted(seen.items()))}")
+    assert tried >= 100
+    assert len(node.store.list()) == 1
+    assert node.store.get(sid).extra["voucher_mist"] == 5000
+
+
+# --- the kernel websocket through the gateway proxy ---------------------------------------
+
+MSG_TYPES = ["execute_request", "kernel_info_request", "comm_open", "comm_msg", "input_reply",
+             "shutdown_request", "interrupt_request", "bogus", ""]
+
+
+def random_json(rng: random.Random, depth: int = 0):
+    pick = rng.randrange(8 if depth < 3 else 5)
+    if pick == 0:
+        return None
+    if pick == 1:
+        return rng.random() < 0.5
+    if pick == 2:
+        return rng.randint(-2**70, 2**70)
+    if pick == 3:
+        return "".join(chr(rng.randrange(0x20, 0x3000)) for _ in range(rng.randrange(12)))
+    if pick == 4:
+        return rng.random() * 1e9
+    if pick == 5:
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(["code", "msg_id", "msg_type", "channel", "content", "x", ""]):
+            random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def random_frames(rng: random.Random, count: int) -> list[str | bytes]:
+    """Arbitrary bytes and text, JSON of any shape, and messages that almost look right
+    (shutdown_request excluded: a renter may of course stop their own kernel)."""
+    frames: list[str | bytes] = []
+    for _ in range(count):
+        kind = rng.randrange(5)
+        if kind == 0:
+            frames.append(rng.randbytes(rng.randrange(2048)))
+        elif kind == 1:
+            frames.append("".join(chr(rng.randrange(1, 0xD7FF)) for _ in range(rng.randrange(300))))
+        elif kind == 2:
+            frames.append(json.dumps(random_json(rng)))
+        else:
+            msg_type = rng.choice([m for m in MSG_TYPES if m != "shutdown_request"])
+            msg = {"header": {"msg_id": rng.randbytes(4).hex(), "msg_type": msg_type,
+                              "session": "fuzz", "username": random_json(rng, 2),
+                              "version": rng.choice(["5.3", "", "9"])},
+                   "parent_header": random_json(rng, 2), "metadata": random_json(rng, 2),
+                   "content": {k: random_json(rng, 2) for k in rng.sample(
+                       ["code", "silent", "comm_id", "target_name", "data", "value"], 2)},
+                   "channel": rng.choice(["shell", "control", "stdin", "iopub", "x", ""])}
+            if kind == 4:
+                msg["buffers"] = random_json(rng, 2)
+                del msg[rng.choice(list(msg))]
+            frames.append(json.dumps(msg))
+    return frames
+
+
+@pytest.mark.asyncio
+async def test_arbitrary_websocket_frames_do_not_break_the_session(provider, renter_key) -> None:
+    from kernel_ws import KernelWS
+    from tornado.websocket import WebSocketClosedError
+
+    from jupyter_walnut.provider_client import ProviderClient
+
+    client = ProviderClient(provider.url, renter_key)
+    created = await client.create_session(
+        image="python", channel_id=open_channel(provider.ledger, renter_key, provider))
+    sid, token = created["id"], created["access_token"]
+    await client.wait_running(sid)
+    kernel = await client.gateway(sid, token, "POST", "api/kernels", {"name": "python3"})
+
+    # offset tables that claim billions of parts: jupyter_server itself would stall on
+    # these (a gigabyte format string, an endless loop); the walnut gateway drops them
+    batch = [b"", "", "\x00", b"\xff" * 9000, b"\x7f\xff\xff\xff", b"\xff" * 8,
+             (2**62).to_bytes(8, "little"), b"L=r\xb7" + bytes(200), "{", "null", "[]", "{}",
+             json.dumps({"channel": "shell", "header": None})]
+    sent = {"text": 0, "binary": 0, "connections": 0}
+    for subprotocols in (None, ["v1.kernel.websocket.jupyter.org"]):
+        for seed in range(3):
+            examples = random_frames(random.Random(seed), 40) if seed else batch
+            conn = await client.kernel_websocket(sid, token, kernel["id"],
+                                                 subprotocols=subprotocols)
+            sent["connections"] += 1
+            for frame in examples:
+                try:
+                    await conn.write_message(frame, binary=isinstance(frame, bytes))
+                except WebSocketClosedError:
+                    break  # the gateway may close a connection that sent garbage: fine
+                sent["binary" if isinstance(frame, bytes) else "text"] += 1
+            await asyncio.sleep(0.2)  # let the gateway chew on it
+            conn.close()
+    print(f"\n[fuzz] kernel websocket: {sent['text']} text + {sent['binary']} binary frames "
+          f"over {sent['connections']} connections")
+    assert sent["text"] + sent["binary"] >= 150
+    # the provider answers, the session is still running, the kernel still executes code
+    assert (await client.health())["status"] == "ok"
+    assert (await client.get_session(sid))["status"] == "running"
+    ws = KernelWS(await client.kernel_websocket(sid, token, kernel["id"]))
+    assert (await ws.execute("print(6 * 7)")).stdout == "42\n"
+    ws.conn.close()
