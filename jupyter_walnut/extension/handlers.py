@@ -162,10 +162,11 @@ class TopUpHandler(WalnutHandler):
 
 
 def handlers() -> list[tuple[str, type]]:
+    from .analytics_handlers import analytics_handlers  # issue #9
     from .jobs_handlers import jobs_handlers  # it imports this module's base handler
 
     sid = r"(s-[0-9a-f]{16})"
-    return [*jobs_handlers(),
+    return [*jobs_handlers(), *analytics_handlers(),
         (r"/walnut/offers", OffersHandler),
         (r"/walnut/sessions", SessionsHandler),
         (rf"/walnut/sessions/{sid}", SessionHandler),

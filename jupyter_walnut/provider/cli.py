@@ -143,6 +143,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         config = load_config(args.home / "provider.toml")
     except ConfigError as exc:
         return fail(str(exc))
+    if args.history:  # issue #9: earnings and utilisation from the node's own records
+        from .analytics import print_history
+
+        return print_history(args.home, as_json=args.json)
     scheme = "http" if config.tls == "off" else "https"
     url = args.url or f"{scheme}://127.0.0.1:{config.listen_port}"
     context = None
@@ -222,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="summarise a running node")
     p.add_argument("--url", help="provider URL (default: from the config's listen port)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--history", action="store_true",
+                   help="earnings, utilisation and sessions by day (works with the node down)")
     p.set_defaults(func=cmd_status)
     try:
         from .cli_ledger import add_ledger_commands

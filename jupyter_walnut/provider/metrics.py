@@ -36,3 +36,12 @@ class ProviderMetrics:
         self.msgs_to_gateway = self.proxy_messages.labels("to_gateway")
         self.metered_mist = Gauge("walnut_metered_mist", "Cost metered for active sessions",
                                   registry=r)
+        # issue #9: from the durable session records (right again after a restart)
+        self.earnings_claimed = Gauge("walnut_earnings_claimed_mist",
+                                      "MIST claimed from settled sessions' channels", registry=r)
+        self.earnings_pending = Gauge("walnut_earnings_pending_mist",
+                                      "MIST signed by renters, not claimed yet", registry=r)
+        self.sessions_served = Gauge("walnut_sessions_served",
+                                     "Sessions that reached running, all time", registry=r)
+        self.failed_starts = Gauge("walnut_sessions_failed_start",
+                                   "Sessions that failed before running, all time", registry=r)

@@ -143,6 +143,9 @@ class ProviderNode:
         for status in ("starting", "running", "stopped", "failed"):
             self.metrics.sessions.labels(status).set(counts.get(status, 0))
         self.metrics.metered_mist.set(metered)
+        from .analytics import refresh_earnings_metrics  # issue #9
+
+        refresh_earnings_metrics(self.metrics, self.store)
         hw = self.hardware()
         self.metrics.cpu_utilization.set(hw.cpu_utilization_pct)
         for gpu in hw.gpus:
