@@ -232,4 +232,35 @@ def test_researcher_flow(stack: WalnutStack, page) -> None:
     shot("session-stopped-final-cost")
     shot("wallet-after-stop", panel)
     assert "Walnut" in status.inner_text()
+
+    # 8. issue #9: the session-start check, the history with its spend chart, the reliability
+    # of the provider and, since this server's machine also provides, the Provider charts
+    assert "verified" in ended.get_by_test_id("walnut-verification").inner_text()
+    history = panel.locator("#jp-Walnut-history")
+    spend = history.get_by_test_id("walnut-spend-chart")
+    wait_for(lambda: spend.locator(".jp-Walnut-point").count() >= 1, 30, "the spend chart")
+    assert sui(history.get_by_test_id("walnut-total-spend").inner_text()) == final
+    assert history.locator(f'tr[data-history="{session_id}"]').is_visible()
+    assert "walnut/analytics/history.csv" in history.get_by_text("Export history as CSV")\
+        .get_attribute("href")
+    history.scroll_into_view_if_needed()
+    shot("history-spend-chart", history)
+    provider = panel.locator("#jp-Walnut-provider")
+    provider.wait_for(timeout=30_000)
+    earnings = provider.get_by_test_id("walnut-earnings-chart")
+    wait_for(lambda: float(earnings.locator(".jp-Walnut-point").last.get_attribute(
+        "data-value") or 0) > 0, 60, "today's claimed earnings in the chart")
+    assert provider.get_by_test_id("walnut-utilisation-chart").locator(
+        ".jp-Walnut-point").count() >= 1
+    assert "Sessions served" in provider.inner_text()
+    provider.scroll_into_view_if_needed()
+    shot("provider-charts", provider)
+    page.get_by_role("button", name="Refresh everything").click()
+    score = offer.get_by_test_id("walnut-reliability")
+    wait_for(lambda: score.inner_text().strip().isdigit(), 30, "the provider's reliability")
+    flt.fill("reliability >= 1")
+    offer.wait_for()
+    flt.fill("")
+    panel.locator("#jp-Walnut-providers").scroll_into_view_if_needed()
+    shot("offers-with-reliability", panel)
     assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { walnutIcon } from './icons';
+import { reliabilityLabel, verificationBadge } from './logic/analytics';
 import { errorText } from './logic/errors';
 import { formatSui, parseSui, toMist } from './logic/money';
 import {
@@ -34,6 +35,7 @@ import { formatDuration, formatDurationLong } from './logic/time';
 import { IOffer, ISession } from './logic/types';
 import { formatPct, sparkline } from './logic/usage';
 import { WalnutModel } from './model';
+import { HistoryView, ProviderView } from './widgets/analytics';
 
 export interface IPanelActions {
   openNotebook(session: ISession): void;
@@ -98,11 +100,27 @@ export class WalnutPanel extends ReactWidget {
             <SessionsSection model={this.model} actions={this.actions} commands={this.commands} />
             <ProvidersSection model={this.model} onLaunch={key => this.showLaunch(key)} />
             <LaunchSection model={this.model} actions={this.actions} />
+            <Section id="jp-Walnut-history" title="History">
+              <HistoryView refreshKey={historyKey(this.model)} />
+            </Section>
+            <ProviderView
+              refreshKey={historyKey(this.model)}
+              wrap={body => (
+                <Section id="jp-Walnut-provider" title="Provider">
+                  {body}
+                </Section>
+              )}
+            />
           </div>
         )}
       </UseSignal>
     );
   }
+}
+
+/** Changes when a session starts, ends or settles: the history views fetch again. */
+function historyKey(model: WalnutModel): string {
+  return model.sessions.map(s => `${s.id}:${s.status}:${s.extra?.settlement ?? ''}`).join();
 }
 
 function Section(props: { id: string; title: string; extra?: React.ReactNode; children: React.ReactNode }) {
@@ -205,7 +223,13 @@ function shortAddress(a: string): string {
 const COLUMNS: { key: SortKey; label: string; title: string; num?: boolean }[] = [
   { key: 'node', label: 'Offer', title: 'Provider, region, shape and hardware' },
   { key: 'price', label: 'SUI/h', title: 'Price per hour, and measured latency', num: true },
-  { key: 'free', label: 'Free', title: 'Free session slots', num: true }
+  { key: 'free', label: 'Free', title: 'Free session slots', num: true },
+  {
+    key: 'reliability',
+    label: 'Rel.',
+    title: 'Reliability 0-100 from evidence: sessions, checks at session start, uptime, settlements',
+    num: true
+  }
 ];
 
 const SORTS: { key: SortKey; label: string }[] = [
@@ -216,6 +240,7 @@ const SORTS: { key: SortKey; label: string }[] = [
   { key: 'memory', label: 'RAM' },
   { key: 'latency', label: 'latency' },
   { key: 'free', label: 'free capacity' },
+  { key: 'reliability', label: 'reliability' },
   { key: 'region', label: 'region' },
   { key: 'node', label: 'name' }
 ];
@@ -325,13 +350,15 @@ function OfferRow(props: { offer: IOffer; selected: boolean; onLaunch: () => voi
           <span className="jp-Walnut-health jp-mod-down" role="img" aria-label="unreachable" />
           {o.provider_url}
         </td>
-        <td colSpan={2} className="jp-Walnut-muted">
+        <td colSpan={3} className="jp-Walnut-muted">
           Unreachable: {o.error ?? 'no answer'}
+          {o.last_seen ? ` · last seen ${new Date(o.last_seen * 1000).toLocaleString()}` : ''}
         </td>
       </tr>
     );
   }
   const hour = offerPricePerHour(o);
+  const rel = reliabilityLabel(o);
   const full = !o.available || (o.free_session_slots ?? 0) <= 0;
   return (
     <tr
@@ -376,6 +403,10 @@ function OfferRow(props: { offer: IOffer; selected: boolean; onLaunch: () => voi
         </div>
       </td>
       <td className="jp-Walnut-num">{o.free_session_slots ?? 'n/a'}</td>
+      <td className="jp-Walnut-num" title={rel.title} data-testid="walnut-reliability">
+        <span className={`jp-Walnut-score jp-mod-${rel.tone}`}>{rel.text}</span>
+        {o.verified === false && <div className="jp-Walnut-score jp-mod-bad">check failed</div>}
+      </td>
     </tr>
   );
 }
@@ -632,6 +663,7 @@ function SessionsSection(props: { model: WalnutModel; actions: IPanelActions; co
                     {s.started_at ? ` · ran ${formatDuration(elapsedSeconds(s, Date.now() / 1000))}` : ''}
                     {s.reason ? ` · ${s.reason}` : ''}
                   </div>
+                  <VerificationBadge session={s} />
                   <div className="jp-Walnut-muted" data-testid="walnut-settlement">
                     {settlementLabel(s)}
                     {amounts
@@ -698,6 +730,7 @@ function SessionCard(props: { session: ISession; model: WalnutModel; actions: IP
         </div>
         <span className={`jp-Walnut-badge jp-mod-${s.status}`}>{s.status}</span>
       </div>
+      <VerificationBadge session={s} />
       <dl className="jp-Walnut-metrics">
         <div>
           <dt>Elapsed</dt>
@@ -781,6 +814,19 @@ function SessionCard(props: { session: ISession; model: WalnutModel; actions: IP
         </button>
       </div>
     </article>
+  );
+}
+
+function VerificationBadge(props: { session: ISession }) {
+  const badge = verificationBadge(props.session);
+  if (!badge) {
+    return null;
+  }
+  return (
+    <div className={`jp-Walnut-verify jp-mod-${badge.tone}`} title={badge.title} data-testid="walnut-verification">
+      {badge.tone === 'bad' ? '✗' : '✓'} {badge.label}
+      {badge.tone !== 'good' && <div className="jp-Walnut-muted">{badge.title}</div>}
+    </div>
   );
 }
 

@@ -10,7 +10,8 @@ export type OfferField =
   | 'memory'
   | 'price'
   | 'latency'
-  | 'free';
+  | 'free'
+  | 'reliability';
 
 export type Op = '>=' | '<=' | '>' | '<' | '=';
 
@@ -46,7 +47,11 @@ const FIELD_ALIASES: { [alias: string]: OfferField } = {
   latency: 'latency',
   ping: 'latency',
   free: 'free',
-  slots: 'free'
+  slots: 'free',
+  reliability: 'reliability',
+  reliable: 'reliability',
+  rel: 'reliability',
+  score: 'reliability'
 };
 
 const CLAUSE = /^([a-z_]+)\s*(>=|<=|=<|=>|>|<|=|:)\s*([\d.,]+)\s*([a-z/]*)$/i;
@@ -143,6 +148,8 @@ function offerValue(offer: IOffer, field: OfferField): bigint | number | null {
       return offer.latency_ms ?? null;
     case 'free':
       return offer.free_session_slots ?? 0;
+    case 'reliability':
+      return offer.reliability ?? null; // no evidence never passes a reliability clause
   }
 }
 
@@ -217,7 +224,17 @@ export function filterOffers(offers: IOffer[], text: string): IOffer[] {
   return offers.filter(o => matchesFilter(o, filter));
 }
 
-export type SortKey = 'gpu' | 'vram' | 'cpus' | 'memory' | 'price' | 'latency' | 'free' | 'node' | 'region';
+export type SortKey =
+  | 'gpu'
+  | 'vram'
+  | 'cpus'
+  | 'memory'
+  | 'price'
+  | 'latency'
+  | 'free'
+  | 'node'
+  | 'region'
+  | 'reliability';
 export type SortDir = 'asc' | 'desc';
 
 function sortValue(offer: IOffer, key: SortKey): bigint | number | string | null {
@@ -240,6 +257,8 @@ function sortValue(offer: IOffer, key: SortKey): bigint | number | string | null
       return (offer.node ?? offer.provider_url).toLowerCase();
     case 'region':
       return (offer.region ?? '').toLowerCase();
+    case 'reliability':
+      return offer.reliability ?? null; // no evidence sorts last either way
   }
 }
 

@@ -21,6 +21,15 @@ export interface IOffer {
   free_session_slots?: number;
   images?: string[];
   max_session_seconds?: number;
+  version?: string | null;
+  /** 0-100 from evidence (jupyter_walnut/reputation), null without any. */
+  reliability?: number | null;
+  /** The last session-start check on this provider: passed, failed or never run. */
+  verified?: boolean | null;
+  attested?: boolean;
+  uptime_pct?: number | null;
+  last_seen?: number | null;
+  evidence?: { [key: string]: number | boolean } | null;
 }
 
 export type SessionStatus = 'starting' | 'running' | 'stopped' | 'failed';
