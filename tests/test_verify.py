@@ -222,3 +222,31 @@ def test_benchmark_command_signs_and_publishes_the_report(tmp_path):
     assert verify_attestation(attestation, key.address) is None
     assert attestation == json.loads((tmp_path / "p" / "attestation.json").read_text())
     assert attestation["report"]["cpus"]["effective"] == HOST_CPUS
+
+
+def test_an_image_without_numpy_is_judged_on_counts_with_a_warning():
+    report = {"cpus": {"effective": 2}, "memory": {"effective_mb": 4096},
+              "gpus": {"devices": []},
+              "benchmark": {"device": "none", "error": "neither numpy nor a GPU library"}}
+    verdict = check(report, {"gpus": 0, "cpus": 2, "memory_mb": 2048})
+    assert verdict.ok
+    assert any("benchmark was skipped" in w for w in verdict.warnings)
+
+
+def test_gpus_are_read_through_nvidia_smi_without_the_nvml_binding(tmp_path, monkeypatch):
+    import sys
+
+    from jupyter_walnut.verify import probe
+
+    smi = tmp_path / "nvidia-smi"  # what nvidia-smi prints for these query flags
+    smi.write_text("#!/bin/sh\necho '0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559'\n"
+                   "echo '1, GPU-bbbb, NVIDIA H100 80GB HBM3, 81559'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+
+    found = probe.gpus()
+
+    assert found["devices"] == [{"index": 1, "uuid": "GPU-bbbb",
+                                 "model": "NVIDIA H100 80GB HBM3", "memory_mb": 81559}]

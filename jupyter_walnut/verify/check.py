@@ -139,8 +139,9 @@ def check(report: dict, offer: dict, provider_gpu_uuids: list[str] | None = None
     if want and device != "gpu":
         v.warnings.append("the GPU benchmark was skipped: no torch or cupy in the image "
                           "(model, count and memory were checked through NVML)")
-    elif gflops is None:
-        fail(f"the benchmark did not run: {report.get('benchmark', {}).get('error')}")
+    elif gflops is None:  # an image without numpy: judged on the counts alone
+        v.warnings.append(f"the benchmark was skipped: "
+                          f"{report.get('benchmark', {}).get('error', 'no result')}")
     else:
         if gflops < floor:
             fail(f"the benchmark measured {gflops:g} GFLOP/s; {klass} gives at least "

@@ -75,11 +75,34 @@ def _visible(index: int, uuid: str) -> bool:
     return str(index) in wanted or any(uuid.startswith(w) for w in wanted if w.startswith("GPU-"))
 
 
+def _gpus_from_smi() -> dict:
+    """Without the NVML binding: nvidia-smi, which the NVIDIA container runtime mounts."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return {"devices": [], "error": "neither nvidia-ml-py nor nvidia-smi is available"}
+    try:
+        out = subprocess.run([smi, "--query-gpu=index,uuid,name,memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"devices": [], "error": f"nvidia-smi failed: {exc}"}
+    devices = []
+    for line in out.strip().splitlines():
+        index, uuid, name, mem = (part.strip() for part in line.split(","))
+        if _visible(int(index), uuid):
+            devices.append({"index": int(index), "uuid": uuid, "model": name,
+                            "memory_mb": int(float(mem))})
+    return {"devices": devices, "error": None, "source": "nvidia-smi"}
+
+
 def gpus() -> dict:
     try:
         import pynvml
     except ImportError:
-        return {"devices": [], "error": "nvidia-ml-py is not installed"}
+        return _gpus_from_smi()
     try:
         pynvml.nvmlInit()
     except Exception as exc:  # no driver, no device: a CPU-only container
