@@ -63,7 +63,11 @@ def settlement_facts(ledger, address: str, events: list[dict] | None) -> dict[st
         return facts
     closed_by = {e.get("channel_id"): e.get("by") for e in events
                  if e.get("kind") == "ChannelClosed"}
-    for ch in channels(provider=address):
+    try:
+        rows = channels(provider=address)
+    except Exception:  # a URL key (no address known yet) or a ledger that refuses
+        return facts
+    for ch in rows:
         if not ch.closed:
             continue
         facts["claimed_mist"] += ch.claimed
