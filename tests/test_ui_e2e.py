@@ -264,3 +264,19 @@ def test_researcher_flow(stack: WalnutStack, page) -> None:
     panel.locator("#jp-Walnut-providers").scroll_into_view_if_needed()
     shot("offers-with-reliability", panel)
     assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]
+    # 9. issue #6: the Jobs section offers to submit a notebook and refuses a bad budget
+    jobs = panel.locator("#jp-Walnut-jobs")
+    jobs.scroll_into_view_if_needed()
+    submit = jobs.get_by_role("button", name="Submit job")
+    assert submit.is_disabled()  # nothing named yet
+    jobs.get_by_label("Notebook or script").fill("missing.ipynb")
+    jobs.get_by_label("Budget (SUI)").fill("lots")
+    assert submit.is_disabled()
+    assert "Enter the budget in SUI" in jobs.inner_text()
+    jobs.get_by_label("Budget (SUI)").fill("0.01")
+    assert submit.is_enabled()
+    submit.click()  # the server refuses a notebook that does not exist, in words
+    refusal = page.get_by_text("Job not submitted")
+    refusal.first.wait_for(timeout=30_000)
+    assert "Nothing was charged" in refusal.first.inner_text()
+    shot("jobs-section", jobs)

@@ -336,6 +336,14 @@ class NotFoundHandler(BaseHandler):
         raise APIError(404, f"no such endpoint: {self.request.method} {self.request.path}")
 
 
+def log_request(handler: web.RequestHandler) -> None:
+    """Access log without query strings: a token wrongly put in a URL must not reach the log."""
+    status = handler.get_status()
+    level = log.info if status < 400 else log.warning if status < 500 else log.error
+    level("%d %s %s %.1fms", status, handler.request.method, handler.request.path,
+          1000.0 * handler.request.request_time())
+
+
 def make_app(node: ProviderNode) -> web.Application:
     from .jobs import routes as job_routes  # jobs.py imports this module
 
@@ -354,6 +362,7 @@ def make_app(node: ProviderNode) -> web.Application:
             *job_routes(),
         ],
         default_handler_class=NotFoundHandler,
+        log_function=log_request,
         walnut_node=node,
         websocket_max_message_size=MAX_MESSAGE_SIZE,
         websocket_ping_interval=30,

@@ -355,6 +355,8 @@ class SessionManager:
         handle = self._handles.pop(rec.id, None)
         if handle is not None:
             await self.runtime.stop(handle)
+            # the renter's final voucher answers the stop: wait for it from here on
+            self.store.update(rec.id, ended_at=time.time())
         log.info("session %s %s: %s", rec.id, status, reason)
         final = self.store.get(rec.id)
         self.on_event(status, final)

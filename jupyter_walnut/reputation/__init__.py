@@ -3,7 +3,7 @@
 `decorate_offers` is called by RenterManager.offers(): it records the health samples of the
 offers just probed and adds to every row `reliability` (0-100 or None), `verified` (the
 last session-start check on this provider: true, false or None), `uptime_pct`, `attested`
-and `evidence`. The formula is in `score.py` and docs/reputation.md.
+and `evidence`. The formula is in `score.py` and docs/pages/reputation.md.
 """
 
 from __future__ import annotations

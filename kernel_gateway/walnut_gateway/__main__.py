@@ -34,7 +34,7 @@ def main() -> None:
         f"--KernelGatewayApp.port={int(os.environ.get('WALNUT_GATEWAY_PORT', '8888'))}",
         "--KernelGatewayApp.port_retries=0",
         f"--KernelGatewayApp.max_kernels={int(os.environ.get('WALNUT_MAX_KERNELS', '4'))}",
-        "--KernelGatewayApp.list_kernels=True",
+        "--JupyterWebsocketPersonality.list_kernels=True",
         "--KernelGatewayApp.kernel_websocket_connection_class="
         "walnut_gateway.connection.NoDelayWebsocketConnection",
         "--ZMQChannelsWebsocketConnection.limit_rate=False",

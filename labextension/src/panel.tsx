@@ -5,6 +5,7 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { walnutIcon } from './icons';
+import { JobsSection } from './jobs';
 import { reliabilityLabel, verificationBadge } from './logic/analytics';
 import { errorText } from './logic/errors';
 import { formatSui, parseSui, toMist } from './logic/money';
@@ -100,6 +101,7 @@ export class WalnutPanel extends ReactWidget {
             <SessionsSection model={this.model} actions={this.actions} commands={this.commands} />
             <ProvidersSection model={this.model} onLaunch={key => this.showLaunch(key)} />
             <LaunchSection model={this.model} actions={this.actions} />
+            <JobsSection model={this.model} />
             <Section id="jp-Walnut-history" title="History">
               <HistoryView refreshKey={historyKey(this.model)} />
             </Section>
