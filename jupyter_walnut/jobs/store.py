@@ -4,21 +4,13 @@ any process and a job outlives the laptop that submitted it."""
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from pathlib import Path
+
+from ..sqlite_store import SQLiteStore
 
 
-class JobStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, sweep_id TEXT,"
-                         " status TEXT, created_at REAL, data TEXT)")
+class JobStore(SQLiteStore):
+    schema = ("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, sweep_id TEXT,"
+              " status TEXT, created_at REAL, data TEXT)")
 
     def put(self, job: dict) -> None:
         with self._lock:
@@ -38,7 +30,3 @@ class JobStore:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY created_at DESC", args).fetchall()
         return [json.loads(r[0]) for r in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

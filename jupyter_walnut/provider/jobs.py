@@ -28,9 +28,7 @@ import io
 import json
 import logging
 import secrets
-import sqlite3
 import tarfile
-import threading
 import time
 import weakref
 from importlib import resources
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..jobs import digest as result_digest
 from ..jobs.kernel import KernelError, RemoteKernel
+from ..sqlite_store import SQLiteStore
 from .app import API, SESSION_ID, APIError, BaseHandler
 from .sessions import SessionError
 
@@ -55,15 +54,11 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 CHUNK = 6 * 1024 * 1024
 
 
-class JobStore:
+class JobStore(SQLiteStore):
     """Jobs on disk (SQLite beside the provider's own store)."""
 
-    def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, session_id TEXT,"
-                         " renter TEXT, status TEXT, data TEXT)")
+    schema = ("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, session_id TEXT,"
+              " renter TEXT, status TEXT, data TEXT)")
 
     def put(self, job: dict) -> None:
         with self._lock:
@@ -87,10 +82,6 @@ class JobStore:
             rows = self._db.execute("SELECT data FROM jobs WHERE status NOT IN "
                                     "('succeeded', 'failed', 'cancelled')").fetchall()
         return [json.loads(r[0]) for r in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 def _safe_path(name: object) -> str:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+
+from ..sqlite_store import SQLiteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -89,17 +89,8 @@ class SessionRecord:
         return data
 
 
-class SessionStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.path.chmod(0o600)  # it holds gateway tokens
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+class SessionStore(SQLiteStore):
+    schema = SCHEMA
 
     def _row(self, row: sqlite3.Row) -> SessionRecord:
         data = dict(row)
@@ -111,18 +102,12 @@ class SessionStore:
         data = asdict(rec)
         data["gpus"] = json.dumps(rec.gpus)
         data["extra"] = json.dumps(rec.extra)
-        cols = ", ".join(data)
-        marks = ", ".join(f":{k}" for k in data)
-        with self._lock:
-            self._db.execute(f"INSERT INTO sessions ({cols}) VALUES ({marks})", data)
+        self._insert("sessions", data)
 
     def update(self, session_id: str, **fields) -> None:
         if "extra" in fields:
             fields["extra"] = json.dumps(fields["extra"])
-        sets = ", ".join(f"{k} = :{k}" for k in fields)
-        with self._lock:
-            self._db.execute(f"UPDATE sessions SET {sets} WHERE id = :_id",
-                             {**fields, "_id": session_id})
+        self._update("sessions", "id", session_id, fields)
 
     def get(self, session_id: str) -> SessionRecord | None:
         with self._lock:
@@ -154,9 +139,6 @@ class SessionStore:
                 (max(0, int(delta_ms)), wall, session_id),
             )
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 def now() -> float:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+
+from ..sqlite_store import SQLiteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kernels (
@@ -89,33 +89,18 @@ def kernel_name(session_id: str) -> str:
     return f"walnut-{session_id}"
 
 
-class RenterStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.path.chmod(0o600)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+class RenterStore(SQLiteStore):
+    schema = SCHEMA
 
     def insert(self, s: RenterSession) -> None:
         data = asdict(s)
         data["extra"] = json.dumps(s.extra)
-        cols = ", ".join(data)
-        with self._lock:
-            self._db.execute(f"INSERT INTO sessions ({cols}) VALUES "
-                             f"({', '.join(':' + k for k in data)})", data)
+        self._insert("sessions", data)
 
     def update(self, session_id: str, **fields) -> None:
         if "extra" in fields:
             fields["extra"] = json.dumps(fields["extra"])
-        sets = ", ".join(f"{k} = :{k}" for k in fields)
-        with self._lock:
-            self._db.execute(f"UPDATE sessions SET {sets} WHERE id = :_id",
-                             {**fields, "_id": session_id})
+        self._update("sessions", "id", session_id, fields)
 
     def get(self, session_id: str) -> RenterSession | None:
         with self._lock:
@@ -164,6 +149,3 @@ class RenterStore:
         data["extra"] = json.loads(data["extra"])
         return RenterSession(**data)
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

@@ -9,10 +9,10 @@ than `RETENTION_S` are dropped.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from pathlib import Path
+
+from ..sqlite_store import SQLiteStore
 
 MIN_GAP_S = 15.0
 RETENTION_S = 7 * 24 * 3600
@@ -34,13 +34,11 @@ CREATE INDEX IF NOT EXISTS health_probes_url_at ON health_probes (provider_url, 
 """
 
 
-class HealthLog:
+class HealthLog(SQLiteStore):
+    schema = SCHEMA
+
     def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+        super().__init__(path)
         self._pruned_at = 0.0
         self.min_gap_s = MIN_GAP_S
 
@@ -101,7 +99,3 @@ class HealthLog:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY at", args).fetchall()
         return [dict(r) for r in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
