@@ -40,7 +40,7 @@ node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(
   || log "warning: node >= 20.19 is needed to build the labextension"
 
 # The virtualenv, reinstalled only when the project's metadata or the frontend changed.
-stamp_src="$(cat "$ROOT/pyproject.toml" "$ROOT/labextension/package.json" "$ROOT/labextension/yarn.lock" | sha256sum | cut -c1-16)"
+stamp_src="$(cat "$ROOT/pyproject.toml" "$ROOT/.ci/setup.sh" "$ROOT/labextension/package.json" "$ROOT/labextension/yarn.lock" | sha256sum | cut -c1-16)"
 stamp_file="$WALNUT_VENV/.walnut-stamp"
 if [ ! -x "$WALNUT_VENV/bin/python" ]; then
   log "creating the virtualenv at $WALNUT_VENV"
@@ -49,7 +49,7 @@ fi
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp_src" ]; then
   log "installing jupyter-walnut and its test tools"
   "$WALNUT_VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-  "$WALNUT_VENV/bin/pip" install -q -e "$ROOT[test,demo,docs,magics]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  "$WALNUT_VENV/bin/pip" install -q -e "$ROOT[test,demo,docs,magics,sui]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
   "$WALNUT_VENV/bin/python" -c "import jupyter_walnut" 
   # the editable install copied the built labextension once; keep it live instead
   mkdir -p "$WALNUT_VENV/share/jupyter/labextensions"
