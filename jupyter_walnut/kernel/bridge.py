@@ -170,7 +170,7 @@ class KernelBridge:
             if channel == "control" and header.get("msg_type") == "shutdown_request":
                 # the gateway's REST API owns kernel lifecycle: restart or delete there
                 restart = bool(json.loads(parts[3]).get("restart", False))
-                asyncio.ensure_future(self._shutdown(idents, header, restart))
+                self._tasks.append(asyncio.ensure_future(self._shutdown(idents, header, restart)))
                 continue
             if channel == "shell" and header.get("msg_type") == "execute_request":
                 self._remember(self._executing, msg_id, parts[0])
