@@ -29,6 +29,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python benchmarks/bench_load.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._common import pct  # noqa: E402
 from jupyter_walnut.keys import KeyPair  # noqa: E402
 from jupyter_walnut.provider.config import parse_config  # noqa: E402
 from jupyter_walnut.provider_client import ProviderClient  # noqa: E402
@@ -38,14 +39,6 @@ PRICE = 1  # MIST per second: deposits last for the whole run
 GOAL_P95_MS = 50.0
 GOAL_P99_MS = 100.0
 
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100.0
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def execute_request(code: str, session: str) -> dict:
