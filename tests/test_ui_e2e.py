@@ -280,3 +280,13 @@ def test_researcher_flow(stack: WalnutStack, page) -> None:
     refusal.first.wait_for(timeout=30_000)
     assert "Nothing was charged" in refusal.first.inner_text()
     shot("jobs-section", jobs)
+    # 10. theme-aware: the panel follows JupyterLab's dark theme through its CSS variables
+    light = panel.evaluate("el => getComputedStyle(el).backgroundColor")
+    page.keyboard.press("Control+Shift+c")  # the command palette
+    palette = page.locator("input.lm-CommandPalette-input")
+    palette.fill("Use Theme: JupyterLab Dark")
+    page.keyboard.press("Enter")
+    wait_for(lambda: panel.evaluate("el => getComputedStyle(el).backgroundColor") != light, 30,
+             "the panel to turn dark")
+    panel.locator("#jp-Walnut-wallet").scroll_into_view_if_needed()
+    shot("dark-theme", panel)
