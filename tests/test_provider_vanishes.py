@@ -51,6 +51,8 @@ async def test_vanished_provider_deposit_comes_back_after_the_challenge(provider
     assert state["settlement"] == "settled"
     assert state["claimed_mist"] == 0 and state["refunded_mist"] == 300_000
     assert ledger.balance(key.address) == 10**9  # every MIST back
+    for handle in await node.runtime.adopt():  # the vanished node's gateway: not ours to keep
+        await node.runtime.stop(handle)
 
 
 async def test_a_locked_ledger_is_a_clear_error_that_changes_nothing(provider_factory, ledger,
