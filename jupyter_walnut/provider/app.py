@@ -246,18 +246,25 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
             return
         if self.request.query:
             ws_url += "?" + self.request.query
-        self.bridge = GatewayWebsocketBridge(self, self.node.metrics)
+        self.bridge = await self._gateway_socket(ws_url, rec.gateway_token, requested)
+        if self.bridge is None:
+            return
+        self._subprotocol = self.bridge.upstream.selected_subprotocol
+        await super().get(session_id, kernel_path)
+
+    async def _gateway_socket(self, url: str, gateway_token: str, subprotocols: list[str]
+                              ) -> GatewayWebsocketBridge | None:
+        """A websocket to the session's gateway, or None once the error is answered."""
+        bridge = GatewayWebsocketBridge(self, self.node.metrics)
         try:
-            await self.bridge.connect(ws_url, {"Authorization": f"token {rec.gateway_token}"},
-                                      requested)
+            await bridge.connect(url, {"Authorization": f"token {gateway_token}"}, subprotocols)
         except (httpclient.HTTPClientError, OSError) as exc:
             code = getattr(exc, "code", 502)
             self.set_status(404 if code == 404 else 502)
             self.finish(json.dumps({"error": {"status": self.get_status(),
                                               "message": "kernel websocket unavailable"}}))
-            return
-        self._subprotocol = self.bridge.upstream.selected_subprotocol
-        await super().get(session_id, kernel_path)
+            return None
+        return bridge
 
     async def _open_link(self, session_id: str, kernel_path: str, ws_url: str,
                          gateway_token: str) -> None:
@@ -275,16 +282,9 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
         key = f"{session_id}/{kernel_path}/{link_id}"
         link = self.node.links.get(key)
         if link is None:
-            bridge = GatewayWebsocketBridge(self, self.node.metrics)
-            try:
-                await bridge.connect(f"{ws_url}?session_id={link_id}",
-                                     {"Authorization": f"token {gateway_token}"},
-                                     [WS_SUBPROTOCOL])
-            except (httpclient.HTTPClientError, OSError) as exc:
-                code = getattr(exc, "code", 502)
-                self.set_status(404 if code == 404 else 502)
-                self.finish(json.dumps({"error": {"status": self.get_status(),
-                                                  "message": "kernel websocket unavailable"}}))
+            bridge = await self._gateway_socket(f"{ws_url}?session_id={link_id}",
+                                                gateway_token, [WS_SUBPROTOCOL])
+            if bridge is None:
                 return
             link = ResumableLink(key, bridge.upstream, self.node.metrics,
                                  self.node.link_grace_s, self.node.links.pop)
