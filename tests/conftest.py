@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -148,3 +149,16 @@ def threaded_provider(tmp_path, ledger):
     node = ThreadedProvider(tmp_path / "provider", ledger)
     yield node
     node.stop()
+
+
+def on_settled(node) -> asyncio.Queue:
+    """Session ids as the provider settles their channels (its own event hook)."""
+    queue, chained = asyncio.Queue(), node.sessions.on_event
+
+    def hook(kind, rec):
+        chained(kind, rec)
+        if kind == "settled":
+            queue.put_nowait(rec.id)
+
+    node.sessions.on_event = hook
+    return queue

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FUNDS, ThreadedProvider, provider_config
+from conftest import FUNDS, ThreadedProvider, on_settled, provider_config
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_walnut.keys import KeyPair
@@ -25,18 +25,6 @@ pytestmark = pytest.mark.timeout(240)
 
 PRICE = 1000
 SETTLE = {"settle_after_s": 30}  # the final voucher settles, not a timeout
-
-
-def on_settled(node) -> asyncio.Queue:
-    queue, chained = asyncio.Queue(), node.sessions.on_event
-
-    def hook(kind, rec):
-        chained(kind, rec)
-        if kind == "settled":
-            queue.put_nowait(rec.id)
-
-    node.sessions.on_event = hook
-    return queue
 
 
 @pytest.mark.asyncio

@@ -7,7 +7,7 @@ import asyncio
 import os
 
 import pytest
-from conftest import FUNDS, provider_config
+from conftest import FUNDS, on_settled, provider_config
 
 from jupyter_walnut.keys import KeyPair
 from jupyter_walnut.renter.manager import RenterError, RenterManager
@@ -26,19 +26,6 @@ SETTLE = {"settle_after_s": 30}
 def shape(name: str, cpus: float) -> dict:
     return {"name": name, "gpus": 0, "cpus": cpus, "memory_mb": 1024,
             "price_mist_per_second": PRICE}
-
-
-def on_settled(node) -> asyncio.Queue:
-    """Session ids as the provider settles their channels (its own event hook)."""
-    queue, chained = asyncio.Queue(), node.sessions.on_event
-
-    def hook(kind, rec):
-        chained(kind, rec)
-        if kind == "settled":
-            queue.put_nowait(rec.id)
-
-    node.sessions.on_event = hook
-    return queue
 
 
 def row_of(offers: list[dict], node) -> dict:
