@@ -80,6 +80,37 @@ async def test_interrupt_a_long_running_cell(provider, renter_key):
     assert (await ws.execute("print('alive')")).stdout == "alive\n"
 
 
+async def test_a_kernel_that_dies_mid_cell_restarts_and_says_why(provider, renter_key):
+    client, created = await running_session(provider, renter_key)
+    sid, token = created["id"], created["access_token"]
+    kernel = await client.gateway(sid, token, "POST", "api/kernels", {"name": "python3"})
+    path = f"api/kernels/{kernel['id']}"
+    ws = KernelWS(await client.kernel_websocket(sid, token, kernel["id"]))
+    assert (await ws.execute("lost = 1")).status == "ok"
+    dying = asyncio.ensure_future(ws.execute("import os\nos._exit(1)"))
+    # the renter's client hears "restarting" (JupyterLab's "the kernel appears to have died")
+    while True:
+        msg = await ws.recv()
+        if msg["header"]["msg_type"] == "status":
+            if msg["content"]["execution_state"] == "restarting":
+                break
+            assert msg["content"]["execution_state"] != "idle", "the cell finished"
+    dying.cancel()
+    model = await client.gateway(sid, token, "GET", path)
+    assert model["reason"] == "The kernel died and was restarted; its variables are gone."
+    # the model leaves "restarting" once the new kernel answers, with no request of ours
+    # (a stock gateway kept the dead kernel's "busy" until the next cell)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while model["execution_state"] != "idle":
+        assert model["execution_state"] == "restarting", model
+        assert loop.time() < deadline, model
+        await asyncio.sleep(0.2)  # polling the gateway's model; bounded by the deadline
+        model = await client.gateway(sid, token, "GET", path)
+    result = await ws.execute("print('lost' in globals())")
+    assert result.stdout == "False\n"
+
+
 async def test_v1_subprotocol_passes_through(provider, renter_key):
     client, created = await running_session(provider, renter_key)
     sid, token = created["id"], created["access_token"]

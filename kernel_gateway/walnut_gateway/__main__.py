@@ -4,6 +4,8 @@ WALNUT_GATEWAY_TOKEN    the token every request must carry (required)
 WALNUT_GATEWAY_IP       listen address (default 127.0.0.1; 0.0.0.0 inside a container)
 WALNUT_GATEWAY_PORT     listen port (default 8888)
 WALNUT_MAX_KERNELS      kernels this session may run at once (default 4)
+WALNUT_SESSION_CGROUP   1 when the gateway's memory cgroup is the session's own (a container),
+                        so an OOM kill there is reported as the reason a kernel restarted
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def main() -> None:
         "--KernelGatewayApp.port_retries=0",
         f"--KernelGatewayApp.max_kernels={int(os.environ.get('WALNUT_MAX_KERNELS', '4'))}",
         "--JupyterWebsocketPersonality.list_kernels=True",
+        "--KernelGatewayApp.kernel_manager_class="
+        "walnut_gateway.kernels.WalnutMappingKernelManager",
         "--KernelGatewayApp.kernel_websocket_connection_class="
         "walnut_gateway.connection.NoDelayWebsocketConnection",
         "--ZMQChannelsWebsocketConnection.limit_rate=False",

@@ -149,6 +149,7 @@ class DockerRuntime(Runtime):
             WALNUT_GATEWAY_PORT=str(GATEWAY_CONTAINER_PORT),
             WALNUT_MAX_KERNELS=str(spec.max_kernels),
             WALNUT_SESSION_ID=spec.session_id,
+            WALNUT_SESSION_CGROUP="1",
             HOME=WORKSPACE,
             JUPYTER_RUNTIME_DIR="/tmp/jupyter-runtime",  # the root fs is read-only
             PYTHONUNBUFFERED="1",
