@@ -107,7 +107,8 @@ class ThreadedProvider:
     """A real provider node on its own event loop in a thread: usable from any test loop
     (pytest-jupyter runs its tests on its own loop)."""
 
-    def __init__(self, state_dir: Path, ledger, config=None, identity=None) -> None:
+    def __init__(self, state_dir: Path, ledger, config=None, identity=None,
+                 runtime=None) -> None:
         import asyncio
         import threading
 
@@ -121,7 +122,8 @@ class ThreadedProvider:
 
         async def start():
             node = ProviderNode(config or provider_config(), self.identity, state_dir,
-                                runtime=ProcessRuntime(state_dir / "sessions"), ledger=ledger)
+                                runtime=runtime or ProcessRuntime(state_dir / "sessions"),
+                                ledger=ledger)
             node.sessions.metering_interval_s = 0.2
             node.sessions.watch_interval_s = 0.2
             return node, await node.start(host="127.0.0.1", port=0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import FUNDS, ThreadedProvider, provider_config
+from conftest import FUNDS, ThreadedProvider, docker_or_skip, provider_config
 
 from jupyter_walnut.jobs.manager import JobError, JobManager
 from jupyter_walnut.keys import KeyPair
@@ -146,6 +146,43 @@ def test_job_progress_and_script_job(tmp_path, ledger, threaded_provider):
     assert "cell 2: ValueError: nope" in job["error"]
     assert job["verified"]  # partial results were still signed and downloaded
     assert (Path(job["result_dir"]) / "executed.ipynb").exists()
+
+
+@pytest.mark.docker
+def test_a_job_runs_inside_a_docker_session_and_leaves_nothing(tmp_path, ledger):
+    docker_or_skip()
+    import docker
+
+    from jupyter_walnut.provider.image import ensure_gateway_image
+    from jupyter_walnut.provider.runtimes.docker import DockerRuntime
+
+    engine = docker.from_env()
+    ensure_gateway_image(engine, progress=print)  # cached after the first build
+    node = ThreadedProvider(
+        tmp_path / "provider", ledger,
+        config=provider_config(provider={"name": "docker-node", "runtime": "docker"}),
+        runtime=DockerRuntime(engine, provider_id=f"jobs-{os.getpid()}-{time.time_ns()}"))
+    try:
+        script = tmp_path / "probe.py"
+        script.write_text(
+            "import json, os, socket\n"
+            "print(json.dumps({'host': socket.gethostname(), 'uid': os.getuid()}))\n"
+            "open(os.environ['WALNUT_JOB_OUTPUT'] + '/done.txt', 'w').write('ok')\n")
+        jm = JobManager(renter(tmp_path / "renter", ledger, [node.url]))
+        job = asyncio.run(jm.run(script, budget_mist=BUDGET))
+        assert job["status"] == "succeeded" and job["verified"], job
+        results = Path(job["result_dir"])
+        # it ran in the session's container (hostname "walnut", uid 1000), not on the host
+        assert json.loads((results / "stdout.txt").read_text()) == {"host": "walnut",
+                                                                   "uid": 1000}
+        assert (results / "outputs" / "done.txt").read_text() == "ok"
+        sid = job["attempts"][0]["session_id"]
+        assert node.store.get(sid).status == "stopped"
+        left = engine.containers.list(all=True, filters={"label": f"walnut.session={sid}"})
+        assert left == [], "the job's container outlived its session"
+    finally:
+        node.stop()
+        engine.close()
 
 
 def test_bad_input_is_one_clear_error(tmp_path, ledger, threaded_provider):
