@@ -33,10 +33,11 @@ def run_command(func, args: argparse.Namespace, prog: str = "walnut") -> int:
     """Run a subcommand, turning known failures into one line on stderr and exit code 1."""
     from ..keys import KeyError_
     from ..ledger import LedgerError
+    from ..sqlite_store import StorageError
 
     try:
         return int(func(args) or 0)
-    except (CommandError, LedgerError, KeyError_, ValueError, OSError) as exc:
+    except (CommandError, LedgerError, KeyError_, StorageError, ValueError, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ from tornado import web
 from ..provider_client import ProviderAPIError
 from ..renter.manager import RenterError, RenterManager
 from ..renter.store import ACTIVE
+from ..sqlite_store import StorageError
 
 
 class WalnutHandler(APIHandler):
@@ -20,7 +21,7 @@ class WalnutHandler(APIHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, RenterError):
+        if isinstance(exc, RenterError | StorageError):
             status, message = exc.status, exc.message
         elif isinstance(exc, ProviderAPIError):
             status = exc.status if 400 <= exc.status < 500 else 502
@@ -34,7 +35,7 @@ class WalnutHandler(APIHandler):
         self.finish(json.dumps({"message": message, "status": status}))
 
     def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, RenterError | ProviderAPIError):
+        if isinstance(value, RenterError | ProviderAPIError | StorageError):
             self.log.warning("%s %s: %s", self.request.method, self.request.path, value)
             return  # expected failures, already answered in words: no traceback
         super().log_exception(typ, value, tb)

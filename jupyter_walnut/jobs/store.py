@@ -13,13 +13,13 @@ class JobStore(SQLiteStore):
               " status TEXT, created_at REAL, data TEXT)")
 
     def put(self, job: dict) -> None:
-        with self._lock:
+        with self._db_locked():
             self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?)",
                              (job["id"], job.get("sweep_id"), job["status"], job["created_at"],
                               json.dumps(job)))
 
     def get(self, job_id: str) -> dict | None:
-        with self._lock:
+        with self._db_locked():
             row = self._db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
@@ -27,6 +27,6 @@ class JobStore(SQLiteStore):
         query, args = "SELECT data FROM jobs", []
         if sweep_id:
             query, args = query + " WHERE sweep_id = ?", [sweep_id]
-        with self._lock:
+        with self._db_locked():
             rows = self._db.execute(query + " ORDER BY created_at DESC", args).fetchall()
         return [json.loads(r[0]) for r in rows]

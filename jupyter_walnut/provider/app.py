@@ -25,6 +25,7 @@ from tornado import httpclient, web, websocket
 
 from .._version import __version__
 from ..signed_requests import HEADER_KEY, SignatureError
+from ..sqlite_store import StorageError
 from .links import RESUME_SUBPROTOCOL, ResumableLink
 from .proxy import (
     MAX_MESSAGE_SIZE,
@@ -97,7 +98,7 @@ class BaseHandler(web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, APIError | SessionError):
+        if isinstance(exc, APIError | SessionError | StorageError):
             status, message = exc.status, exc.message
         elif isinstance(exc, web.HTTPError):
             status, message = exc.status_code, exc.log_message or self._reason
@@ -108,6 +109,9 @@ class BaseHandler(web.RequestHandler):
         self.finish(json.dumps({"error": {"status": status, "message": message}}))
 
     def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, StorageError):
+            log.error("%s %s: %s", self.request.method, self.request.path, value.message)
+            return
         if isinstance(value, APIError | SessionError):
             return
         super().log_exception(typ, value, tb)

@@ -122,7 +122,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await stop.wait()
         await node.stop(stop_sessions=args.stop_sessions_on_exit)
 
-    asyncio.run(main())
+    from ..sqlite_store import StorageError
+
+    try:
+        asyncio.run(main())
+    except StorageError as exc:  # e.g. the state directory's disk is full
+        return fail(exc.message)
     return 0
 
 

@@ -61,24 +61,24 @@ class JobStore(SQLiteStore):
               " renter TEXT, status TEXT, data TEXT)")
 
     def put(self, job: dict) -> None:
-        with self._lock:
+        with self._db_locked():
             self._db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?)",
                              (job["id"], job["session_id"], job["renter"], job["status"],
                               json.dumps(job)))
 
     def get(self, job_id: str) -> dict | None:
-        with self._lock:
+        with self._db_locked():
             row = self._db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def for_session(self, session_id: str) -> list[dict]:
-        with self._lock:
+        with self._db_locked():
             rows = self._db.execute("SELECT data FROM jobs WHERE session_id = ? ORDER BY rowid",
                                     (session_id,)).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def unfinished(self) -> list[dict]:
-        with self._lock:
+        with self._db_locked():
             rows = self._db.execute("SELECT data FROM jobs WHERE status NOT IN "
                                     "('succeeded', 'failed', 'cancelled')").fetchall()
         return [json.loads(r[0]) for r in rows]

@@ -15,11 +15,12 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..sqlite_store import StorageError
 from .config import ProviderConfig, Shape
 from .hardware import Hardware
 from .runtimes import Runtime, RuntimeError_, RuntimeHandle, SessionSpec
@@ -112,6 +113,8 @@ class SessionManager:
         self._tasks: set[asyncio.Task] = set()
         self._admit_lock = asyncio.Lock()
         self._mono: dict[str, float] = {}  # session id -> monotonic time of last checkpoint
+        # ends of sessions the store could not take yet (a full disk): unmetered ms, fields
+        self._unsaved: dict[str, tuple[int, dict]] = {}
         self.on_event: Callable[[str, SessionRecord], None] = lambda kind, rec: None
         self.metering_interval_s = 1.0
         self.watch_interval_s = 1.0
@@ -241,7 +244,10 @@ class SessionManager:
                 extra={"deposit_mist": deposit, "voucher_mist": 0, "settlement":
                        "open" if self.settlement is not None else "none"},
             )
-            self.store.insert(rec)
+            try:
+                self.store.insert(rec)
+            except StorageError as exc:  # nothing started yet; create() refunds the channel
+                raise SessionError(exc.status, exc.message) from exc
         self._spawn(self._start(rec, image.reference))
         return rec, access_token
 
@@ -347,20 +353,47 @@ class SessionManager:
         rec = self.store.get(session_id)
         if rec is None:
             raise SessionError(404, f"no session {session_id!r}")
+        if rec.id in self._unsaved:
+            return self._as_recorded(rec)
         if rec.status not in ACTIVE:
             return rec
-        self._checkpoint(rec.id)  # the last metered interval, then no more
-        self._mono.pop(rec.id, None)
-        self.store.update(rec.id, status=status, reason=reason, ended_at=time.time())
+        # the last metered interval, then no more; the gateway stops even if the disk is full
+        self._record_end(rec.id, status=status, reason=reason, ended_at=time.time())
         handle = self._handles.pop(rec.id, None)
         if handle is not None:
             await self.runtime.stop(handle)
             # the renter's final voucher answers the stop: wait for it from here on
-            self.store.update(rec.id, ended_at=time.time())
+            self._record_end(rec.id, ended_at=time.time())
         log.info("session %s %s: %s", rec.id, status, reason)
-        final = self.store.get(rec.id)
+        final = self._as_recorded(self.store.get(rec.id))
         self.on_event(status, final)
         return final
+
+    def _record_end(self, session_id: str, **fields) -> None:
+        last = self._mono.pop(session_id, None)
+        unmetered = int((time.monotonic() - last) * 1000) if last is not None else 0
+        pending_ms, pending = self._unsaved.get(session_id, (0, {}))
+        self._unsaved[session_id] = (pending_ms + unmetered, {**pending, **fields})
+        self._write_end(session_id)
+
+    def _write_end(self, session_id: str) -> bool:
+        """Write a session's end kept in memory; False while the store cannot take it."""
+        unmetered, fields = self._unsaved[session_id]
+        try:
+            if unmetered:
+                self.store.add_running_time(session_id, unmetered, time.time())
+                self._unsaved[session_id] = (0, fields)
+            self.store.update(session_id, **fields)
+        except StorageError as exc:
+            log.error("session %s ended but is not recorded yet: %s", session_id, exc.message)
+            return False
+        del self._unsaved[session_id]
+        return True
+
+    def _as_recorded(self, rec: SessionRecord) -> SessionRecord:
+        """The record as it will be written once the disk allows."""
+        unmetered, fields = self._unsaved.get(rec.id, (0, {}))
+        return replace(rec, running_ms=rec.running_ms + unmetered, **fields)
 
     def _checkpoint(self, session_id: str) -> None:
         last = self._mono.get(session_id)
@@ -371,9 +404,20 @@ class SessionManager:
         self._mono[session_id] = mono
 
     async def meter_once(self) -> None:
+        for session_id in list(self._unsaved):
+            self._write_end(session_id)
         for rec in self.store.list(statuses=("running",)):
-            self._checkpoint(rec.id)
-            rec = self.store.get(rec.id)
+            if rec.id in self._unsaved:
+                continue
+            try:
+                self._checkpoint(rec.id)
+                rec = self.store.get(rec.id)
+            except StorageError as exc:
+                log.error("metering session %s: %s", rec.id, exc.message)
+                # judged on the time it really ran: the checkpoint stays where it was
+                last = self._mono.get(rec.id, time.monotonic())
+                rec = replace(rec, running_ms=rec.running_ms
+                              + int((time.monotonic() - last) * 1000))
             if rec.running_ms >= rec.max_seconds * 1000:
                 await self.stop(rec.id, reason="maximum duration reached", status="stopped")
             elif self.settlement is not None and (why := self.settlement.behind(rec)):

@@ -110,7 +110,7 @@ class SessionStore(SQLiteStore):
         self._update("sessions", "id", session_id, fields)
 
     def get(self, session_id: str) -> SessionRecord | None:
-        with self._lock:
+        with self._db_locked():
             row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return self._row(row) if row else None
 
@@ -126,13 +126,13 @@ class SessionStore(SQLiteStore):
         if statuses:
             query += f" AND status IN ({', '.join('?' * len(statuses))})"
             args.extend(statuses)
-        with self._lock:
+        with self._db_locked():
             rows = self._db.execute(query + " ORDER BY created_at", args).fetchall()
         return [self._row(r) for r in rows]
 
     def add_running_time(self, session_id: str, delta_ms: int, wall: float) -> None:
         """Metering: add elapsed running time and move the checkpoint, in one statement."""
-        with self._lock:
+        with self._db_locked():
             self._db.execute(
                 "UPDATE sessions SET running_ms = running_ms + ?, checkpoint_wall = ? "
                 "WHERE id = ? AND status = 'running'",

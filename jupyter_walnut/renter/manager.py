@@ -14,6 +14,7 @@ from pathlib import Path
 from ..keys import KeyPair
 from ..ledger import Ledger, LocalLedger, default_ledger_path
 from ..provider_client import ProviderAPIError, ProviderClient
+from ..sqlite_store import StorageError
 from .kernelspecs import remove_kernelspec, write_kernelspec
 from .payments import PaymentError, RenterPayments
 from .store import ACTIVE, RenterSession, RenterStore
@@ -170,6 +171,10 @@ class RenterManager:
         minimum = price * status.get("settlement", {}).get("min_prepaid_seconds", 0)
         if budget < minimum:
             raise RenterError(400, f"this offer needs a budget of at least {minimum} MIST")
+        try:  # a full disk is found before any money moves
+            self.store.check_writable()
+        except StorageError as exc:
+            raise RenterError(exc.status, exc.message) from exc
         progress("opening payment channel")
         try:
             channel = await self.payments.open(status["provider_address"], price, budget)
@@ -196,7 +201,13 @@ class RenterManager:
             channel_id=channel.channel_id,
             extra={"deposit_mist": budget, "voucher_mist": 0, "settlement": "open"},
         )
-        self.store.insert(session)
+        try:
+            self.store.insert(session)
+        except StorageError as exc:
+            # unrecorded, the session could not be paid for or stopped later: stop it now,
+            # and the provider's settlement refunds the channel
+            await self._stop_unrecorded(client, session.id)
+            raise RenterError(exc.status, exc.message) from exc
         try:
             remote = await client.wait_running(session.id)
         except ProviderAPIError as exc:
@@ -216,6 +227,12 @@ class RenterManager:
         progress("ready")
         log.info("walnut session %s running on %s", session.id, session.node)
         return session
+
+    async def _stop_unrecorded(self, client: ProviderClient, session_id: str) -> None:
+        try:
+            await client.stop_session(session_id)
+        except ProviderAPIError as exc:
+            log.error("could not stop unrecorded session %s: %s", session_id, exc.message)
 
     def _record_unused_channel(self, channel_id: str, provider_url: str, status: dict,
                                reason: str) -> None:

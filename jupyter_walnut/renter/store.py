@@ -103,7 +103,7 @@ class RenterStore(SQLiteStore):
         self._update("sessions", "id", session_id, fields)
 
     def get(self, session_id: str) -> RenterSession | None:
-        with self._lock:
+        with self._db_locked():
             row = self._db.execute("SELECT * FROM sessions WHERE id = ?",
                                    (session_id,)).fetchone()
         return self._row(row) if row else None
@@ -113,7 +113,7 @@ class RenterStore(SQLiteStore):
         if statuses:
             query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
             args = list(statuses)
-        with self._lock:
+        with self._db_locked():
             rows = self._db.execute(query + " ORDER BY created_at DESC", args).fetchall()
         return [self._row(r) for r in rows]
 
@@ -122,25 +122,25 @@ class RenterStore(SQLiteStore):
     def save_kernel(self, local_id: str, session_id: str, remote_id: str) -> None:
         import time
 
-        with self._lock:
+        with self._db_locked():
             self._db.execute("INSERT OR REPLACE INTO kernels VALUES (?, ?, ?, ?)",
                              (local_id, session_id, remote_id, time.time()))
 
     def kernel(self, local_id: str) -> tuple[str, str] | None:
         """(session id, remote kernel id) of a server kernel, if it is a Walnut one."""
-        with self._lock:
+        with self._db_locked():
             row = self._db.execute("SELECT session_id, remote_id FROM kernels WHERE local_id = ?",
                                    (local_id,)).fetchone()
         return (row[0], row[1]) if row else None
 
     def kernels(self) -> list[tuple[str, str, str]]:
-        with self._lock:
+        with self._db_locked():
             rows = self._db.execute("SELECT local_id, session_id, remote_id FROM kernels "
                                     "ORDER BY created_at").fetchall()
         return [tuple(r) for r in rows]
 
     def forget_kernel(self, local_id: str) -> None:
-        with self._lock:
+        with self._db_locked():
             self._db.execute("DELETE FROM kernels WHERE local_id = ?", (local_id,))
 
     @staticmethod

@@ -48,7 +48,7 @@ class HealthLog(SQLiteStore):
                at: float | None = None) -> bool:
         """Store one sample unless this provider has one younger than `min_gap_s`."""
         at = time.time() if at is None else at
-        with self._lock:
+        with self._db_locked():
             last = self._db.execute("SELECT MAX(at) FROM health_probes WHERE provider_url = ?",
                                     (url,)).fetchone()[0]
             if last is not None and at - last < self.min_gap_s:
@@ -65,27 +65,27 @@ class HealthLog(SQLiteStore):
     def uptime(self, url: str, since: float | None = None) -> tuple[int, int]:
         """(samples answered, samples not) in the window."""
         since = time.time() - UPTIME_WINDOW_S if since is None else since
-        with self._lock:
+        with self._db_locked():
             row = self._db.execute(
                 "SELECT COALESCE(SUM(ok), 0), COUNT(*) FROM health_probes "
                 "WHERE provider_url = ? AND at >= ?", (url, since)).fetchone()
         return int(row[0]), int(row[1]) - int(row[0])
 
     def last(self, url: str) -> dict | None:
-        with self._lock:
+        with self._db_locked():
             row = self._db.execute("SELECT * FROM health_probes WHERE provider_url = ? "
                                    "ORDER BY at DESC LIMIT 1", (url,)).fetchone()
         return dict(row) if row else None
 
     def last_ok(self, url: str) -> dict | None:
-        with self._lock:
+        with self._db_locked():
             row = self._db.execute("SELECT * FROM health_probes WHERE provider_url = ? AND ok"
                                    " ORDER BY at DESC LIMIT 1", (url,)).fetchone()
         return dict(row) if row else None
 
     def address_of(self, url: str) -> str | None:
         """The provider address last seen at this URL (unreachable rows lack one)."""
-        with self._lock:
+        with self._db_locked():
             row = self._db.execute(
                 "SELECT provider_address FROM health_probes WHERE provider_url = ? AND "
                 "provider_address IS NOT NULL ORDER BY at DESC LIMIT 1", (url,)).fetchone()
@@ -96,6 +96,6 @@ class HealthLog(SQLiteStore):
         if url is not None:
             query += " AND provider_url = ?"
             args.append(url)
-        with self._lock:
+        with self._db_locked():
             rows = self._db.execute(query + " ORDER BY at", args).fetchall()
         return [dict(r) for r in rows]

@@ -1,0 +1,177 @@
+"""A full disk under the ledger, the renter's state or the provider's state: one clear error,
+no money moved, nothing half-written, and everything works again once space is freed.
+
+The disk is a real 4 MiB tmpfs filled with a ballast file, so SQLite meets a real ENOSPC.
+Mounting needs root: elsewhere these tests skip with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import provider_config
+
+from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.ledger import LocalLedger
+from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
+from jupyter_walnut.renter.manager import RenterError, RenterManager
+
+pytestmark = pytest.mark.asyncio
+
+FUNDS = 10**9
+BUDGET = 300_000
+
+
+class SmallDisk:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ballast = path / "ballast"
+
+    def fill(self, *databases: Path) -> None:
+        """Take every free byte (dd stops at ENOSPC, as a runaway log would). The databases'
+        write-ahead logs are emptied first, so their next write needs new blocks."""
+        for path in databases:
+            db = sqlite3.connect(path)
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+        subprocess.run(["dd", "if=/dev/zero", f"of={self.ballast}", "bs=64k"],
+                       capture_output=True)
+        assert subprocess.run(["df", "--output=avail", "-B1", str(self.path)],
+                              capture_output=True, text=True).stdout.split()[-1] == "0"
+
+    def free(self) -> None:
+        self.ballast.unlink()
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[SmallDisk]:
+    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield SmallDisk(mount)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def intact(path: Path) -> None:
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+
+
+async def test_full_disk_under_the_ledger_moves_no_money(provider, small_disk, tmp_path):
+    ledger = LocalLedger(small_disk.path / "ledger.sqlite")
+    key = KeyPair.generate()
+    ledger.fund(key.address, FUNDS)
+    # the provider's node settles on its own ledger object; the renter opens channels here
+    renter = RenterManager(tmp_path / "renter", [provider.url], key=key, ledger=ledger)
+    small_disk.fill()
+    with pytest.raises(RenterError) as err:
+        await renter.launch(provider.url, "cpu-small", budget_mist=BUDGET)
+    assert err.value.status == 503
+    assert "ledger is unavailable" in err.value.message and "full" in err.value.message
+    assert renter.store.list() == [] and provider.store.list() == []
+    assert ledger.balance(key.address) == FUNDS  # nothing moved
+    small_disk.free()
+    intact(ledger.path)
+    channel = ledger.open_channel(key, provider.identity.address, key.public_key, BUDGET,
+                                 1000, 60)
+    assert ledger.balance(key.address) == FUNDS - BUDGET  # and it works again
+    assert ledger.get_channel(channel.channel_id).deposited == BUDGET
+    ledger.close()
+
+
+async def test_full_disk_under_the_renters_state_is_a_clear_error(provider, ledger,
+                                                                  small_disk):
+    key = KeyPair.generate()
+    ledger.fund(key.address, FUNDS)
+    renter = RenterManager(small_disk.path / "renter", [provider.url], key=key, ledger=ledger)
+    small_disk.fill()
+    with pytest.raises(RenterError) as err:
+        await renter.launch(provider.url, "cpu-small", budget_mist=BUDGET)
+    assert err.value.status == 507 and "no space left" in err.value.message.lower()
+    # found before anything moved: no channel, no session on the provider
+    assert ledger.balance(key.address) == FUNDS and provider.store.list() == []
+    small_disk.free()
+    intact(renter.store.path)
+    session = await renter.launch(provider.url, "cpu-small", budget_mist=BUDGET)
+    assert session.status == "running"
+    await renter.stop(session.id)
+
+
+async def test_full_disk_under_the_providers_state_refuses_new_sessions(provider_factory,
+                                                                        ledger, small_disk,
+                                                                        tmp_path):
+    from conftest import open_channel
+
+    node = await provider_factory(config=provider_config(),
+                                  state_dir=small_disk.path / "provider",
+                                  runtime=None)
+    key = KeyPair.generate()
+    client = ProviderClient(node.url, key)
+    channel = open_channel(ledger, key, node)
+    small_disk.fill()
+    with pytest.raises(ProviderAPIError) as err:
+        await client.create_session(image="python", channel_id=channel)
+    assert err.value.status == 507 and "no space left" in err.value.message.lower()
+    assert node.store.list() == []
+    assert await node.runtime.adopt() == []  # no gateway left running
+    refunded = ledger.get_channel(channel)  # the provider closed the channel it cannot serve
+    assert refunded.closed and refunded.refunded == refunded.deposited and not refunded.claimed
+    small_disk.free()
+    intact(node.store.path)
+    channel = open_channel(ledger, key, node)
+    created = await client.create_session(image="python", channel_id=channel)
+    await client.wait_running(created["id"])
+    await client.stop_session(created["id"])
+
+
+async def test_a_session_stops_on_a_full_disk_and_is_recorded_once_space_returns(
+        provider_factory, ledger, small_disk):
+    from conftest import open_channel
+
+    node = await provider_factory(state_dir=small_disk.path / "provider")
+    key = KeyPair.generate()
+    client = ProviderClient(node.url, key)
+    created = await client.create_session(image="python", channel_id=open_channel(ledger, key,
+                                                                                  node))
+    await client.wait_running(created["id"])
+    small_disk.fill(node.store.path)
+    await node.sessions.meter_once()  # metering cannot write: the time is kept, not lost
+    stopped = await client.stop_session(created["id"])
+    assert stopped["status"] == "stopped"  # the renter is told the truth...
+    assert await node.runtime.adopt() == []  # ...and the gateway really stopped
+    assert node.store.get(created["id"]).status == "running"  # not on disk yet
+    small_disk.free()
+    await node.sessions.meter_once()
+    record = node.store.get(created["id"])
+    assert record.status == "stopped" and record.reason == "stopped by renter"
+    assert record.running_ms >= stopped["running_seconds"] * 1000  # no metered time lost
+    intact(node.store.path)
+
+
+def test_walnut_provider_serve_on_a_full_disk_exits_with_one_line(small_disk, tmp_path):
+    cli = [sys.executable, "-m", "jupyter_walnut.provider.cli", "--home",
+           str(small_disk.path / "prov")]
+    env = {**os.environ, "WALNUT_LEDGER": str(tmp_path / "ledger.sqlite")}
+    assert subprocess.run([*cli, "init"], env=env, capture_output=True).returncode == 0
+    small_disk.fill()
+    done = subprocess.run([*cli, "serve", "--port", "0", "--runtime", "process"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("walnut-provider: no space left on the disk holding"), done.stderr
+    assert "Traceback" not in done.stderr
