@@ -123,8 +123,9 @@ async def test_a_renter_who_stops_paying_is_stopped_within_the_grace(provider_fa
         await asyncio.sleep(0.05)
     session = await client.get_session(sid)
     assert "payment fell more than 1s behind" in session["reason"]
-    # the provider ran at most grace (+ one metering tick) unpaid: cost bounded by that
-    assert session["cost_mist"] <= 1000 * (1 + 1)
+    # the provider ran at most grace + one metering tick (0.2 s) unpaid; a second of slack
+    # for a loaded event loop still catches a node that ignores the grace
+    assert session["cost_mist"] <= 1000 * (1 + 2)
     while not ledger.get_channel(channel).closed:
         await node.sessions.settle_once()
     assert ledger.get_channel(channel).claimed == 0  # nothing was signed, nothing is taken
