@@ -27,6 +27,8 @@ from pathlib import Path
 import psutil
 from tornado import httpclient, websocket
 
+from jupyter_walnut.jobs.kernel import new_message as message  # the one message builder
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024
@@ -362,15 +364,6 @@ async def open_ws(url: str, headers: dict | None = None, nodelay: bool = True,
     if nodelay:
         conn.protocol.stream.set_nodelay(True)
     return conn
-
-
-def message(msg_type: str, content: dict, session: str, channel: str = "shell") -> dict:
-    return {
-        "header": {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "username": "bench",
-                   "session": session, "date": "", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "content": content, "channel": channel,
-        "buffers": [],
-    }
 
 
 @dataclass

@@ -9,14 +9,9 @@ from dataclasses import dataclass, field
 
 from tornado.websocket import WebSocketClientConnection
 
+from jupyter_walnut.jobs.kernel import new_message as message  # the one message builder
 
-def message(msg_type: str, content: dict, session: str, channel: str = "shell") -> dict:
-    return {
-        "header": {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "username": "test",
-                   "session": session, "date": "", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "content": content, "channel": channel,
-        "buffers": [],
-    }
+__all__ = ["ExecResult", "KernelWS", "message"]
 
 
 @dataclass
