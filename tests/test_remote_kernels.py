@@ -133,6 +133,29 @@ async def test_interrupt_and_restart_mid_cell(jp_fetch, jp_ws_fetch, provider):
     assert len(provider.store.list()) == 1  # no new paid session on the provider
 
 
+async def test_a_remote_kernel_that_dies_is_restarted_and_the_browser_is_told(
+        jp_fetch, jp_ws_fetch, provider):
+    session = await launch(jp_fetch, provider)
+    kernel = await start_kernel(jp_fetch, session["kernel_name"])
+    ws = await open_ws(jp_ws_fetch, kernel["id"])
+    await ws.execute("state = 'lost'")
+    dying = asyncio.ensure_future(ws.execute("import os\nos._exit(1)"))
+    # what JupyterLab turns into "Kernel Restarting: the kernel appears to have died"
+    while True:
+        msg = await ws.recv()
+        if msg["header"]["msg_type"] == "status":
+            assert msg["content"]["execution_state"] != "idle", "the dying cell finished"
+            if msg["content"]["execution_state"] == "restarting":
+                break
+    dying.cancel()
+    # the same local kernel id goes on, on a fresh remote kernel in the same paid session
+    result = await ws.execute("print('state' in dir())")
+    assert result.stdout == "False\n"
+    kernels = json.loads((await jp_fetch("api", "kernels")).body)
+    assert [k["id"] for k in kernels] == [kernel["id"]]
+    assert len(provider.store.list()) == 1 and provider.store.list()[0].status == "running"
+
+
 async def test_large_output_passes_intact(jp_fetch, jp_ws_fetch, provider):
     session = await launch(jp_fetch, provider)
     kernel = await start_kernel(jp_fetch, session["kernel_name"])
