@@ -112,6 +112,33 @@ async def test_full_disk_under_the_renters_state_is_a_clear_error(provider, ledg
     await renter.stop(session.id)
 
 
+async def test_a_session_the_renter_cannot_record_is_stopped_and_refunded(provider_factory,
+                                                                          ledger, small_disk):
+    node = await provider_factory(config=provider_config(settlement={"settle_after_s": 0}))
+    key = KeyPair.generate()
+    ledger.fund(key.address, FUNDS)
+    renter = RenterManager(small_disk.path / "renter", [node.url], key=key, ledger=ledger)
+
+    def disk_fills_once_the_channel_is_open(step: str) -> None:
+        if step == "starting session container":
+            small_disk.fill(renter.store.path)
+
+    with pytest.raises(RenterError) as err:
+        await renter.launch(node.url, "cpu-small", budget_mist=BUDGET,
+                            on_progress=disk_fills_once_the_channel_is_open)
+    assert err.value.status == 507
+    # the provider's session was stopped at once, and its channel is settled for nothing
+    [record] = node.store.list()
+    assert record.status in ("stopped", "failed")  # stopped while its gateway was starting
+    assert await node.runtime.adopt() == []
+    while not ledger.get_channel(record.channel_id).closed:
+        await node.sessions.settle_once()
+    channel = ledger.get_channel(record.channel_id)
+    assert channel.claimed == 0 and channel.refunded == BUDGET
+    assert ledger.balance(key.address) == FUNDS
+    small_disk.free()
+
+
 async def test_full_disk_under_the_providers_state_refuses_new_sessions(provider_factory,
                                                                         ledger, small_disk,
                                                                         tmp_path):
