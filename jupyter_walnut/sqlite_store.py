@@ -22,7 +22,7 @@ class StorageError(Exception):
 
 
 def storage_error(path: Path, exc: sqlite3.Error) -> StorageError:
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc):
+    if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
         return StorageError(507, f"no space left on the disk holding {path}: free some space "
                                  "and try again")
     return StorageError(503, f"{path} is unavailable ({exc}); try again")

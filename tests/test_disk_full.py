@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import provider_config
+from conftest import open_channel, provider_config
 
 from jupyter_walnut.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger
@@ -142,8 +142,6 @@ async def test_a_session_the_renter_cannot_record_is_stopped_and_refunded(provid
 async def test_full_disk_under_the_providers_state_refuses_new_sessions(provider_factory,
                                                                         ledger, small_disk,
                                                                         tmp_path):
-    from conftest import open_channel
-
     node = await provider_factory(config=provider_config(),
                                   state_dir=small_disk.path / "provider",
                                   runtime=None)
@@ -168,8 +166,6 @@ async def test_full_disk_under_the_providers_state_refuses_new_sessions(provider
 
 async def test_a_session_stops_on_a_full_disk_and_is_recorded_once_space_returns(
         provider_factory, ledger, small_disk):
-    from conftest import open_channel
-
     node = await provider_factory(state_dir=small_disk.path / "provider")
     key = KeyPair.generate()
     client = ProviderClient(node.url, key)

@@ -370,14 +370,14 @@ class SessionManager:
         return final
 
     def _record_end(self, session_id: str, **fields) -> None:
-        last = self._mono.pop(session_id, None)
-        unmetered = int((time.monotonic() - last) * 1000) if last is not None else 0
+        unmetered = self._unmetered_ms(session_id, time.monotonic())
+        self._mono.pop(session_id, None)
         pending_ms, pending = self._unsaved.get(session_id, (0, {}))
         self._unsaved[session_id] = (pending_ms + unmetered, {**pending, **fields})
         self._write_end(session_id)
 
-    def _write_end(self, session_id: str) -> bool:
-        """Write a session's end kept in memory; False while the store cannot take it."""
+    def _write_end(self, session_id: str) -> None:
+        """Write a session's end kept in memory; kept there while the store cannot take it."""
         unmetered, fields = self._unsaved[session_id]
         try:
             if unmetered:
@@ -386,21 +386,24 @@ class SessionManager:
             self.store.update(session_id, **fields)
         except StorageError as exc:
             log.error("session %s ended but is not recorded yet: %s", session_id, exc.message)
-            return False
+            return
         del self._unsaved[session_id]
-        return True
 
     def _as_recorded(self, rec: SessionRecord) -> SessionRecord:
         """The record as it will be written once the disk allows."""
         unmetered, fields = self._unsaved.get(rec.id, (0, {}))
         return replace(rec, running_ms=rec.running_ms + unmetered, **fields)
 
-    def _checkpoint(self, session_id: str) -> None:
+    def _unmetered_ms(self, session_id: str, now: float) -> int:
+        """Running time since the last checkpoint written to the store (0 if not metered)."""
         last = self._mono.get(session_id)
-        if last is None:
+        return 0 if last is None else int((now - last) * 1000)
+
+    def _checkpoint(self, session_id: str) -> None:
+        if session_id not in self._mono:
             return
         mono = time.monotonic()
-        self.store.add_running_time(session_id, int((mono - last) * 1000), time.time())
+        self.store.add_running_time(session_id, self._unmetered_ms(session_id, mono), time.time())
         self._mono[session_id] = mono
 
     async def meter_once(self) -> None:
@@ -415,9 +418,8 @@ class SessionManager:
             except StorageError as exc:
                 log.error("metering session %s: %s", rec.id, exc.message)
                 # judged on the time it really ran: the checkpoint stays where it was
-                last = self._mono.get(rec.id, time.monotonic())
                 rec = replace(rec, running_ms=rec.running_ms
-                              + int((time.monotonic() - last) * 1000))
+                              + self._unmetered_ms(rec.id, time.monotonic()))
             if rec.running_ms >= rec.max_seconds * 1000:
                 await self.stop(rec.id, reason="maximum duration reached", status="stopped")
             elif self.settlement is not None and (why := self.settlement.behind(rec)):

@@ -28,6 +28,22 @@ class SessionSpec:
     pids_limit: int = 512
     env: dict[str, str] = field(default_factory=dict)
 
+    def gateway_env(self, ip: str, port: int, home: str, runtime_dir: str,
+                    **extra: str) -> dict[str, str]:
+        """The session's own variables plus what walnut_gateway reads at start."""
+        return {
+            **self.env,
+            "WALNUT_GATEWAY_TOKEN": self.gateway_token,
+            "WALNUT_GATEWAY_IP": ip,
+            "WALNUT_GATEWAY_PORT": str(port),
+            "WALNUT_MAX_KERNELS": str(self.max_kernels),
+            "WALNUT_SESSION_ID": self.session_id,
+            "HOME": home,
+            "JUPYTER_RUNTIME_DIR": runtime_dir,
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+
 
 @dataclass(frozen=True)
 class RuntimeHandle:

@@ -142,18 +142,10 @@ class DockerRuntime(Runtime):
     def _container_kwargs(self, spec: SessionSpec, name: str) -> dict[str, Any]:
         from docker.types import DeviceRequest, LogConfig
 
-        env = dict(spec.env)
-        env.update(
-            WALNUT_GATEWAY_TOKEN=spec.gateway_token,
-            WALNUT_GATEWAY_IP="0.0.0.0",
-            WALNUT_GATEWAY_PORT=str(GATEWAY_CONTAINER_PORT),
-            WALNUT_MAX_KERNELS=str(spec.max_kernels),
-            WALNUT_SESSION_ID=spec.session_id,
-            WALNUT_SESSION_CGROUP="1",
-            HOME=WORKSPACE,
-            JUPYTER_RUNTIME_DIR="/tmp/jupyter-runtime",  # the root fs is read-only
-            PYTHONUNBUFFERED="1",
-        )
+        env = spec.gateway_env(
+            "0.0.0.0", GATEWAY_CONTAINER_PORT, home=WORKSPACE,
+            runtime_dir="/tmp/jupyter-runtime",  # the root fs is read-only
+            WALNUT_SESSION_CGROUP="1")  # the container's cgroup is the session's own
         kwargs: dict[str, Any] = dict(
             image=spec.image,
             name=name,

@@ -82,18 +82,10 @@ class ProcessRuntime(Runtime):
             k: v for k, v in os.environ.items()
             if not k.startswith(("WALNUT_", "JUPYTER_TOKEN", "KG_"))
         }
-        env.update(spec.env)
-        env.update(
-            WALNUT_GATEWAY_TOKEN=spec.gateway_token,
-            WALNUT_GATEWAY_IP="127.0.0.1",
-            WALNUT_GATEWAY_PORT=str(port),
-            WALNUT_MAX_KERNELS=str(spec.max_kernels),
-            WALNUT_SESSION_ID=spec.session_id,
-            HOME=str(spec.workspace),
-            JUPYTER_RUNTIME_DIR=str(spec.workspace / ".runtime"),
-            CUDA_VISIBLE_DEVICES=",".join(str(g) for g in spec.gpus),
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(spec.gateway_env(
+            "127.0.0.1", port, home=str(spec.workspace),
+            runtime_dir=str(spec.workspace / ".runtime"),
+            CUDA_VISIBLE_DEVICES=",".join(str(g) for g in spec.gpus)))
         log_path = self.state_dir / spec.session_id / "gateway.log"
         log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
