@@ -237,29 +237,26 @@ export type SortKey =
   | 'reliability';
 export type SortDir = 'asc' | 'desc';
 
+/** The filter field each numeric sort key orders by (GiB and MiB order alike). */
+const SORT_FIELD: Record<Exclude<SortKey, 'node' | 'region'>, OfferField> = {
+  gpu: 'gpus',
+  vram: 'gpu_memory',
+  cpus: 'cpus',
+  memory: 'memory',
+  price: 'price',
+  latency: 'latency',
+  free: 'free',
+  reliability: 'reliability' // no evidence sorts last either way
+};
+
 function sortValue(offer: IOffer, key: SortKey): bigint | number | string | null {
-  switch (key) {
-    case 'gpu':
-      return offer.gpus ?? 0;
-    case 'vram':
-      return offer.gpus ? offer.gpu_memory_mb ?? 0 : 0;
-    case 'cpus':
-      return offer.cpus ?? 0;
-    case 'memory':
-      return offer.memory_mb ?? 0;
-    case 'price':
-      return offerPricePerHour(offer);
-    case 'latency':
-      return offer.latency_ms ?? null;
-    case 'free':
-      return offer.free_session_slots ?? 0;
-    case 'node':
-      return (offer.node ?? offer.provider_url).toLowerCase();
-    case 'region':
-      return (offer.region ?? '').toLowerCase();
-    case 'reliability':
-      return offer.reliability ?? null; // no evidence sorts last either way
+  if (key === 'node') {
+    return (offer.node ?? offer.provider_url).toLowerCase();
   }
+  if (key === 'region') {
+    return (offer.region ?? '').toLowerCase();
+  }
+  return offerValue(offer, SORT_FIELD[key]);
 }
 
 /** A sorted copy; unhealthy providers and missing values always come last. */
