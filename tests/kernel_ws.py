@@ -86,3 +86,28 @@ class KernelWS:
                 result.status = content["status"]
                 reply_seen = True
         return result
+
+    async def execute_until_restart(self, code: str, timeout: float = 90.0
+                                    ) -> tuple[str, list[str]]:
+        """Run a cell meant to kill its kernel, reading every message on this one reader.
+
+        Returns ("restarting", stream texts) when the gateway announces the restart (what
+        JupyterLab shows as "the kernel appears to have died"), ("dead", texts) when it gave
+        up restarting, or ("finished", texts) when the cell's own reply or idle status
+        arrives: the kernel survived."""
+        msg = message("execute_request", {"code": code, "silent": False, "store_history": True,
+                                          "user_expressions": {}, "allow_stdin": False,
+                                          "stop_on_error": True}, self.session)
+        await self.send(msg)
+        texts: list[str] = []
+        while True:
+            m = await self.recv(timeout)
+            kind, content = m["header"]["msg_type"], m["content"]
+            ours = m.get("parent_header", {}).get("msg_id") == msg["header"]["msg_id"]
+            if kind == "status" and content["execution_state"] in ("restarting", "dead"):
+                return content["execution_state"], texts
+            if ours and kind == "stream":
+                texts.append(content["text"])
+            if ours and (kind == "execute_reply" or (kind == "status" and
+                                                     content["execution_state"] == "idle")):
+                return "finished", texts

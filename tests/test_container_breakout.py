@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import docker_or_skip, open_channel, provider_config
-from kernel_ws import KernelWS, message
+from kernel_ws import KernelWS
 
 from jupyter_walnut.keys import KeyPair
 from jupyter_walnut.provider.runtimes.docker import resource_name
@@ -336,30 +336,18 @@ def test_memory_beyond_the_limit_kills_the_kernel_not_the_host(node: DockerNode,
     async def allocate_too_much():
         ws = KernelWS(await alice.client.kernel_websocket(alice.id, alice.token,
                                                           alice.kernel["id"]))
-        request = message("execute_request", {
-            "code": f"blob = b'x' * ({2 * MEMORY_MB} * 2**20)\nprint('allocated')",
-            "silent": False, "store_history": True, "user_expressions": {},
-            "allow_stdin": False, "stop_on_error": True}, ws.session)
-        await ws.send(request)
-        # JupyterLab's "kernel restarting" comes from this status message, sent by the
-        # gateway when its restarter finds the kernel dead; a reply would mean it survived
-        seen = []
-        while True:
-            msg = await ws.recv(timeout=90)
-            kind, content = msg["header"]["msg_type"], msg["content"]
-            if kind == "stream":
-                seen.append(content["text"])
-            if kind == "execute_reply" or (kind == "status" and content["execution_state"]
-                                           in ("restarting", "dead")):
-                ws.conn.close()
-                return kind, content, seen
+        try:
+            return await ws.execute_until_restart(
+                f"blob = b'x' * ({2 * MEMORY_MB} * 2**20)\nprint('allocated')", timeout=90)
+        finally:
+            ws.conn.close()
 
     alice.reconnect()
     oom_before = oom_kills(alice)
-    kind, content, output = node.run(allocate_too_much(), timeout=150)
-    print(f"\nOOM cell: {kind} {content} output={output}")
+    outcome, output = node.run(allocate_too_much(), timeout=150)
+    print(f"\nOOM cell: {outcome} output={output}")
     assert "allocated\n" not in output, "allocated beyond the limit"
-    assert kind == "status" and content["execution_state"] == "restarting", (kind, content)
+    assert outcome == "restarting", (outcome, output)
     assert oom_kills(alice) > oom_before, "the kernel died, but not by the memory limit"
     # the gateway (the container), the provider and the session survive
     assert alice.container.status == "running"

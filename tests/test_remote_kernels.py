@@ -139,16 +139,14 @@ async def test_a_remote_kernel_that_dies_is_restarted_and_the_browser_is_told(
     kernel = await start_kernel(jp_fetch, session["kernel_name"])
     ws = await open_ws(jp_ws_fetch, kernel["id"])
     await ws.execute("state = 'lost'")
-    dying = asyncio.ensure_future(ws.execute("import os\nos._exit(1)"))
     # what JupyterLab turns into "Kernel Restarting: the kernel appears to have died"
-    while True:
-        msg = await ws.recv()
-        if msg["header"]["msg_type"] == "status":
-            assert msg["content"]["execution_state"] != "idle", "the dying cell finished"
-            if msg["content"]["execution_state"] == "restarting":
-                break
-    dying.cancel()
-    # the same local kernel id goes on, on a fresh remote kernel in the same paid session
+    outcome, _ = await ws.execute_until_restart("import os\nos._exit(1)")
+    assert outcome == "restarting"
+    # JupyterLab answers "restarting" by reconnecting its websocket (the server then waits
+    # until the new kernel's output channel is live); the same local kernel id goes on, on
+    # a fresh remote kernel in the same paid session
+    ws.conn.close()
+    ws = await open_ws(jp_ws_fetch, kernel["id"])
     result = await ws.execute("print('state' in dir())")
     assert result.stdout == "False\n"
     kernels = json.loads((await jp_fetch("api", "kernels")).body)
