@@ -164,3 +164,20 @@ def on_settled(node) -> asyncio.Queue:
 
     node.sessions.on_event = hook
     return queue
+
+
+# In CI a skip is a failure unless it names what CI cannot have: a GPU or a Sui node.
+ALLOWED_CI_SKIPS = ("gpu", "sui node", "walnut_sui_rpc_url", "walnut_gpu_tests")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") != "true" or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple)
+                 else report.longrepr).lower()
+    if not any(word in reason for word in ALLOWED_CI_SKIPS):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which must run it: {reason}"
