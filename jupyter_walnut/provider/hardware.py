@@ -7,7 +7,9 @@ traceback.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import threading
 from dataclasses import asdict, dataclass, field
 
@@ -62,7 +64,7 @@ def detect_gpus() -> tuple[tuple[GPU, ...], str | None, str | None, str | None]:
     try:
         import pynvml
     except ImportError:
-        return (), None, None, "nvidia-ml-py is not installed"
+        return detect_gpus_smi("nvidia-ml-py is not installed")
     with _nvml_lock:
         try:
             pynvml.nvmlInit()
@@ -104,6 +106,29 @@ def detect_gpus() -> tuple[tuple[GPU, ...], str | None, str | None, str | None]:
                 pynvml.nvmlShutdown()
             except Exception:
                 pass
+
+
+def detect_gpus_smi(why_not_nvml: str
+                    ) -> tuple[tuple[GPU, ...], str | None, str | None, str | None]:
+    """The same figures from `nvidia-smi` (the driver ships it) when the NVML binding is
+    missing; `why_not_nvml` is the error when nvidia-smi is not there either."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return (), None, None, why_not_nvml
+    try:
+        query = subprocess.run(
+            [smi, "--query-gpu=index,uuid,name,memory.total,driver_version",
+             "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20,
+            check=True).stdout
+        banner = subprocess.run([smi], capture_output=True, text=True, timeout=20).stdout
+        rows = [[part.strip() for part in line.split(",")] for line in query.splitlines()
+                if line.strip()]
+        gpus = tuple(GPU(index=int(r[0]), uuid=r[1], model=r[2], memory_mb=int(float(r[3])))
+                     for r in rows)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return (), None, None, f"{why_not_nvml}; nvidia-smi failed: {exc}"
+    cuda = re.search(r"CUDA Version:\s*([0-9.]+)", banner)
+    return gpus, rows[0][4] if rows else None, cuda and cuda.group(1), None
 
 
 def detect(state_dir: str = "/") -> Hardware:

@@ -36,6 +36,16 @@ GPU_CLASSES: list[tuple[str, float, float]] = [
     (r"\bV100\b", 14.0, 15.7),
     (r"\bT4\b", 8.1, 8.1),
 ]
+# 16-bit (bfloat16, or float16 before Ampere) dense tensor-core peak TFLOP/s of the slowest
+# variant, from the vendor's datasheets (H200 NVL, H100 PCIe, A100, L40S, L4): the probe's
+# `tensor` figure must reach FLOOR_FRACTION of it. Classes not listed are judged on FP32.
+TENSOR_PEAKS: dict[str, float] = {
+    r"\bH200\b|\bGH200\b": 835.0,
+    r"\bH100\b": 756.0,
+    r"\bL40S\b": 362.0,
+    r"\bL4\b": 121.0,
+    r"\bA100\b|\bA800\b": 312.0,
+}
 UNKNOWN_GPU_FLOOR_GFLOPS = 1000.0  # any CUDA GPU of the last decade multiplies this fast
 CPU_FLOOR_GFLOPS_PER_CORE = 2.0  # a vectorised BLAS core does 10-50; below 2 it is not there
 FLOOR_FRACTION, CEILING_FACTOR = 0.35, 4.0
@@ -62,6 +72,13 @@ def expected_gflops(offer: dict) -> tuple[float, float | None, str]:
         return low * 1000 * FLOOR_FRACTION, high * 1000 * CEILING_FACTOR, offer["gpu_model"]
     cpus = float(offer.get("cpus") or 1)
     return CPU_FLOOR_GFLOPS_PER_CORE * cpus, None, f"{cpus:g} CPU cores"
+
+
+def tensor_floor_gflops(offer: dict) -> float | None:
+    """The floor of the 16-bit tensor-core figure for the offer's GPU class, if known."""
+    cls = gpu_class(offer.get("gpu_model")) if offer.get("gpus") else None
+    peak = cls and TENSOR_PEAKS.get(cls[0])
+    return peak * 1000 * FLOOR_FRACTION if peak else None
 
 
 def _same_model(a: str | None, b: str | None) -> bool:
@@ -95,6 +112,8 @@ def summarize(report: dict) -> dict:
             "gpu_memory_mb": [d["memory_mb"] for d in devices],
             "gpu_uuids": [d["uuid"] for d in devices],
             "gflops": bench.get("gflops"), "benchmark_device": bench.get("device"),
+            "tensor_gflops": (bench.get("tensor") or {}).get("gflops"),
+            "tensor_dtype": (bench.get("tensor") or {}).get("dtype"),
             "probe_seconds": report.get("probe_seconds")}
 
 
@@ -108,7 +127,7 @@ def check(report: dict, offer: dict, provider_gpu_uuids: list[str] | None = None
         "cpus": offer.get("cpus"), "memory_mb": offer.get("memory_mb"),
         "gpus": offer.get("gpus") or 0, "gpu_model": offer.get("gpu_model"),
         "gflops_floor": round(floor, 1), "gflops_ceiling": ceiling and round(ceiling),
-        "class": klass})
+        "tensor_gflops_floor": tensor_floor_gflops(offer), "class": klass})
     fail = v.reasons.append
     cpus = float(offer.get("cpus") or 0)
     if m["cpus"] is not None and m["cpus"] + 0.01 < cpus:
@@ -146,6 +165,10 @@ def check(report: dict, offer: dict, provider_gpu_uuids: list[str] | None = None
         if gflops < floor:
             fail(f"the benchmark measured {gflops:g} GFLOP/s; {klass} gives at least "
                  f"{floor:g}")
+        tensor, tensor_floor = m["tensor_gflops"], v.expected["tensor_gflops_floor"]
+        if want and tensor is not None and tensor_floor and tensor < tensor_floor:
+            fail(f"the {m['tensor_dtype']} benchmark measured {tensor:g} GFLOP/s; {klass} "
+                 f"gives at least {tensor_floor:g}")
         if ceiling and gflops > ceiling:
             v.warnings.append(f"the benchmark measured {gflops:g} GFLOP/s, more than "
                               f"{klass} can do: the timing or the model is misreported")

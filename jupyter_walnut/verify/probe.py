@@ -156,8 +156,21 @@ def _timed_matmuls(make, matmul, sync, seconds: float, n_max: int) -> dict:
             "gflops": round(2 * n**3 * reps / elapsed / 1e9, 1)}
 
 
+def _torch_tensor_core(torch, dev, seconds: float) -> dict:
+    """The 16-bit matrix multiply that tensor cores run (what training uses): bfloat16 where
+    the GPU has it (Ampere and later), else float16."""
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    result = _timed_matmuls(
+        lambda n: (torch.rand(n, n, device=dev, dtype=dtype),
+                   torch.rand(n, n, device=dev, dtype=dtype)),
+        torch.matmul, torch.cuda.synchronize, seconds, 16384)
+    return {**result, "dtype": str(dtype).removeprefix("torch.")}
+
+
 def benchmark(seconds: float = 1.0, use_gpu: bool = True) -> dict:
-    """float32 matrix multiply throughput, on the first GPU when a library can reach it."""
+    """float32 matrix multiply throughput, on the first GPU when a library can reach it;
+    with torch on a GPU also the 16-bit tensor-core figure (`tensor`). Without torch: cupy
+    float32 only; without a GPU library: numpy on the CPU."""
     if use_gpu:
         try:
             import torch
@@ -168,7 +181,8 @@ def benchmark(seconds: float = 1.0, use_gpu: bool = True) -> dict:
                     lambda n: (torch.rand(n, n, device=dev), torch.rand(n, n, device=dev)),
                     torch.matmul, torch.cuda.synchronize, seconds, 16384)
                 return {**result, "device": "gpu", "library": "torch",
-                        "gpu_model": torch.cuda.get_device_name(0)}
+                        "gpu_model": torch.cuda.get_device_name(0),
+                        "tensor": _torch_tensor_core(torch, dev, seconds / 2)}
         except ImportError:
             pass
         try:
