@@ -1,5 +1,7 @@
-"""The Sui ledger: everything short of a node for real; the rest against a live node
-only when $WALNUT_SUI_RPC_URL names one (with $WALNUT_SUI_PACKAGE and $WALNUT_SUI_KEY)."""
+"""The Sui ledger: everything short of a node for real; reads through pysui against a
+stand-in Sui GraphQL service on loopback (tests/sui_standin.py), playing a chain where
+anyone may publish look-alike structs; the rest against a live node only when
+$WALNUT_SUI_RPC_URL names one (with $WALNUT_SUI_PACKAGE and $WALNUT_SUI_KEY)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ import re
 from pathlib import Path
 
 import pytest
+from sui_standin import SuiStandIn
 
 from jupyter_walnut.keys import KeyPair, verify
-from jupyter_walnut.ledger import ABORT_CODES, Voucher, bcs
+from jupyter_walnut.ledger import ABORT_CODES, LedgerError, Voucher, bcs
 from jupyter_walnut.ledger.sui import (
     GasSplit,
     ObjectRef,
     Pure,
     SharedObject,
+    SuiLedger,
     abort_from_error,
     build_transaction_data,
     decode_channel,
@@ -169,6 +173,137 @@ def test_missing_shared_version_is_an_error():
         )  # fmt: skip
 
 
+# --- reads through pysui against the stand-in node --------------------------------------
+
+EVIL = "0x" + "ee" * 32  # another package, free to declare its own `channel::Channel`
+RENTER, PROVIDER = "0x" + "01" * 32, "0x" + "02" * 32
+CHANNEL_TYPE = f"{PACKAGE}::channel::Channel"
+ENTRY_TYPE = f"{PACKAGE}::registry::ProviderEntry"
+REGISTERED = f"{PACKAGE}::registry::ProviderRegistered"
+LOOKALIKE_CHANNEL_TYPES = [
+    f"{EVIL}::channel::Channel",
+    "0xevil::channel::Channel",
+    f"{PACKAGE}::other::Channel",
+    f"{PACKAGE}::channel::Channel<0x2::sui::SUI>",
+]
+
+
+def channel_bcs(channel_id: str, *, funds: int, deposited: int, claimed: int = 0) -> bytes:
+    return (
+        bcs.address(channel_id) + bcs.address(RENTER) + bcs.address(PROVIDER)
+        + bcs.byte_vector(ZERO_RICH_PUBKEY) + bcs.u64(funds) + bcs.u64(deposited)
+        + bcs.u64(claimed) + bcs.u64(0) + bcs.u64(25) + bcs.u64(60_000) + bcs.uleb128(0)
+        + b"\x00"
+    )  # fmt: skip
+
+
+def entry_bcs(provider_id: str, endpoint: str) -> bytes:
+    return (
+        bcs.address(provider_id) + bcs.address(PROVIDER) + bcs.string(endpoint)
+        + bcs.byte_vector(bytes(32)) + bcs.string("{}") + bcs.u64(7) + b"\x01"
+    )  # fmt: skip
+
+
+def register(node: SuiStandIn, index: int, move_type: str = ENTRY_TYPE) -> str:
+    """A provider entry on the stand-in chain and the event that announces it."""
+    provider_id = "0x" + f"{index + 1:064x}"
+    node.put_object(provider_id, move_type, entry_bcs(provider_id, f"https://p{index}:8765"))
+    node.emit(REGISTERED, {"provider_id": provider_id, "owner": PROVIDER})
+    return provider_id
+
+
+@pytest.fixture(scope="module")
+def node():
+    standin = SuiStandIn().start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def sui(node):
+    node.objects.clear()
+    node.events.clear()
+    node.event_queries = 0
+    with SuiLedger(node.url, PACKAGE, key=KEY) as ledger:
+        yield ledger
+
+
+def test_channel_of_the_package_is_read(sui, node):
+    node.put_object(CHANNEL, CHANNEL_TYPE, channel_bcs(CHANNEL, funds=600, deposited=1000,
+                                                       claimed=400))  # fmt: skip
+    channel = sui.get_channel(CHANNEL)
+    assert (channel.renter, channel.provider, channel.voucher_pubkey) == (
+        RENTER, PROVIDER, ZERO_RICH_PUBKEY
+    )  # fmt: skip
+    assert (channel.deposited, channel.claimed, channel.locked) == (1000, 400, 600)
+    assert channel.status == "open"
+
+
+@pytest.mark.parametrize("move_type", LOOKALIKE_CHANNEL_TYPES)
+def test_lookalike_channel_of_another_type_is_refused(sui, node, move_type):
+    node.put_object(CHANNEL, move_type, channel_bcs(CHANNEL, funds=10**12, deposited=10**12))
+    with pytest.raises(LedgerError) as refused:
+        sui.get_channel(CHANNEL)
+    assert refused.value.code == "E_UNKNOWN_CHANNEL" and CHANNEL_TYPE in refused.value.message
+    # a provider claiming from it is refused before anything is signed or sent
+    with pytest.raises(LedgerError, match="E_UNKNOWN_CHANNEL"):
+        sui.claim(KEY, CHANNEL, 5, bytes(64))
+
+
+def test_locked_amount_is_the_channel_balance_not_its_counters(sui, node):
+    # the counters claim a million MIST was deposited; the Balance<SUI> holds 250
+    contents = channel_bcs(CHANNEL, funds=250, deposited=1_000_000, claimed=100)
+    node.put_object(CHANNEL, CHANNEL_TYPE, contents)
+    channel = sui.get_channel(CHANNEL)
+    assert channel.locked == 250
+    assert (channel.deposited, channel.claimed) == (350, 100)
+
+
+def test_unknown_channel_is_a_clear_error(sui):
+    with pytest.raises(LedgerError) as refused:
+        sui.get_channel(CHANNEL)
+    assert refused.value.code == "E_UNKNOWN_CHANNEL"
+
+
+def test_registry_pages_through_every_provider_event(sui, node):
+    registered = [register(node, i) for i in range(120)]
+    listed = sui.list_providers()
+    assert [entry.provider_id for entry in listed] == registered
+    assert listed[119].endpoint == "https://p119:8765"
+    assert node.event_queries == 3  # 50 + 50 + 20
+
+
+def test_provider_entry_of_another_type_is_ignored(sui, node):
+    honest = register(node, 0)
+    lookalike = register(node, 1, move_type=f"{EVIL}::registry::ProviderEntry")
+    assert [entry.provider_id for entry in sui.list_providers()] == [honest]
+    with pytest.raises(LedgerError) as refused:
+        sui.get_provider(lookalike)
+    assert refused.value.code == "E_UNKNOWN_PROVIDER"
+    assert sui.get_provider(honest).endpoint == "https://p0:8765"
+
+
+def test_balance_is_read_from_the_node(sui, node):
+    node.balances[RENTER] = 7 * 10**9
+    assert sui.balance(RENTER) == 7 * 10**9
+
+
+def test_ledger_signs_only_with_a_key_it_holds(sui, node):
+    node.put_object(CHANNEL, CHANNEL_TYPE, channel_bcs(CHANNEL, funds=600, deposited=600))
+    with pytest.raises(LedgerError) as refused:
+        sui.claim(PROVIDER, CHANNEL, 5, bytes(64))  # an address whose key it lacks
+    assert refused.value.code == "E_INVALID_ARGUMENT"
+
+
+def test_constructor_refuses_what_it_cannot_use():
+    with pytest.raises(LedgerError, match="E_INVALID_ARGUMENT"):
+        SuiLedger("http://127.0.0.1:9/graphql", "not-an-id")
+    with pytest.raises(LedgerError, match="E_INVALID_ARGUMENT"):
+        SuiLedger("file:///etc/passwd", PACKAGE)
+    with pytest.raises(LedgerError, match="E_NODE"):
+        SuiLedger("http://127.0.0.1:9/graphql", PACKAGE)  # nothing listens there
+
+
 # --- live: only with a node ---------------------------------------------------------
 
 live = pytest.mark.skipif(
@@ -178,8 +313,6 @@ live = pytest.mark.skipif(
 
 @live
 def test_live_channel_round_trip():
-    from jupyter_walnut.ledger.sui import SuiLedger
-
     renter = KeyPair.from_bech32(os.environ["WALNUT_SUI_KEY"])
     provider = KeyPair.from_bech32(os.environ.get("WALNUT_SUI_PROVIDER_KEY", renter.to_bech32()))
     vkey = KeyPair.generate()

@@ -7,8 +7,13 @@ Split in two so that everything short of a node is tested for real:
   `Channel` / `ProviderEntry` object contents, offline transaction building and
   signing, and mapping a Move abort back to the same `LedgerError` the local ledger
   raises.
-* Live (`SuiLedger`): pysui's async client against $WALNUT_SUI_RPC_URL. pysui is
-  imported lazily, so the package works without it.
+* Live (`SuiLedger`): pysui's async GraphQL client against a Sui GraphQL service
+  (tests/sui_standin.py stands in for one; $WALNUT_SUI_RPC_URL names a real one). pysui
+  is imported lazily, so the package works without it.
+
+What a node returns is checked before it is believed: an object counts as a channel or a
+provider entry only when its Move type is exactly this package's struct, a channel's
+locked amount is its `Balance<SUI>`, and registry events are read page by page to the end.
 
 Pure arguments are always passed as ready BCS bytes: pysui's own encoding of a
 `vector<u8>` given as a list of ints drops 0x00 bytes (see docs/research), which would
@@ -21,8 +26,10 @@ import asyncio
 import base64
 import hashlib
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..keys import ED25519_FLAG, KeyPair
 from . import bcs
@@ -196,11 +203,15 @@ def decode_channel(contents: bytes) -> Channel:
 
 
 def _channel_amounts(r: _Reader) -> dict[str, object]:
-    r.u64()  # funds: Balance<SUI>; equals deposited - claimed - refunded
+    # What the channel holds is its Balance<SUI>, whatever its counters say: `deposited` is
+    # derived from it so that `Channel.locked` (deposited - claimed - refunded) is exactly it.
+    funds = r.u64()
+    r.u64()  # the recorded `deposited`; equals funds + claimed + refunded in a sound channel
+    claimed, refunded = r.u64(), r.u64()
     return {
-        "deposited": r.u64(),
-        "claimed": r.u64(),
-        "refunded": r.u64(),
+        "deposited": funds + claimed + refunded,
+        "claimed": claimed,
+        "refunded": refunded,
         "price_per_second_mist": r.u64(),
         "challenge_period_ms": r.u64(),
         "close_requested_at_ms": r.option_u64(),
@@ -335,15 +346,71 @@ def sign_transaction(key: KeyPair, tx_bytes: bytes) -> str:
     return base64.b64encode(bytes([ED25519_FLAG]) + signature + key.public_key).decode()
 
 
+# --- what the node says, checked ------------------------------------------------------
+
+EVENT_PAGE_SIZE = 50  # the most a Sui GraphQL service serves per page of events
+MAX_EVENT_PAGES = 100_000  # a bound on a node whose pages never end
+DEFAULT_MULTI_GET_SIZE = 50
+
+# Our own documents rather than pysui's object commands: those crash on an id the node
+# does not know, and we need each object's Move type beside its BCS contents.
+OBJECTS_QUERY = """
+query WalnutObjects($keys: [ObjectKey!]!) {
+  multiGetObjects(keys: $keys) { address asMoveObject { contents { type { repr } bcs } } }
+}
+"""
+EVENTS_QUERY = """
+query WalnutEvents($type: String!, $first: Int!, $after: String) {
+  events(filter: {type: $type}, first: $first, after: $after) {
+    pageInfo { hasNextPage endCursor }
+    nodes { contents { type { repr } json } }
+  }
+}
+"""
+
+
+def struct_tag(move_type: object) -> tuple[str, str, str] | None:
+    """(package, module, name) of a non-generic Move struct type, None for anything else."""
+    if not isinstance(move_type, str) or "<" in move_type:
+        return None
+    parts = move_type.split("::")
+    if len(parts) != 3 or not all(parts):
+        return None
+    try:
+        return bcs.normalize_address(parts[0]), parts[1], parts[2]
+    except ValueError:
+        return None
+
+
+def _base64_or_empty(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return b""  # fails to decode as the struct, like any other garbled contents
+
+
+def _address_or_none(value: object) -> str | None:
+    try:
+        return bcs.normalize_address(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _batches(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 # --- the live ledger ------------------------------------------------------------------
 
 
 class SuiLedger(Ledger):
-    """The walnut package on a Sui network, through pysui's async client.
+    """The walnut package on a Sui network, through pysui's GraphQL client.
 
-    Every operation is one transaction signed by the given KeyPair (the Sui side
-    cannot act for a bare address). Tested only against a live node
-    (tests/test_sui_ledger.py, with $WALNUT_SUI_RPC_URL).
+    `rpc_url` is the network's GraphQL service, `package_id` the published walnut package
+    (its objects' types name it), `key` the wallet that signs when a caller names only
+    its address. Only objects whose Move type is exactly `<package_id>::channel::Channel`
+    or `<package_id>::registry::ProviderEntry` are read as channels or providers: anyone
+    can publish a look-alike struct in another package.
     """
 
     def __init__(
@@ -351,31 +418,58 @@ class SuiLedger(Ledger):
         rpc_url: str,
         package_id: str,
         *,
+        key: KeyPair | None = None,
         client: object | None = None,
         gas_budget: int = DEFAULT_GAS_BUDGET,
         clock: Callable[[], int] = now_ms,
     ) -> None:
+        if not rpc_url.startswith(("http://", "https://")):
+            raise LedgerError("E_INVALID_ARGUMENT", "the Sui RPC URL must be http(s)://...")
         self.rpc_url = rpc_url
         self.package_id = normalize(package_id)
+        self.key = key
         self.gas_budget = gas_budget
         self.clock = clock  # used only for display; the chain's Clock decides
         self._loop = asyncio.new_event_loop()
-        self._client = client if client is not None else self._run(_make_client(rpc_url))
+        self._config_dir: tempfile.TemporaryDirectory | None = None
+        if client is None:
+            self._config_dir = tempfile.TemporaryDirectory(prefix="walnut-pysui-")
+            client = _make_client(rpc_url, Path(self._config_dir.name))
+        self._client = client
 
     def close(self) -> None:
         closer = getattr(self._client, "close", None)
         if closer is not None:
             self._run(closer())
         self._loop.close()
+        if self._config_dir is not None:
+            self._config_dir.cleanup()
+
+    def __enter__(self) -> SuiLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _run(self, coro):
         return self._loop.run_until_complete(coro)
 
+    def move_type(self, module: str, name: str) -> str:
+        return f"{self.package_id}::{module}::{name}"
+
+    def _is_ours(self, move_type: object, module: str, name: str) -> bool:
+        return struct_tag(move_type) == (self.package_id, module, name)
+
+    def _signing_key(self, signer: Signer) -> KeyPair:
+        if isinstance(signer, KeyPair):
+            return signer
+        if self.key is not None and normalize(signer) == self.key.address:
+            return self.key
+        raise LedgerError("E_INVALID_ARGUMENT", "a Sui transaction needs that address's key")
+
     # --- transactions -------------------------------------------------------
-    def execute(self, key: Signer, calls: list[MoveCall]) -> dict:
-        if not isinstance(key, KeyPair):
-            raise LedgerError("E_INVALID_ARGUMENT", "a Sui transaction needs a KeyPair to sign")
-        return self._run(self._execute(key, calls))
+    def execute(self, signer: Signer, calls: list[MoveCall]) -> dict:
+        return self._run(self._execute(self._signing_key(signer), calls))
 
     async def _execute(self, key: KeyPair, calls: list[MoveCall]) -> dict:
         from pysui.sui.sui_bcs import bcs as sbcs
@@ -412,13 +506,92 @@ class SuiLedger(Ledger):
             raise abort_from_error(failure)
         return effects
 
-    async def _object_contents(self, object_id: str) -> bytes:
-        from pysui.sui.sui_common import sui_commands as cmd
+    # --- reads --------------------------------------------------------------------
+    async def _query(self, document: str, variables: dict) -> dict:
+        from gql import GraphQLRequest
 
-        result = await self._client.execute(command=cmd.GetObjectContent(object_id=object_id))
+        request = GraphQLRequest(document, variable_values=variables)
+        result = await self._client.execute_document_node(with_node=request)
         if not result.is_ok():
             raise LedgerError("E_NODE", str(result.result_string)[:300])
-        return _contents_bytes(result.result_data)
+        return _as_dict(result.result_data)
+
+    def _multi_get_size(self) -> int:
+        config = getattr(self._client, "rpc_config", None)
+        config = config() if callable(config) else config
+        size = getattr(getattr(config, "serviceConfig", None), "maxMultiGetSize", None)
+        return size if isinstance(size, int) and size > 0 else DEFAULT_MULTI_GET_SIZE
+
+    async def _contents_of_type(self, ids: list[str], module: str, name: str) -> dict[str, bytes]:
+        """BCS contents of those of `ids` that exist and are exactly this package's struct."""
+        found: dict[str, bytes] = {}
+        for batch in _batches(ids, self._multi_get_size()):
+            data = await self._query(OBJECTS_QUERY, {"keys": [{"address": i} for i in batch]})
+            for obj in data.get("multiGetObjects") or []:
+                obj = obj or {}
+                contents = (obj.get("asMoveObject") or {}).get("contents") or {}
+                address = _address_or_none(obj.get("address"))
+                move_type = (contents.get("type") or {}).get("repr")
+                ours = self._is_ours(move_type, module, name)
+                if ours and address in batch and isinstance(contents.get("bcs"), str):
+                    found[address] = _base64_or_empty(contents["bcs"])
+        return found
+
+    def get_channel(self, channel_id: str) -> Channel:
+        channel_id = normalize(channel_id)
+        contents = self._run(self._contents_of_type([channel_id], "channel", "Channel"))
+        channel = _decoded(decode_channel, contents.get(channel_id))
+        if channel is None or channel.channel_id != channel_id:
+            raise LedgerError(
+                "E_UNKNOWN_CHANNEL", f"{channel_id} is not a {self.move_type('channel', 'Channel')}"
+            )
+        return channel
+
+    def get_provider(self, provider_id: str) -> ProviderEntry:
+        entries = self._run(self._providers([normalize(provider_id)]))
+        if not entries:
+            wanted = self.move_type("registry", "ProviderEntry")
+            raise LedgerError("E_UNKNOWN_PROVIDER", f"{normalize(provider_id)} is not a {wanted}")
+        return entries[0]
+
+    async def _providers(self, ids: list[str]) -> list[ProviderEntry]:
+        contents = await self._contents_of_type(ids, "registry", "ProviderEntry")
+        entries = [_decoded(decode_provider, contents.get(i)) for i in ids]
+        return [e for e, i in zip(entries, ids, strict=True) if e and e.provider_id == i]
+
+    def list_providers(self, *, include_retired: bool = False) -> list[ProviderEntry]:
+        entries = self._run(self._providers(self._run(self._registered_ids())))
+        return [e for e in entries if include_retired or e.active]
+
+    async def _registered_ids(self) -> list[str]:
+        """Every provider id in this package's ProviderRegistered events, all pages of them.
+
+        Discovery is by event: there is no global registry object (see contracts/README).
+        """
+        event_type = self.move_type("registry", "ProviderRegistered")
+        ids: dict[str, None] = {}  # ordered, without repeats
+        cursor, seen = None, set()
+        for _ in range(MAX_EVENT_PAGES):
+            variables = {"type": event_type, "first": EVENT_PAGE_SIZE, "after": cursor}
+            events = (await self._query(EVENTS_QUERY, variables)).get("events") or {}
+            for node in events.get("nodes") or []:
+                contents = (node or {}).get("contents") or {}
+                move_type = (contents.get("type") or {}).get("repr")
+                fields = contents.get("json")
+                if self._is_ours(move_type, "registry", "ProviderRegistered") and isinstance(
+                    fields, dict
+                ):
+                    address = _address_or_none(fields.get("provider_id"))
+                    if address:
+                        ids[address] = None
+            page = events.get("pageInfo") or {}
+            if not page.get("hasNextPage"):
+                return list(ids)
+            cursor = page.get("endCursor")
+            if not isinstance(cursor, str) or cursor in seen:
+                raise LedgerError("E_NODE", "the node's pages of registry events do not advance")
+            seen.add(cursor)
+        raise LedgerError("E_NODE", f"more than {MAX_EVENT_PAGES} pages of registry events")
 
     # --- Ledger -----------------------------------------------------------------
     def balance(self, address: str) -> int:
@@ -460,31 +633,9 @@ class SuiLedger(Ledger):
         return self.get_provider(entry.provider_id)
 
     def retire_provider(self, owner, provider_id):
-        self.execute(owner, plan_retire(normalize(provider_id)))
-        return self.get_provider(provider_id)
-
-    def get_provider(self, provider_id: str) -> ProviderEntry:
-        return decode_provider(self._run(self._object_contents(normalize(provider_id))))
-
-    def list_providers(self, *, include_retired: bool = False) -> list[ProviderEntry]:
-        ids = self._run(self._registered_ids())
-        entries = [self.get_provider(i) for i in ids]
-        return [e for e in entries if include_retired or e.active]
-
-    async def _registered_ids(self) -> list[str]:
-        # Discovery is by event: there is no global registry object (see contracts/README).
-        event_type = f"{self.package_id}::registry::ProviderRegistered"
-        query = (
-            '{ events(filter: {type: "EVENT"}, first: 50) { nodes { contents { json } } } }'
-        ).replace("EVENT", event_type)
-        runner = getattr(self._client, "execute_query_string", None)
-        if runner is None:
-            raise LedgerError("E_UNSUPPORTED", "listing providers needs a GraphQL endpoint")
-        result = await runner(string=query)
-        if not result.is_ok():
-            raise LedgerError("E_NODE", str(result.result_string)[:300])
-        nodes = _as_dict(result.result_data).get("events", {}).get("nodes", [])
-        return [n["contents"]["json"]["provider_id"] for n in nodes]
+        entry = self.get_provider(provider_id)
+        self.execute(owner, plan_retire(entry.provider_id))
+        return self.get_provider(entry.provider_id)
 
     def open_channel(
         self, renter, provider, voucher_pubkey, deposit, price_per_second_mist, challenge_period_s
@@ -504,44 +655,53 @@ class SuiLedger(Ledger):
         effects = self.execute(renter, calls)
         return self.get_channel(_created_id(effects, "::channel::Channel"))
 
+    # Each channel operation reads the channel first, so a look-alike object of another
+    # package is refused before anything is signed.
     def top_up(self, renter, channel_id, amount):
         check_amount(amount)
-        self.execute(renter, plan_top_up(normalize(channel_id), amount))
-        return self.get_channel(channel_id)
-
-    def get_channel(self, channel_id: str) -> Channel:
-        return decode_channel(self._run(self._object_contents(normalize(channel_id))))
+        channel = self.get_channel(channel_id)
+        self.execute(renter, plan_top_up(channel.channel_id, amount))
+        return self.get_channel(channel.channel_id)
 
     def claim(self, provider, channel_id, amount, signature):
         check_amount(amount, what="voucher amount", allow_zero=True)
-        before = self.get_channel(channel_id).claimed
-        self.execute(provider, plan_claim(normalize(channel_id), amount, bytes(signature)))
-        return self.get_channel(channel_id).claimed - before
+        before = self.get_channel(channel_id)
+        self.execute(provider, plan_claim(before.channel_id, amount, bytes(signature)))
+        return self.get_channel(before.channel_id).claimed - before.claimed
 
     def provider_close(self, provider, channel_id):
-        self.execute(provider, plan_provider_close(normalize(channel_id)))
-        return self.get_channel(channel_id)
+        channel = self.get_channel(channel_id)
+        self.execute(provider, plan_provider_close(channel.channel_id))
+        return self.get_channel(channel.channel_id)
 
     def request_close(self, renter, channel_id):
-        self.execute(renter, plan_request_close(normalize(channel_id)))
-        return self.get_channel(channel_id)
+        channel = self.get_channel(channel_id)
+        self.execute(renter, plan_request_close(channel.channel_id))
+        return self.get_channel(channel.channel_id)
 
     def finalize_close(self, caller, channel_id):
-        self.execute(caller, plan_finalize_close(normalize(channel_id)))
-        return self.get_channel(channel_id)
+        channel = self.get_channel(channel_id)
+        self.execute(caller, plan_finalize_close(channel.channel_id))
+        return self.get_channel(channel.channel_id)
 
 
-async def _make_client(rpc_url: str):
-    """A pysui gRPC client for `rpc_url` with a throwaway configuration (keys stay ours)."""
-    import tempfile
-    from pathlib import Path
+def _decoded(decode: Callable[[bytes], object], contents: bytes | None):
+    """The decoded struct, or None where there is none or it does not decode."""
+    if contents is None:
+        return None
+    try:
+        return decode(contents)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
+
+def _make_client(rpc_url: str, config_dir: Path):
+    """pysui's GraphQL client for `rpc_url`, configured in `config_dir` (keys stay ours)."""
     from pysui import PysuiConfiguration, client_factory
     from pysui.sui.sui_common.config.confgroup import GroupProtocol, NetworkType
 
-    folder = Path(tempfile.mkdtemp(prefix="walnut-pysui-"))
     config = PysuiConfiguration.initialize_config(
-        in_folder=folder, init_groups=[{"name": "walnut", "make_active": True}]
+        in_folder=config_dir, init_groups=[{"name": "walnut", "make_active": True}]
     )
     config.new_profile(
         profile_name="walnut",
@@ -551,10 +711,13 @@ async def _make_client(rpc_url: str):
         in_group="walnut",
         persist=False,
     )
-    return client_factory(config, group_name="walnut", protocol=GroupProtocol.GRPC)
+    try:  # the client reads the service's schema and configuration here
+        return client_factory(config, group_name="walnut", protocol=GroupProtocol.GRAPHQL)
+    except Exception as exc:  # httpx, gql and pysui each raise their own kinds
+        raise LedgerError("E_NODE", f"no Sui GraphQL service at {rpc_url}: {exc}") from exc
 
 
-# --- result shapes (gRPC messages or GraphQL dicts) --------------------------------
+# --- result shapes (pysui's messages or GraphQL dicts) ------------------------------
 
 
 def _as_dict(data: object) -> dict:
@@ -575,23 +738,13 @@ def _find_failure(effects: dict) -> str | None:
 
 
 def _created_id(effects: dict, type_suffix: str) -> str:
+    # Which object is ours is checked by the read that follows (get_channel/get_provider).
     text = repr(effects)
     for match in re.finditer(r"0x[0-9a-f]{64}", text):
         tail = text[match.end() : match.end() + 400]
         if type_suffix in tail:
             return match.group(0)
     raise LedgerError("E_NODE", f"the transaction created no {type_suffix.lstrip(':')}")
-
-
-def _contents_bytes(data: object) -> bytes:
-    contents = getattr(data, "contents", None)
-    if contents is not None and getattr(contents, "value", None) is not None:
-        return bytes(contents.value)  # gRPC: Bcs message
-    found = _as_dict(data)
-    bcs_b64 = (found.get("object") or found).get("asMoveObject", {}).get("contents", {})
-    if "bcs" in bcs_b64:
-        return base64.b64decode(bcs_b64["bcs"])
-    raise LedgerError("E_NODE", "the node returned no object contents")
 
 
 def _total_balance(data: object) -> int:
