@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -66,7 +67,9 @@ class DockerNode:
                                 ledger=ledger)
             node.sessions.metering_interval_s = 0.5
             node.sessions.watch_interval_s = 0.5
-            return node, await node.start(host="127.0.0.1", port=0)
+            # every interface, as the provider guide recommends for a public node: the
+            # host-services test below must find the API listening on the bridge too
+            return node, await node.start(host="0.0.0.0", port=0)
 
         self.node, self.port = self.run(start())
         self.url = f"http://127.0.0.1:{self.port}"
@@ -84,14 +87,15 @@ class DockerNode:
 class Session:
     """One renter's running session with one kernel, driven from the node's loop."""
 
-    def __init__(self, node: DockerNode) -> None:
+    def __init__(self, node, image: str = "python") -> None:
+        """`node`: a DockerNode here, or a tests/stack.py StackNode (pinned TLS)."""
         self.node = node
         self.key = KeyPair.generate()
-        self.client = ProviderClient(node.url, self.key)
+        self.client = ProviderClient(getattr(node, "pinned_url", node.url), self.key)
         channel = open_channel(node.ledger, self.key, node, price=PRICE)
 
         async def start():
-            created = await self.client.create_session(image="python", channel_id=channel)
+            created = await self.client.create_session(image=image, channel_id=channel)
             await self.client.wait_running(created["id"], timeout=150)
             kernel = await self.client.gateway(created["id"], created["access_token"], "POST",
                                                "api/kernels", {"name": "python3"})
@@ -188,6 +192,10 @@ def test_cannot_reach_another_sessions_container(alice: Session, bob: Session) -
 def test_cannot_reach_provider_host_services(node: DockerNode, alice: Session,
                                              bob: Session) -> None:
     gateway = alice.bridge_gateway()
+    # control: the API does answer on the bridge address from the host, so a refusal from
+    # inside the session is the egress rules' doing, not a closed port
+    with socket.create_connection((gateway, node.port), timeout=5):
+        pass
     bob_host_port = int(bob.node.node.store.get(bob.id).gateway_url.rsplit(":", 1)[1])
     targets = {
         "provider API": (gateway, node.port),

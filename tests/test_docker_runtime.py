@@ -23,6 +23,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from jupyter_walnut.provider import image as image_mod
+from jupyter_walnut.provider.runtimes import egress
 from jupyter_walnut.provider.runtimes.base import RuntimeError_, RuntimeHandle, SessionSpec
 from jupyter_walnut.provider.runtimes.docker import (
     DockerRuntime,
@@ -339,7 +340,12 @@ async def test_stop_removes_container_network_and_volume(engine: Engine) -> None
     name = resource_name(spec.session_id)
     assert (await runtime.state(handle)).running
     assert engine.client.networks.list(names=[name])
-    assert engine.client.volumes.get(name)
+    volume = engine.client.volumes.get(name)
+    # the workspace is the session's own loop-mounted disk, and its egress chains are in place
+    assert volume.attrs["Options"]["type"] == "ext4"
+    assert volume.attrs["Options"]["device"].startswith("/dev/loop")
+    assert runtime.disks.image(name).exists()
+    assert set(egress.installed(spec.session_id)) == {"IN", "FWD"}
 
     await runtime.stop(handle)
     state = await runtime.state(handle)
@@ -349,6 +355,8 @@ async def test_stop_removes_container_network_and_volume(engine: Engine) -> None
     assert not [n for n in engine.client.networks.list(names=[name]) if n.name == name]
     assert not [v for v in engine.client.volumes.list(filters={"name": name}) if v.name == name]
     assert handle not in await runtime.adopt()
+    assert not runtime.disks.image(name).exists()
+    assert egress.installed(spec.session_id) == {}
     await runtime.stop(handle)  # idempotent
 
 
@@ -451,6 +459,13 @@ def test_gpus_are_requested_only_when_assigned() -> None:
     assert request["DeviceIDs"] == ["0", "2"]
     assert request["Capabilities"] == [["gpu"]]
     assert "CUDA_VISIBLE_DEVICES" not in with_gpus["environment"]  # the engine renumbers
+    assert with_gpus["environment"]["NVIDIA_VISIBLE_DEVICES"] == "0,2"
+    # a CPU session sees no GPU even when the image says NVIDIA_VISIBLE_DEVICES=all
+    assert cpu_only["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert cpu_only["environment"]["CUDA_VISIBLE_DEVICES"] == ""
+    spoofed = replace(spec, env={"NVIDIA_VISIBLE_DEVICES": "all"})
+    assert runtime._container_kwargs(spoofed, "x")["environment"]["NVIDIA_VISIBLE_DEVICES"] \
+        == "void"
 
 
 @pytest.mark.gpu

@@ -26,6 +26,8 @@ class SessionSpec:
     workspace: Path  # per-session writable directory on the provider's host
     max_kernels: int = 4
     pids_limit: int = 512
+    disk_mb: int = 10240  # the workspace and /tmp allowance (the process runtime cannot enforce)
+    egress: str = "internet"  # internet | offline (config.EGRESS; the process runtime cannot)
     env: dict[str, str] = field(default_factory=dict)
 
     def gateway_env(self, ip: str, port: int, home: str, runtime_dir: str,

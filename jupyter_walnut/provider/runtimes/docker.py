@@ -1,11 +1,14 @@
 """Session gateways as hardened Docker containers: the runtime for strangers' code.
 
-Each session gets its own bridge network (`walnut-<session>`), its own named volume for the
-workspace (/home/walnut/work), and one container running the gateway image as uid 1000 with
+Each session gets its own bridge network (`walnut-<session>`, Linux bridge `wn<hash>`) with
+the provider's egress policy on it (egress.py), its own named volume for the workspace
+(/home/walnut/work) on a loop-mounted ext4 image of the shape's disk allowance (disk.py), a
+/tmp tmpfs of at most that size, and one container running the gateway image as uid 1000 with
 every capability dropped, no-new-privileges, a read-only root fs, CPU/memory/pids limits and
-only the GPUs assigned to it. The gateway port is published on 127.0.0.1 only: the provider's
-proxy is the one way in. Labels (`walnut.managed`, `walnut.provider`, `walnut.session`) let a
-restarted provider find and adopt its running sessions.
+only the GPUs assigned to it (a CPU session sees none: NVIDIA_VISIBLE_DEVICES=void). The
+gateway port is published on 127.0.0.1 only: the provider's proxy is the one way in. Labels
+(`walnut.managed`, `walnut.provider`, `walnut.session`) let a restarted provider find and
+adopt its running sessions.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from . import egress
 from .base import (
     GATEWAY_CONTAINER_PORT,
     Runtime,
@@ -24,6 +30,7 @@ from .base import (
     RuntimeState,
     SessionSpec,
 )
+from .disk import WorkspaceDisks
 
 WORKSPACE = "/home/walnut/work"
 PORT_KEY = f"{GATEWAY_CONTAINER_PORT}/tcp"
@@ -87,6 +94,14 @@ def _is_connection_error(exc: Exception) -> bool:
     return isinstance(exc, requests.exceptions.ConnectionError | ConnectionError)
 
 
+def gpu_env(gpus: tuple[int, ...]) -> dict[str, str]:
+    """What the NVIDIA container runtime and CUDA read: exactly the session's GPUs, or none
+    (an image's own NVIDIA_VISIBLE_DEVICES=all must not hand a CPU session every GPU)."""
+    if gpus:
+        return {"NVIDIA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}
+    return {"NVIDIA_VISIBLE_DEVICES": "void", "CUDA_VISIBLE_DEVICES": ""}
+
+
 def _host_port(attrs: dict[str, Any]) -> int | None:
     bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(PORT_KEY) or []
     for binding in bindings:
@@ -99,14 +114,18 @@ class DockerRuntime(Runtime):
     name = "docker"
 
     def __init__(self, client=None, provider_id: str = "local", *,
-                 shm_size: str = "256m", tmp_size: str = "512m") -> None:
+                 shm_size: str = "256m", tmp_mb: int = 512, disk_dir: Path | None = None
+                 ) -> None:
         """`client`: a docker.DockerClient, or None to connect with `docker.from_env()` on
-        first use. `provider_id` tags every container so that only this provider adopts it."""
+        first use. `provider_id` tags every container so that only this provider adopts it.
+        `disk_dir` holds the sessions' workspace images (default: under the temp directory)."""
         self._client = client
         self._own_client = client is None
         self.provider_id = provider_id
         self.shm_size = shm_size
-        self.tmp_size = tmp_size
+        self.tmp_mb = tmp_mb
+        self.disks = WorkspaceDisks(disk_dir or Path(tempfile.gettempdir()) /
+                                    f"walnut-disks-{re.sub(r'[^a-zA-Z0-9_.-]', '-', provider_id)}")
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -145,7 +164,8 @@ class DockerRuntime(Runtime):
         env = spec.gateway_env(
             "0.0.0.0", GATEWAY_CONTAINER_PORT, home=WORKSPACE,
             runtime_dir="/tmp/jupyter-runtime",  # the root fs is read-only
-            WALNUT_SESSION_CGROUP="1")  # the container's cgroup is the session's own
+            WALNUT_SESSION_CGROUP="1",  # the container's cgroup is the session's own
+            **gpu_env(spec.gpus))
         kwargs: dict[str, Any] = dict(
             image=spec.image,
             name=name,
@@ -159,7 +179,7 @@ class DockerRuntime(Runtime):
             ports={PORT_KEY: ("127.0.0.1", None)},  # loopback only, a free host port
             volumes={name: {"bind": WORKSPACE, "mode": "rw"}},
             read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmp_size},mode=1777"},
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={min(self.tmp_mb, spec.disk_mb)}m,mode=1777"},
             shm_size=self.shm_size,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
@@ -184,8 +204,13 @@ class DockerRuntime(Runtime):
         name = resource_name(spec.session_id)
         labels = self._labels(spec.session_id)
         try:
-            client.networks.create(name, driver="bridge", labels=labels, check_duplicate=True)
-            client.volumes.create(name, labels=labels)
+            client.networks.create(name, driver="bridge", labels=labels, check_duplicate=True,
+                                   options={"com.docker.network.bridge.name":
+                                            egress.bridge_name(spec.session_id)})
+            egress.install(spec.session_id, spec.egress)  # before anything runs behind it
+            device = self.disks.create(name, spec.disk_mb)
+            client.volumes.create(name, labels=labels, driver="local", driver_opts={
+                "type": "ext4", "device": device, "o": "nosuid,nodev,discard"})
             container = client.containers.create(**self._container_kwargs(spec, name))
             container.start()
             container.reload()
@@ -239,6 +264,8 @@ class DockerRuntime(Runtime):
             client.volumes.get(name).remove(force=True)
         except docker.errors.NotFound:
             pass
+        self.disks.remove(name)
+        egress.remove(session_id)
 
     async def stop(self, handle: RuntimeHandle) -> None:
         await self._call(self._remove, handle.session_id, handle.ref)

@@ -2,6 +2,9 @@
 
 Each gateway runs in its own process group and working directory, with the resource limits
 that `setrlimit` can give. It is not a sandbox: use the Docker runtime for strangers' code.
+It cannot enforce a shape's disk allowance (`disk_mb`) or the egress policy: the workspace is
+a directory on the provider's disk and the gateway shares the host's network. It is the
+cheap development leg.
 """
 
 from __future__ import annotations
