@@ -18,6 +18,8 @@ from .settlement import SettlementPolicy
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+EGRESS = ("internet", "offline")  # what a session container may reach (see runtimes/egress.py)
+DEFAULT_DISK_MB = 10240
 
 
 class ConfigError(ValueError):
@@ -33,6 +35,7 @@ class Shape:
     cpus: float
     memory_mb: int
     price_mist_per_second: int
+    disk_mb: int = 10240  # the session's workspace (Docker: a loop-mounted ext4 of this size)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class ProviderConfig:
     tls_key: str = "tls/key.pem"
     ledger: str = "local"  # local | sui (the Sui ledger is configured in [ledger])
     ledger_path: str | None = None  # local ledger file; default: the shared Walnut ledger
+    egress: str = "internet"  # internet (no host, LAN or metadata addresses) | offline
     settlement: SettlementPolicy = field(default_factory=SettlementPolicy)
 
     def shape(self, name: str) -> Shape | None:
@@ -146,7 +150,8 @@ def _list(data: dict, key: str, where: str) -> list:
 def _shape(data: Any, where: str) -> Shape:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: must be a table")
-    _unknown(data, {"name", "gpus", "cpus", "memory_mb", "price_mist_per_second"}, where + ".")
+    _unknown(data, {"name", "gpus", "cpus", "memory_mb", "price_mist_per_second", "disk_mb"},
+             where + ".")
     w = where + "."
     cpus = data.get("cpus")
     if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0 < cpus <= 1024:
@@ -160,6 +165,7 @@ def _shape(data: Any, where: str) -> Shape:
         cpus=float(cpus),
         memory_mb=_int(data, "memory_mb", w, minimum=64),
         price_mist_per_second=_int(data, "price_mist_per_second", w),
+        disk_mb=_int(data, "disk_mb", w, default=DEFAULT_DISK_MB, minimum=64),
     )
 
 
@@ -182,7 +188,7 @@ def _window(data: Any, where: str) -> Window:
 
 def parse_config(data: dict) -> ProviderConfig:
     _unknown(data, {"provider", "shapes", "images", "availability", "limits", "ledger",
-                    "settlement", "tls"}, "")
+                    "settlement", "tls", "network"}, "")
     prov = _table(data, "provider", "")
     _unknown(prov, {"name", "endpoint", "region", "listen_host", "listen_port", "runtime"},
              "provider.")
@@ -225,6 +231,8 @@ def parse_config(data: dict) -> ProviderConfig:
     _unknown(tls, {"mode", "cert", "key"}, "tls.")
     tls_mode = _str(tls, "mode", "tls.", default="self-signed",
                     choices=("self-signed", "files", "off"))
+    network = _table(data, "network", "")
+    _unknown(network, {"egress"}, "network.")
     ledger = _table(data, "ledger", "")
     _unknown(ledger, {"kind", "path"}, "ledger.")
     settle = _table(data, "settlement", "")
@@ -264,6 +272,7 @@ def parse_config(data: dict) -> ProviderConfig:
         tls_key=_str(tls, "key", "tls.", default="tls/key.pem"),
         ledger=_str(ledger, "kind", "ledger.", default="local", choices=("local",)),
         ledger_path=_str(ledger, "path", "ledger.", default=None) if "path" in ledger else None,
+        egress=_str(network, "egress", "network.", default="internet", choices=EGRESS),
         settlement=policy,
     )
 
@@ -300,6 +309,7 @@ def default_config_text(name: str, gpu_count: int, cpu_count: int, memory_mb: in
         f"cpus = {cpus_small}",
         f"memory_mb = {max(512, min(2048, memory_mb // 4))}",
         "price_mist_per_second = 2000  # 0.0072 SUI per hour",
+        "disk_mb = 10240  # workspace allowance; writing past it fails inside the session",
     ]
     if gpu_count:
         lines += [
@@ -327,6 +337,11 @@ def default_config_text(name: str, gpu_count: int, cpu_count: int, memory_mb: in
         '# days = ["mon", "tue", "wed", "thu", "fri"]',
         '# start = "19:00"',
         '# end = "24:00"',
+        "",
+        "[network]",
+        '# what session containers may reach: "internet" (not this host, the LAN, cloud',
+        '# metadata or other private ranges) or "offline" (nothing)',
+        'egress = "internet"',
         "",
         "[tls]",
         'mode = "self-signed"  # self-signed (made by init) | files (your CA cert) | off',

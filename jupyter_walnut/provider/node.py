@@ -15,6 +15,7 @@ from ..ledger import Ledger, LocalLedger, default_ledger_path
 from ..signed_requests import RequestVerifier
 from .config import ProviderConfig
 from .hardware import Hardware, detect
+from .links import LinkTable
 from .metrics import ProviderMetrics
 from .runtimes import Runtime
 from .sessions import SessionManager
@@ -34,7 +35,8 @@ def choose_runtime(config: ProviderConfig, state_dir: Path, provider_id: str
 
         ok, reason = docker_available()
         if ok:
-            return DockerRuntime(provider_id=provider_id), "Docker engine found"
+            return DockerRuntime(provider_id=provider_id, disk_dir=state_dir / "disks"), \
+                "Docker engine found"
         if config.runtime == "docker":
             raise SystemExit(f"walnut-provider: runtime is 'docker' but {reason}")
         why = f"no Docker engine ({reason}); using local processes"
@@ -72,7 +74,7 @@ class ProviderNode:
         self.server: HTTPServer | None = None
         self._loops: asyncio.Task | None = None
         self._stopped = False
-        self.links: dict = {}  # resumable kernel links by session/kernel/link id
+        self.links = LinkTable()  # resumable kernel links by session/kernel/link id, capped
         self.link_grace_s = 120.0  # how long a link waits for its renter to come back
 
     def hardware(self) -> Hardware:
@@ -115,7 +117,7 @@ class ProviderNode:
             "shapes": [
                 {"name": s.name, "gpus": s.gpus, "cpus": s.cpus, "memory_mb": s.memory_mb,
                  "price_mist_per_second": s.price_mist_per_second,
-                 "price_mist_per_hour": s.price_mist_per_second * 3600,
+                 "price_mist_per_hour": s.price_mist_per_second * 3600, "disk_mb": s.disk_mb,
                  "gpu_model": hw.gpus[0].model if s.gpus and hw.gpus else None,
                  "gpu_memory_mb": hw.gpus[0].memory_mb if s.gpus and hw.gpus else None,
                  "available": s.name in cap["shapes_available"]}
@@ -124,6 +126,7 @@ class ProviderNode:
             "images": [{"name": i.name, "description": i.description}
                        for i in self.config.images],
             "max_session_seconds": self.config.availability.max_session_seconds,
+            "egress": self.config.egress,
             "settlement": {
                 "ledger": self.config.ledger,
                 "min_prepaid_seconds": self.config.settlement.min_prepaid_seconds,

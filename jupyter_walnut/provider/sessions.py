@@ -265,6 +265,7 @@ class SessionManager:
             memory_mb=rec.memory_mb,
             gateway_token=rec.gateway_token,
             workspace=self.state_dir / "sessions" / rec.id / "workspace",
+            disk_mb=self.config.shape(rec.shape).disk_mb, egress=self.config.egress,
             # what a notebook may read about its own session (no secrets)
             env={"WALNUT_PRICE_MIST_PER_SECOND": str(rec.price_mist_per_second),
                  "WALNUT_SHAPE": rec.shape, "WALNUT_NODE": self.config.name},
