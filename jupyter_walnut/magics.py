@@ -24,6 +24,7 @@ from traitlets.config import Configurable
 from .jobs import loop
 from .jobs.tables import Table, mist
 from .jobs.transfer import SERIALIZERS
+from .kernel.output_policy import sanitize
 
 HELP = """\
 Walnut: rent remote kernels by the second, from code.
@@ -107,7 +108,9 @@ def _parsers() -> dict[str, _Parser]:
     ru.add_argument("--budget", type=int, metavar="MIST", help="budget of a new session")
     ru.add_argument("--push", help="local variables to send first, comma-separated")
     ru.add_argument("--pull", help="remote variables to bring back after, comma-separated")
-    ru.add_argument("--serializer", choices=SERIALIZERS, help="how variables move")
+    ru.add_argument("--serializer", choices=SERIALIZERS,
+                    help="data (default): pulls never unpickle; pickle or cloudpickle: unpickle "
+                         "pulls, which lets the provider run code here (trusted providers only)")
     ru.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
     ru.add_argument("--provider", action="append", default=[], metavar="URL")
     ru.add_argument("-v", "--verbose", action="store_true", help="print transfer timings")
@@ -229,8 +232,10 @@ class WalnutMagics(Magics, Configurable):
                      help="Provider URLs to offer (also $WALNUT_PROVIDERS, comma-separated).")
     max_transfer_mb = Int(200, config=True,
                           help="Largest single variable %%walnut run moves, in MB.")
-    serializer = Enum(list(SERIALIZERS), "auto", config=True,
-                      help="auto: cloudpickle when installed, else pickle.")
+    serializer = Enum(list(SERIALIZERS), "data", config=True,
+                      help="data: pulls accept plain values, NumPy arrays and pandas objects "
+                           "only, never a pickle; pickle/cloudpickle let the provider's kernel "
+                           "run code here (an opt-in that warns).")
     default_max_seconds = Int(3600, config=True,
                               help="Longest a session launched without a budget may run.")
     kernel_timeout = Float(60.0, config=True,
@@ -436,9 +441,8 @@ class WalnutMagics(Magics, Configurable):
         if kernel is not None and kernel.connected:
             return kernel
         client = self.manager.client(session.provider_url)
-        if kernel is None:
-            kernel = RemoteKernel(client.gateway_base(session.id),
-                                  client.gateway_headers(session.access_token),
+        if kernel is None:  # through the provider client: its pinned TLS, its proxy
+            kernel = RemoteKernel(client.session_gateway(session.id, session.access_token),
                                   timeout=self.kernel_timeout)
             await kernel.start()
             await setup(kernel)
@@ -457,6 +461,8 @@ class WalnutMagics(Magics, Configurable):
             raise UsageError(f"walnut run: cannot push {missing[0]!r}: not defined here")
         session = self._session_for_run(args)
         serializer = args.serializer or self.serializer
+        if pull and serializer != "data":
+            print(transfer.unsafe_pull_warning(serializer), file=sys.stderr)
         limit = self.max_transfer_mb * 1_000_000
         events = Events()
         timings: dict[str, float] = {}
@@ -550,9 +556,12 @@ def _split_frac(text: str) -> tuple[str, float | None]:
 
 
 def _show_output(m: dict) -> None:
+    """Re-display a remote kernel's output here, made inert first: the renter's JupyterLab
+    trusts what this local kernel publishes (the same policy as the kernel bridge)."""
     from IPython.display import clear_output, publish_display_data
 
-    kind, content = m["header"]["msg_type"], m["content"]
+    kind = m["header"]["msg_type"]
+    content = sanitize(kind, m["content"])
     if kind == "stream":
         stream = sys.stdout if content["name"] == "stdout" else sys.stderr
         stream.write(content["text"])

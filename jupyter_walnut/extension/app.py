@@ -38,6 +38,13 @@ class WalnutApp(ExtensionApp):
              "also how long a vanished provider's deposit stays locked.")
     tcp_nodelay = Bool(True, config=True,
                        help="Turn Nagle's algorithm off on every kernel websocket of the server.")
+    trusted_output_providers = List(
+        Unicode(), config=True,
+        help="DANGEROUS. Provider URLs (as in `providers`, with or without the #sha256= pin) "
+             "whose kernel outputs reach your browser unfiltered: their HTML, JavaScript and "
+             "custom renderers run in JupyterLab as you, with your server's API (files, "
+             "terminals, other kernels). By default every Walnut kernel's outputs are reduced "
+             "to passive content; trust only a provider you run yourself.")
 
     @default("providers")
     def _default_providers(self) -> list[str]:
@@ -57,6 +64,8 @@ class WalnutApp(ExtensionApp):
         self.manager = RenterManager(Path(self.walnut_home), self.providers, ledger=ledger,
                                      challenge_period_s=self.challenge_period)
         self.manager.poll_interval_s = self.poll_interval
+        self.manager.trusted_output_providers = {u.rstrip("/") for u in
+                                                 self.trusted_output_providers}
         self.manager.make_current()
         self.manager.restore_kernelspecs()
         self.settings["walnut_manager"] = self.manager

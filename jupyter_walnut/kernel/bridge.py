@@ -6,12 +6,17 @@ websocket (through the provider's proxy) and routes the replies back to the clie
 asked. The websocket is a resumable link (`walnut.resume.v1`, see provider/links.py):
 frames are numbered and kept until acknowledged, so a dropped connection is reconnected
 and both sides replay what the other missed, losing and duplicating nothing.
+
+Every message from the provider passes the output policy (output_policy.py) before it
+reaches a local socket: outputs become passive content unless the renter trusts the provider.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import hmac
 import json
 import logging
 import secrets
@@ -24,6 +29,7 @@ import zmq
 import zmq.asyncio
 from tornado.websocket import WebSocketClientConnection
 
+from .output_policy import POLICY_TYPES, OutputPolicy
 from .wire import DELIM, from_ws_v1, sign, split_zmq, to_ws_v1
 
 SEQ = struct.Struct(">Q")
@@ -49,12 +55,15 @@ class KernelBridge:
         *,
         ip: str = "127.0.0.1",
         reconnect_timeout: float = 60.0,
+        trust_outputs: bool = False,
     ) -> None:
         self._connect = connect
         self._on_shutdown_request = on_shutdown_request
         self._is_session_alive = is_session_alive
         self.ip = ip
         self.reconnect_timeout = reconnect_timeout
+        # the provider's outputs are made inert unless the renter chose to trust them
+        self.policy: OutputPolicy | None = None if trust_outputs else OutputPolicy()
         self.key = secrets.token_hex(32).encode()
         self.ws_session = uuid.uuid4().hex  # stable across reconnects: the gateway replays
         self.ctx = zmq.asyncio.Context()
@@ -235,21 +244,50 @@ class KernelBridge:
                 self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY_S, self._ack)
 
     def _deliver(self, channel: str, parts: list[bytes]) -> None:
+        if len(parts) < 4:
+            return  # not a Jupyter message: no client could read it
+        try:
+            header = json.loads(parts[0])
+            msg_type = header.get("msg_type")
+        except (ValueError, AttributeError, RecursionError):
+            return  # a header no client could classify is never relayed
+        if self.policy is not None:
+            cleaned = self._apply_policy(msg_type, parts)
+            if cleaned is None:
+                return
+            parts = cleaned
         signature = sign(self.key, parts)
         if channel == "iopub":
             self.sockets["iopub"].send_multipart([DELIM, signature, *parts], copy=False)
             return
-        if channel not in ROUTED or len(parts) < 4:
+        if channel not in ROUTED:
             return
-        parent_id = json.loads(parts[1] or b"{}").get("msg_id", "")
+        try:
+            parent_id = json.loads(parts[1] or b"{}").get("msg_id", "")
+        except (ValueError, AttributeError, RecursionError):
+            return
         idents = self._routes.get(parent_id)
         if idents is None:
             return  # a reply to a request this bridge never sent (e.g. the gateway's own)
-        if channel == "shell":
-            msg_type = json.loads(parts[0]).get("msg_type", "")
-            if msg_type == "execute_reply":
-                self._executing.pop(parent_id, None)
+        if channel == "shell" and msg_type == "execute_reply":
+            self._executing.pop(parent_id, None)
         self.sockets[channel].send_multipart([*idents, DELIM, signature, *parts], copy=False)
+
+    def _apply_policy(self, msg_type: object, parts: list[bytes]) -> list[bytes] | None:
+        """The message with only passive output (output_policy), None to drop it. Content
+        is parsed only for the types the policy reads and re-encoded only if it changed."""
+        if not isinstance(msg_type, str):
+            return None
+        if msg_type not in POLICY_TYPES and msg_type != "comm_close":
+            return parts  # streams, status, errors...: relayed byte for byte
+        try:
+            content = json.loads(parts[3].decode("utf-8"))  # strict, as the clients decode
+        except (ValueError, RecursionError):
+            return None
+        cleaned = self.policy.sanitize(msg_type, content)
+        if cleaned is content:
+            return parts
+        return [parts[0], parts[1], parts[2], json.dumps(cleaned).encode(), *parts[4:]]
 
     async def _reconnect(self) -> bool:
         loop = asyncio.get_running_loop()
@@ -350,12 +388,8 @@ class KernelBridge:
 
 
 def _digest_eq(a: bytes, b: bytes) -> bool:
-    import hmac
-
     return hmac.compare_digest(a, b)
 
 
 def _now_iso() -> str:
-    import datetime as dt
-
     return dt.datetime.now(dt.UTC).isoformat()

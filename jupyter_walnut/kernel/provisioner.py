@@ -104,8 +104,14 @@ class WalnutProvisioner(KernelProvisionerBase):
         async def alive() -> tuple[bool, str]:
             return await self.renter.session_alive(self.walnut_session)
 
+        trusted = self._trusts_outputs(session)
+        if trusted:
+            self.log.warning("walnut kernel on session %s: outputs of %s are trusted "
+                             "(WalnutApp.trusted_output_providers)", session.id,
+                             session.provider_url)
         self.bridge = KernelBridge(connect, self._remote_shutdown, alive,
-                                   reconnect_timeout=self.reconnect_timeout)
+                                   reconnect_timeout=self.reconnect_timeout,
+                                   trust_outputs=trusted)
         self.bridge.on_dead = self._on_dead
         self._dead = asyncio.Event()
         self._exit_code = None
@@ -121,6 +127,12 @@ class WalnutProvisioner(KernelProvisionerBase):
         self.log.info("walnut kernel %s on session %s", self.remote_kernel_id,
                       self.walnut_session)
         return self.bridge.connection_info()
+
+    def _trusts_outputs(self, session) -> bool:
+        """Whether the renter opted in to this provider's raw outputs (off by default)."""
+        trusted = self.renter.trusted_output_providers
+        url = session.provider_url.rstrip("/")
+        return url in trusted or url.split("#", 1)[0].rstrip("/") in trusted
 
     async def _existing_remote_kernel(self, session) -> str | None:
         """After a server restart, this kernel id may already have a live remote kernel:

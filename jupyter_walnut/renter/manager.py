@@ -15,6 +15,7 @@ from ..keys import KeyPair
 from ..ledger import Ledger, LocalLedger, default_ledger_path
 from ..provider_client import ProviderAPIError, ProviderClient
 from ..sqlite_store import StorageError
+from ..tls import TLSError
 from .kernelspecs import remove_kernelspec, write_kernelspec
 from .payments import PaymentError, RenterPayments
 from .store import ACTIVE, RenterSession, RenterStore
@@ -60,6 +61,7 @@ class RenterManager:
         self.unreachable_timeout_s = 300.0  # then a silent provider's session counts as ended
         self._poller: asyncio.Task | None = None
         self.poll_interval_s = 2.0
+        self.trusted_output_providers: set[str] = set()  # WalnutApp.trusted_output_providers
 
     # --- the process-wide instance (the provisioner finds the server's manager here) -----
 
@@ -101,14 +103,16 @@ class RenterManager:
     # --- offers --------------------------------------------------------------------------
 
     async def offers(self) -> list[dict]:
-        """One row per provider shape, with the provider's live status and latency."""
+        """One row per provider shape, with the provider's live status and latency; a
+        provider that cannot be reached or answers nonsense is one unhealthy row saying why
+        (its status is schema-checked by ProviderClient), and the others are listed as ever."""
 
         async def probe(url: str) -> dict:
             t0 = time.perf_counter()
             try:
                 status = await asyncio.wait_for(self.client(url).status(), 10)
-            except (TimeoutError, ProviderAPIError, OSError) as exc:
-                return {"url": url, "error": str(exc) or "timed out"}
+            except (TimeoutError, ProviderAPIError, OSError, TLSError, ValueError) as exc:
+                return {"url": url, "error": (str(exc) or "timed out")[:500]}
             return {"url": url, "status": status,
                     "latency_ms": round((time.perf_counter() - t0) * 1000, 1)}
 
@@ -259,6 +263,13 @@ class RenterManager:
             raise RenterError(exc.status, exc.message) from exc
         self.store.update(s.id, budget_mist=s.budget_mist + amount_mist,
                           extra={**s.extra, "deposit_mist": channel.deposited})
+        try:  # the provider checks the ledger itself; this only saves it the wait
+            remote = await self.client(s.provider_url).top_up_session(s.id)
+        except ProviderAPIError as exc:
+            log.warning("provider not told of the top-up of %s (it reads the ledger on its "
+                        "own): %s", s.id, exc.message)
+        else:
+            self.store.update(s.id, max_seconds=remote["max_seconds"])
         return self.get(session_id)
 
     async def pay(self, s: RenterSession, provider_cost_mist: int) -> None:
