@@ -1,18 +1,22 @@
 """Renter-signed HTTP requests.
 
-Every call a renter makes to a provider's API carries four headers:
+Every call a renter makes to a provider's API carries five headers:
 
     X-Walnut-Public-Key   hex of the renter's 32-byte Ed25519 public key
     X-Walnut-Timestamp    integer Unix seconds when the request was signed
     X-Walnut-Nonce        32 hex characters, fresh per request
+    X-Walnut-Audience     the provider the request is for (below)
     X-Walnut-Signature    hex Ed25519 signature over the canonical bytes below
 
-    b"walnut-request-v1\n" METHOD "\n" PATH_AND_QUERY "\n" TIMESTAMP "\n" NONCE "\n"
-    SHA256_HEX(BODY)
+    b"walnut-request-v2\n" METHOD "\n" PATH_AND_QUERY "\n" TIMESTAMP "\n" NONCE "\n"
+    AUDIENCE "\n" SHA256_HEX(BODY)
 
 The provider refuses a request outside its timestamp window or whose nonce it has already
-seen inside that window, so a captured request cannot be replayed.  The renter's identity is
-the Sui address of the public key.
+seen inside that window, so a captured request cannot be replayed to it.  The audience stops
+a provider from replaying a request it received to another provider: over HTTPS it is the
+SHA-256 fingerprint of the pinned certificate the renter connected to (a provider cannot
+present another's certificate), on plain HTTP (loopback only) the provider address from its
+status.  The renter's identity is the Sui address of the public key.
 """
 
 from __future__ import annotations
@@ -26,40 +30,48 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from .keys import KeyPair, sui_address, verify
+from .numbers import NumberError, parse_int
 
-DOMAIN = b"walnut-request-v1"
+DOMAIN = b"walnut-request-v2"
 HEADER_KEY = "X-Walnut-Public-Key"
 HEADER_TS = "X-Walnut-Timestamp"
 HEADER_NONCE = "X-Walnut-Nonce"
+HEADER_AUDIENCE = "X-Walnut-Audience"
 HEADER_SIG = "X-Walnut-Signature"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX128 = re.compile(r"^[0-9a-f]{128}$")
 _NONCE = re.compile(r"^[0-9a-f]{32}$")
+_AUDIENCE = re.compile(r"^[0-9a-zA-Z]{1,80}$")  # a fingerprint or a 0x address
 
 
 class SignatureError(Exception):
     """A signed request was refused; the message says why, without secrets."""
 
 
-def canonical_bytes(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+def canonical_bytes(method: str, path: str, timestamp: str, nonce: str, body: bytes,
+                    audience: str = "") -> bytes:
     body_hash = hashlib.sha256(body or b"").hexdigest()
     return b"\n".join(
         [DOMAIN, method.upper().encode(), path.encode(), timestamp.encode(), nonce.encode(),
-         body_hash.encode()]
+         audience.encode(), body_hash.encode()]
     )
 
 
 def sign_request(
-    key: KeyPair, method: str, path: str, body: bytes = b"", *, now: float | None = None
+    key: KeyPair, method: str, path: str, body: bytes = b"", *, audience: str = "",
+    now: float | None = None,
 ) -> dict[str, str]:
-    """The headers that authenticate one request (`path` includes any query string)."""
+    """The headers that authenticate one request (`path` includes any query string) to the
+    provider named by `audience` (its pinned certificate fingerprint, or its address)."""
     timestamp = str(int(time.time() if now is None else now))
     nonce = secrets.token_hex(16)
-    signature = key.sign(canonical_bytes(method, path, timestamp, nonce, body))
+    audience = audience.lower()
+    signature = key.sign(canonical_bytes(method, path, timestamp, nonce, body, audience))
     return {
         HEADER_KEY: key.public_key.hex(),
         HEADER_TS: timestamp,
         HEADER_NONCE: nonce,
+        HEADER_AUDIENCE: audience,
         HEADER_SIG: signature.hex(),
     }
 
@@ -95,9 +107,12 @@ class RequestVerifier:
 
     def verify(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes,
-        *, now: float | None = None,
+        *, audience: str | None = None, now: float | None = None,
     ) -> str:
-        """The renter's Sui address, or SignatureError saying what is wrong."""
+        """The renter's Sui address, or SignatureError saying what is wrong.
+
+        `audience`: this provider's own; a request signed for another one is refused.
+        None skips that check (for callers that verify the signature alone)."""
         now = time.time() if now is None else now
         required = (HEADER_KEY, HEADER_TS, HEADER_NONCE, HEADER_SIG)
         missing = [h for h in required if not headers.get(h)]
@@ -107,19 +122,29 @@ class RequestVerifier:
         timestamp = headers[HEADER_TS].strip()
         nonce = headers[HEADER_NONCE].strip().lower()
         signature = headers[HEADER_SIG].strip().lower()
+        named = (headers.get(HEADER_AUDIENCE) or "").strip().lower()
         if not _HEX64.match(public_key):
             raise SignatureError(f"{HEADER_KEY} must be 64 hex characters")
-        if not timestamp.isdigit() or len(timestamp) > 12:
-            raise SignatureError(f"{HEADER_TS} must be integer Unix seconds")
+        try:
+            signed_at = parse_int(timestamp, HEADER_TS, maximum=10**12)
+        except NumberError as exc:
+            raise SignatureError(f"{HEADER_TS} must be integer Unix seconds") from exc
         if not _NONCE.match(nonce):
             raise SignatureError(f"{HEADER_NONCE} must be 32 hex characters")
         if not _HEX128.match(signature):
             raise SignatureError(f"{HEADER_SIG} must be 128 hex characters")
-        if abs(now - int(timestamp)) > self.window_s:
+        if named and not _AUDIENCE.match(named):
+            raise SignatureError(f"{HEADER_AUDIENCE} must be a certificate fingerprint or an "
+                                 "address")
+        if audience is not None and named != audience.lower():
+            raise SignatureError(
+                f"request signed for another provider ({HEADER_AUDIENCE} "
+                f"{named[:18] or 'missing'}...), not this one ({audience.lower()[:18]}...)")
+        if abs(now - signed_at) > self.window_s:
             raise SignatureError(
                 f"request timestamp is outside the {self.window_s}s window (check your clock)"
             )
-        message = canonical_bytes(method, path, timestamp, nonce, body)
+        message = canonical_bytes(method, path, timestamp, nonce, body, named)
         pk = bytes.fromhex(public_key)
         if not verify(pk, bytes.fromhex(signature), message):
             raise SignatureError("bad request signature")

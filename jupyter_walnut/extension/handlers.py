@@ -8,6 +8,7 @@ from typing import Any
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
+from ..numbers import MAX_SECONDS, U64_MAX, NumberError, loads_json, optional_int
 from ..provider_client import ProviderAPIError
 from ..renter.manager import RenterError, RenterManager
 from ..renter.store import ACTIVE
@@ -23,6 +24,8 @@ class WalnutHandler(APIHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, RenterError | StorageError):
             status, message = exc.status, exc.message
+        elif isinstance(exc, NumberError):
+            status, message = 400, exc.message
         elif isinstance(exc, ProviderAPIError):
             status = exc.status if 400 <= exc.status < 500 else 502
             message = exc.message
@@ -35,28 +38,24 @@ class WalnutHandler(APIHandler):
         self.finish(json.dumps({"message": message, "status": status}))
 
     def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, RenterError | ProviderAPIError | StorageError):
+        if isinstance(value, RenterError | ProviderAPIError | StorageError | NumberError):
             self.log.warning("%s %s: %s", self.request.method, self.request.path, value)
             return  # expected failures, already answered in words: no traceback
         super().log_exception(typ, value, tb)
 
     def body(self) -> dict:
         try:
-            data = json.loads(self.request.body or b"{}")
-        except ValueError as exc:
+            data = loads_json(self.request.body or b"{}")
+        except (ValueError, RecursionError) as exc:
             raise RenterError(400, "request body is not valid JSON") from exc
         if not isinstance(data, dict):
             raise RenterError(400, "request body must be a JSON object")
         return data
 
 
-def _int_field(data: dict, key: str) -> int | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise RenterError(400, f"{key} must be a positive integer")
-    return value
+def positive_int(data: dict, key: str, maximum: int = U64_MAX) -> int | None:
+    """An optional count or amount of the request body (None when absent)."""
+    return optional_int(data, key, minimum=1, maximum=maximum)
 
 
 def _str_field(data: dict, key: str, required: bool = True, default: str | None = None) -> str:
@@ -90,8 +89,8 @@ class SessionsHandler(WalnutHandler):
             provider_url=_str_field(data, "provider_url"),
             shape=_str_field(data, "shape"),
             image=_str_field(data, "image", default="python"),
-            max_seconds=_int_field(data, "max_seconds"),
-            budget_mist=_int_field(data, "budget_mist"),
+            max_seconds=positive_int(data, "max_seconds", MAX_SECONDS),
+            budget_mist=positive_int(data, "budget_mist"),
         )
         self.set_status(201)
         self.finish(json.dumps(session.public()))
@@ -137,7 +136,7 @@ class FundHandler(WalnutHandler):
 
     @web.authenticated
     async def post(self) -> None:
-        amount = _int_field(self.body(), "amount_mist")
+        amount = positive_int(self.body(), "amount_mist")
         if amount is None:
             raise RenterError(400, "amount_mist is required")
         if self.walnut.network != "local":
@@ -155,7 +154,7 @@ class FundHandler(WalnutHandler):
 class TopUpHandler(WalnutHandler):
     @web.authenticated
     async def post(self, session_id: str) -> None:
-        amount = _int_field(self.body(), "amount_mist")
+        amount = positive_int(self.body(), "amount_mist")
         if amount is None:
             raise RenterError(400, "amount_mist is required")
         session = await self.walnut.top_up(session_id, amount)

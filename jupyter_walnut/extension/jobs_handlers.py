@@ -24,6 +24,7 @@ from tornado import web
 
 from ..jobs.manager import JobError, JobManager
 from ..jobs.offers import OfferError
+from ..numbers import NumberError, optional_int, parse_int
 from ..renter.manager import RenterError
 from .handlers import WalnutHandler
 
@@ -73,11 +74,15 @@ class JobsHandler(JobsBase):
             raise RenterError(400, "files must be a list of paths")
         try:
             job = self.jobs.create(
-                self.local_path(data.get("path")), budget_mist=data.get("budget_mist"),
+                self.local_path(data.get("path")),
+                budget_mist=parse_int(data.get("budget_mist"), "budget_mist", minimum=1),
                 files=[self.local_path(f) for f in files],
                 parameters=data.get("parameters") or None, offer=data.get("offer"),
-                max_retries=int(data.get("max_retries", 2)),
-                redundancy=int(data.get("redundancy", 1)), name=data.get("name"))
+                max_retries=optional_int(data, "max_retries", 2, maximum=100),
+                redundancy=optional_int(data, "redundancy", 1, minimum=1, maximum=2),
+                name=data.get("name"))
+        except NumberError:
+            raise  # answered as a 400 naming the field
         except (JobError, ValueError, TypeError) as exc:
             raise RenterError(400, str(exc)) from exc
         job = await self.guarded(self.jobs.start(job["id"]))

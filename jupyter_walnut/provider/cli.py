@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from ..keys import KeyError_, KeyPair
+from ..numbers import cli_int
 from ..tls import fingerprint, generate_self_signed, server_context
 from .config import ConfigError, default_config_text, load_config
 from .hardware import detect
@@ -216,11 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("init", help="create the provider identity and config")
     p.add_argument("--name", help="node name (default: host name)")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=cli_int("--port", maximum=65535), default=8765)
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("serve", help="run the provider service")
     p.add_argument("--host")
-    p.add_argument("--port", type=int, help="listen port (0: any free port)")
+    p.add_argument("--port", type=cli_int("--port", maximum=65535),
+                   help="listen port (0: any free port)")
     p.add_argument("--runtime", choices=("auto", "docker", "process"),
                    help="override the config's runtime")
     p.add_argument("--port-file", help="write the bound port to this file")

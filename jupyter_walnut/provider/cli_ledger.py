@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..keys import KeyPair
 from ..ledger import LocalLedger, Voucher, format_sui
+from ..numbers import cli_int
 
 
 def add_ledger_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +33,8 @@ def add_ledger_commands(subparsers: argparse._SubParsersAction) -> None:
     tls.add_argument("--tls-fingerprint", help="SHA-256 of the certificate (hex, colons ok)")
     register.add_argument("--specs", default="{}", help="hardware description, JSON")
     register.add_argument(
-        "--price-per-second-mist", type=int, required=True, help="price in MIST per second"
+        "--price-per-second-mist", type=cli_int("--price-per-second-mist"), required=True,
+        help="price in MIST per second",
     )
     register.set_defaults(func=_guarded(cmd_register))
 
@@ -41,7 +43,8 @@ def add_ledger_commands(subparsers: argparse._SubParsersAction) -> None:
     source = claim.add_mutually_exclusive_group(required=True)
     source.add_argument("--voucher", type=Path, help="a voucher JSON file ('-' for stdin)")
     source.add_argument("--channel", help="channel id (with --amount-mist and --signature)")
-    claim.add_argument("--amount-mist", type=int, help="the voucher's cumulative amount")
+    claim.add_argument("--amount-mist", type=cli_int("--amount-mist"),
+                       help="the voucher's cumulative amount")
     claim.add_argument("--signature", help="the voucher's signature, hex")
     claim.add_argument("--close", action="store_true", help="close the channel after claiming")
     claim.set_defaults(func=_guarded(cmd_claim))
