@@ -265,3 +265,25 @@ def test_clean_html_keeps_links_and_images_of_the_web():
                       '<img src="/logout"><a href="../../api/contents">rel</a>')
     assert 'src="https://example.org/a.png"' in page and f"base64,{PNG}" in page
     assert "/logout" not in page and "api/contents" not in page  # nothing aimed at the server
+
+
+def test_walnut_run_republishes_through_the_policy(monkeypatch):
+    """`%%walnut run` re-displays the remote kernel's outputs in the local kernel, whose
+    outputs JupyterLab trusts: they pass the same policy."""
+    import IPython.display
+
+    from jupyter_walnut import magics
+
+    published: list[tuple[dict, dict]] = []
+    monkeypatch.setattr(IPython.display, "publish_display_data",
+                        lambda data, metadata=None, **kw: published.append((data, kw)))
+    for kind in ("display_data", "execute_result", "update_display_data"):
+        magics._show_output({"header": {"msg_type": kind}, "content": {
+            "data": {"text/html": HTML_TRICKS["img onerror"], "image/png": PNG,
+                     "application/javascript": "alert(1)"},
+            "metadata": {}, "transient": {"display_id": "d"}}})
+    assert len(published) == 3
+    for data, _ in published:
+        assert set(data) == {"text/html", "image/png"} and data["image/png"] == PNG
+        assert_inert(data["text/html"])
+    assert published[2][1]["update"] is True
