@@ -16,19 +16,7 @@ python="${PYTHON:-python3}"
 limit_mib=48  # well under the 64 MiB a device call may carry, the checkout included
 
 # the runtime dependencies come from pyproject.toml, so this list is never written twice
-mapfile -t requirements < <("$python" - "$root/pyproject.toml" <<'EOF'
-import re
-import sys
-import tomllib
-
-with open(sys.argv[1], "rb") as fh:
-    deps = tomllib.load(fh)["project"]["dependencies"]
-for dep in deps:
-    if re.match(r"jupyterlab\b", dep):  # the check needs the server, not the Lab UI
-        continue
-    print(dep)
-EOF
-)
+mapfile -t requirements < <("$python" "$root/benchmarks/gpu_requirements.py")
 # the build backend named in [build-system], for `pip install --no-deps .` offline
 build=("hatchling>=1.21" "hatch-jupyter-builder>=0.9" "jupyter-builder>=1.2")
 
