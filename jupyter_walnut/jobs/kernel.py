@@ -73,6 +73,9 @@ class RemoteKernel:
         self.session = uuid.uuid4().hex
         self.conn: websocket.WebSocketClientConnection | None = None
         self._lock = asyncio.Lock()  # one request at a time on this connection
+        # the most one cell's outputs may hold here (the provider's control kernel runs where
+        # the renter's code can print); None: no cap
+        self.max_output_bytes: int | None = None
 
     async def _rest(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -186,7 +189,7 @@ class RemoteKernel:
             return await self._collect(msg["header"]["msg_id"], on_output, timeout)
 
     async def _collect(self, msg_id: str, on_output, timeout: float | None) -> ExecuteResult:
-        result, reply_seen, idle_seen = ExecuteResult(), False, False
+        result, reply_seen, idle_seen, held = ExecuteResult(), False, False, 0
         while not (reply_seen and idle_seen):
             m = await self.recv(timeout)
             kind, content = m["header"]["msg_type"], m["content"]
@@ -211,6 +214,9 @@ class RemoteKernel:
                 result.error = content
             elif kind == "execute_input":
                 continue
+            held += len(json.dumps(content))
+            if self.max_output_bytes is not None and held > self.max_output_bytes:
+                raise KernelError(f"the cell's output went over {self.max_output_bytes} bytes")
             result.outputs.append(m)
             if on_output is not None:
                 on_output(m)

@@ -52,6 +52,7 @@ MAX_RESULT_BYTES = 256 * 1024 * 1024
 MAX_VOUCHERS = 1024
 TERMINAL = ("succeeded", "failed", "cancelled")
 CHUNK = 6 * 1024 * 1024
+CONTROL_OUTPUT_BYTES = 4 * CHUNK  # a control cell's output held by the provider (base64 4/3)
 
 
 class JobStore(SQLiteStore):
@@ -215,6 +216,7 @@ class JobService:
         rec = self.node.sessions.store.get(job["session_id"])
         kernel = RemoteKernel(rec.gateway_url, {"Authorization": f"token {rec.gateway_token}"},
                               timeout=60)
+        kernel.max_output_bytes = CONTROL_OUTPUT_BYTES  # renter code can print in it too
         jobdir = f"walnut-jobs/{job_id}"
         end = ("failed", "the provider shut down", True)
         try:
