@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import gpu_checks  # noqa: E402
 
 from jupyter_walnut.provider import hardware  # noqa: E402
+from jupyter_walnut.verify import probe  # noqa: E402
 from jupyter_walnut.verify.check import check  # noqa: E402
 
 H200 = {"gpus": 1, "gpu_model": "NVIDIA H200", "gpu_memory_mb": 143771, "cpus": 16,
@@ -89,6 +90,21 @@ def test_without_nvml_or_nvidia_smi_the_node_is_cpu_only_with_the_reason(
     monkeypatch.setitem(sys.modules, "pynvml", None)
 
     assert hardware.detect_gpus() == ((), None, None, "nvidia-ml-py is not installed")
+
+
+def test_a_node_in_a_smaller_container_offers_what_its_sessions_will_see(monkeypatch) -> None:
+    """A GPU slice of a big host (a pod with a CPU quota and a memory limit): init sizes the
+    shapes by the limits, or every session's probe fails the offer it was sold under."""
+    cgroup = {"/sys/fs/cgroup/cpu.max": "100000 100000",  # one CPU's worth of quota
+              "/sys/fs/cgroup/memory.max": str(1024 * 1024 * 1024)}  # 1 GiB
+    monkeypatch.setattr(probe, "_read", cgroup.get)
+
+    hw = hardware.detect()
+
+    assert hw.cpu_count == 1
+    assert hw.memory_mb == 1024
+    assert probe.cpus()["effective"] == hw.cpu_count  # what the session's probe reports
+    assert probe.memory()["effective_mb"] == hw.memory_mb
 
 
 def h200_report(fp32: float, bf16: float | None) -> dict:

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
+from ..verify import probe
+
 
 @dataclass(frozen=True)
 class GPU:
@@ -50,9 +52,17 @@ _nvml_lock = threading.Lock()
 
 def _cpu_count() -> int:
     try:  # the CPUs this process may use, which a container limits
-        return len(os.sched_getaffinity(0))
+        affinity = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        affinity = os.cpu_count() or 1
+    quota = probe.cpu_quota()  # a container's CFS quota: what a session's probe will see
+    return max(1, min(affinity, int(quota))) if quota else affinity
+
+
+def _memory_mb(total_bytes: int) -> int:
+    """Physical memory, or the cgroup's limit when this node runs in a smaller container."""
+    limit = probe.memory()["cgroup_limit_mb"]
+    return min(total_bytes // (1024 * 1024), limit or total_bytes)
 
 
 def _decode(value) -> str:
@@ -137,7 +147,7 @@ def detect(state_dir: str = "/") -> Hardware:
     disk = shutil.disk_usage(state_dir if os.path.exists(state_dir) else "/")
     return Hardware(
         cpu_count=_cpu_count(),
-        memory_mb=vm.total // (1024 * 1024),
+        memory_mb=_memory_mb(vm.total),
         disk_free_gb=disk.free // (1024**3),
         gpus=gpus,
         driver_version=driver,
