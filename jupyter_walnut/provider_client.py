@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from tornado import httpclient, websocket
 
+from . import provider_responses as responses
 from .keys import KeyPair
 from .signed_requests import sign_request
 from .tls import TLSError, pinned_context, split_pin
@@ -54,24 +55,43 @@ class ProviderClient:
         data = b"" if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if signed:
-            headers.update(sign_request(self.key, method, self._path_prefix + path, data))
+            headers.update(sign_request(self.key, method, self._path_prefix + path, data,
+                                        audience=await self.audience()))
+        limit = responses.BodyLimit()
         request = httpclient.HTTPRequest(
             self.base_url + path, method=method, headers=headers,
             body=data if method in ("POST", "PUT", "PATCH") else None,
             request_timeout=self.timeout, connect_timeout=min(10.0, self.timeout),
-            ssl_options=await self._ssl_options())
-        resp = await self._fetch(request)
-        if resp.code == 599:
-            raise ProviderAPIError(0, f"provider unreachable: {resp.error}")
+            ssl_options=await self._ssl_options(), streaming_callback=limit.feed)
         try:
-            payload = json.loads(resp.body or b"null")
-        except ValueError:
-            payload = None
-        if resp.code >= 400:
-            message = (payload or {}).get("error", {}).get("message") if isinstance(
-                payload, dict) else None
-            raise ProviderAPIError(resp.code, message or resp.reason or "provider error")
-        return payload
+            try:
+                resp = await self._fetch(request)
+            finally:
+                limit.check()  # an oversized body ends the read: say so, not "unreachable"
+            if resp.code == 599:
+                raise ProviderAPIError(0, f"provider unreachable: {resp.error}")
+            if resp.code >= 400:
+                try:
+                    payload = responses.decode(limit.body)
+                except responses.InvalidResponse:
+                    payload = None
+                message = (payload or {}).get("error", {}).get("message") if isinstance(
+                    payload, dict) and isinstance(payload.get("error"), dict) else None
+                text = message if isinstance(message, str) else resp.reason or "provider error"
+                raise ProviderAPIError(resp.code, text[:500])
+            return responses.validate(method, path.removeprefix(API),
+                                      responses.decode(limit.body))
+        except responses.InvalidResponse as exc:
+            raise ProviderAPIError(502, exc.message) from exc
+
+    async def audience(self) -> str:
+        """Whom a signed request is for: the pinned certificate's fingerprint over HTTPS,
+        on plain HTTP (loopback only) the provider address its status gives."""
+        if self.base_url.startswith("https:"):
+            return self.pin or ""
+        if getattr(self, "_address", None) is None:
+            self._address = (await self.status())["provider_address"]
+        return self._address
 
     @staticmethod
     async def _fetch(request: httpclient.HTTPRequest) -> httpclient.HTTPResponse:

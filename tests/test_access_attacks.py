@@ -92,7 +92,8 @@ async def test_signature_replayed_to_another_path_method_or_body_is_refused(prov
     url = provider.url
     # one genuine request, captured on the wire
     path = f"/api/v1/sessions/{sid}"
-    headers = sign_request(alice, "GET", path)
+    audience = provider.identity.address  # plain HTTP: the provider's address
+    headers = sign_request(alice, "GET", path, audience=audience)
     attacks = [
         ("GET", "/api/v1/sessions", None),  # another path
         ("GET", path + "?x=1", None),  # the same path with a query added
@@ -110,7 +111,8 @@ async def test_signature_replayed_to_another_path_method_or_body_is_refused(prov
     replay = await seen.fetch(url + path, "GET", headers)
     assert replay.code == 401 and b"replayed" in replay.body
     # a signature with a fresh nonce but an old timestamp is refused too
-    stale = sign_request(alice, "GET", path, now=__import__("time").time() - 3600)
+    stale = sign_request(alice, "GET", path, audience=audience,
+                         now=__import__("time").time() - 3600)
     assert (await seen.fetch(url + path, "GET", stale)).code == 401
     # the session was never touched by any of it
     assert (await client.get_session(sid))["status"] == "running"

@@ -63,13 +63,15 @@ def _schema():
 class SignedAuth(requests.auth.AuthBase):
     """Signs every prepared request as the renter would, so fuzz reaches past the 401."""
 
-    def __init__(self, key: KeyPair) -> None:
+    def __init__(self, key: KeyPair, audience: str) -> None:
         self.key = key
+        self.audience = audience  # plain HTTP: the provider's address
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         body = request.body or b""
         body = body.encode() if isinstance(body, str) else body
-        request.headers.update(sign_request(self.key, request.method, request.path_url, body))
+        request.headers.update(sign_request(self.key, request.method, request.path_url, body,
+                                            audience=self.audience))
         return request
 
 
@@ -82,7 +84,7 @@ def test_schemathesis_every_operation_no_server_error(node, signed: bool) -> Non
     schema = _schema()
     http = requests.Session()
     if signed:
-        http.auth = SignedAuth(KeyPair.generate())
+        http.auth = SignedAuth(KeyPair.generate(), node.identity.address)
     counts: dict[str, dict[int, int]] = {}
     failures: list[str] = []
     started = time.monotonic()
@@ -155,9 +157,10 @@ bodies = st.one_of(
 )
 
 
-def signed_post(url: str, key: KeyPair, path: str, body: bytes) -> requests.Response:
-    headers = {**sign_request(key, "POST", path, body), "Content-Type": "application/json"}
-    return requests.post(url + path, data=body, headers=headers, timeout=15)
+def signed_post(node, key: KeyPair, path: str, body: bytes) -> requests.Response:
+    headers = {**sign_request(key, "POST", path, body, audience=node.identity.address),
+               "Content-Type": "application/json"}
+    return requests.post(node.url + path, data=body, headers=headers, timeout=15)
 
 
 def test_signed_session_requests_with_fuzzed_bodies_create_nothing(node) -> None:
@@ -168,7 +171,7 @@ def test_signed_session_requests_with_fuzzed_bodies_create_nothing(node) -> None
     @settings(IO, max_examples=SIGNED_EXAMPLES)
     @given(body=bodies)
     def run(body: bytes) -> None:
-        response = signed_post(node.url, key, "/api/v1/sessions", body)
+        response = signed_post(node, key, "/api/v1/sessions", body)
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
         assert 400 <= response.status_code < 500, (response.status_code, response.text, body)
         error = response.json()["error"]
@@ -186,12 +189,12 @@ def test_signed_voucher_posts_with_fuzzed_bodies_change_nothing(node) -> None:
     key = KeyPair.generate()
     channel = open_channel(node.ledger, key, node)
     body = json.dumps({"image": "python", "channel_id": channel}).encode()
-    created = signed_post(node.url, key, "/api/v1/sessions", body)
+    created = signed_post(node, key, "/api/v1/sessions", body)
     assert created.status_code == 201, created.text
     sid = created.json()["id"]
     path = f"/api/v1/sessions/{sid}/vouchers"
     good = Voucher.sign(key, channel, 5000)  # one genuine voucher first
-    ok = signed_post(node.url, key, path, json.dumps(
+    ok = signed_post(node, key, path, json.dumps(
         {"amount_mist": "5000", "signature": good.signature.hex()}).encode())
     assert ok.status_code == 200, ok.text
     kept = dict(node.store.get(sid).extra)
@@ -210,7 +213,7 @@ def test_signed_voucher_posts_with_fuzzed_bodies_change_nothing(node) -> None:
     @settings(IO, max_examples=SIGNED_EXAMPLES)
     @given(body=voucher_bodies)
     def run(body: bytes) -> None:
-        response = signed_post(node.url, key, path, body)
+        response = signed_post(node, key, path, body)
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
         assert 400 <= response.status_code < 500, (response.status_code, response.text, body)
         assert node.store.get(sid).extra == kept  # the voucher on record is unchanged

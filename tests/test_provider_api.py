@@ -188,26 +188,29 @@ async def test_bad_requests_get_clear_4xx(provider, renter_key):
     assert code == 401 and "missing signature" in msg
     from jupyter_walnut.signed_requests import sign_request
 
+    def sign(*args, **kwargs):  # on plain HTTP a request names the provider's address
+        return sign_request(renter_key, *args, audience=provider.identity.address, **kwargs)
+
     body = b"not json"
     code, msg = await call("POST", "/sessions", body,
-                           sign_request(renter_key, "POST", "/api/v1/sessions", body))
+                           sign("POST", "/api/v1/sessions", body))
     assert code == 400 and "JSON" in msg
     # a signature over another body is refused
-    headers = sign_request(renter_key, "POST", "/api/v1/sessions", b'{"image":"python"}')
+    headers = sign("POST", "/api/v1/sessions", b'{"image":"python"}')
     code, msg = await call("POST", "/sessions", b'{"image":"other"}', headers)
     assert code == 401 and "bad request signature" in msg
     # replaying a valid request is refused
     body = b'{"image":"nope"}'
-    headers = sign_request(renter_key, "POST", "/api/v1/sessions", body)
+    headers = sign("POST", "/api/v1/sessions", body)
     assert (await call("POST", "/sessions", body, headers))[0] == 400
     code, msg = await call("POST", "/sessions", body, headers)
     assert code == 401 and "replayed" in msg
     # an expired signature
-    headers = sign_request(renter_key, "GET", "/api/v1/sessions", b"", now=1_000_000)
+    headers = sign("GET", "/api/v1/sessions", b"", now=1_000_000)
     code, msg = await call("GET", "/sessions", None, headers)
     assert code == 401 and "window" in msg
     code, msg = await call("POST", "/sessions", b"x" * (2 * 1024 * 1024),
-                           sign_request(renter_key, "POST", "/api/v1/sessions", b""))
+                           sign("POST", "/api/v1/sessions", b""))
     assert code == 413
     code, msg = await call("GET", "/nowhere")
     assert code == 404 and "no such endpoint" in msg

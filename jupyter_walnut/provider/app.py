@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tornado import httpclient, web, websocket
 
 from .._version import __version__
+from ..numbers import NumberError, loads_json, parse_int
 from ..signed_requests import HEADER_KEY, SignatureError
 from ..sqlite_store import StorageError
 from .links import RESUME_SUBPROTOCOL, ResumableLink
@@ -43,6 +44,12 @@ log = logging.getLogger("walnut.provider.api")
 
 API = "/api/v1"
 SESSION_ID = r"(s-[0-9a-f]{16})"
+
+
+def own_audience(node: ProviderNode) -> str:
+    """What a renter's signature must name to reach this node: the fingerprint of the
+    certificate it serves, or on plain HTTP (loopback only) its provider address."""
+    return getattr(node, "tls_fingerprint", None) or node.identity.address
 
 
 class APIError(Exception):
@@ -65,7 +72,7 @@ class BaseHandler(web.RequestHandler):
 
     def prepare(self) -> None:
         self._t0 = time.perf_counter()
-        length = int(self.request.headers.get("Content-Length") or 0)
+        length = parse_int(self.request.headers.get("Content-Length") or "0", "Content-Length")
         if length > self.node.config.max_body_bytes or len(self.request.body or b"") > \
                 self.node.config.max_body_bytes:
             raise APIError(413, f"request body over {self.node.config.max_body_bytes} bytes")
@@ -83,7 +90,7 @@ class BaseHandler(web.RequestHandler):
 
     def json_body(self) -> Any:
         try:
-            return json.loads(self.request.body or b"")
+            return loads_json(self.request.body or b"")
         except (ValueError, UnicodeDecodeError) as exc:
             raise APIError(400, "request body is not valid JSON") from exc
 
@@ -91,7 +98,8 @@ class BaseHandler(web.RequestHandler):
         """(renter address, public key hex) of a correctly signed request."""
         try:
             address = self.node.verifier.verify(self.request.method, self.request.uri,
-                                                self.request.headers, self.request.body or b"")
+                                                self.request.headers, self.request.body or b"",
+                                                audience=own_audience(self.node))
         except SignatureError as exc:
             raise APIError(401, str(exc)) from exc
         return address, self.request.headers[HEADER_KEY].strip().lower()
@@ -100,6 +108,8 @@ class BaseHandler(web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, APIError | SessionError | StorageError):
             status, message = exc.status, exc.message
+        elif isinstance(exc, NumberError):
+            status, message = 400, exc.message
         elif isinstance(exc, web.HTTPError):
             status, message = exc.status_code, exc.log_message or self._reason
         else:
@@ -112,7 +122,7 @@ class BaseHandler(web.RequestHandler):
         if isinstance(value, StorageError):
             log.error("%s %s: %s", self.request.method, self.request.path, value.message)
             return
-        if isinstance(value, APIError | SessionError):
+        if isinstance(value, APIError | SessionError | NumberError):
             return
         super().log_exception(typ, value, tb)
 
@@ -168,11 +178,7 @@ class VouchersHandler(BaseHandler):
         body = self.json_body()
         if not isinstance(body, dict):
             raise APIError(400, "request body must be a JSON object")
-        amount = body.get("amount_mist")
-        if isinstance(amount, str) and amount.isdigit():
-            amount = int(amount)  # decimal strings keep precision past 2**53
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-            raise APIError(400, "amount_mist: must be a non-negative integer")
+        amount = parse_int(body.get("amount_mist"), "amount_mist")
         signature = body.get("signature")
         try:
             sig = bytes.fromhex(signature) if isinstance(signature, str) else b""
@@ -275,8 +281,9 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
         """A resumable link: found again by its id, or made with a new gateway socket."""
         link_id = self.get_query_argument("session_id", "")
         try:
-            self._renter_ack = int(self.get_query_argument("walnut_ack", "0"))
-        except ValueError:
+            self._renter_ack = parse_int(self.get_query_argument("walnut_ack", "0"),
+                                         "walnut_ack")
+        except NumberError:
             self._renter_ack = -1
         if not re.fullmatch(r"[0-9a-f]{32}", link_id) or self._renter_ack < 0:
             self.set_status(400)

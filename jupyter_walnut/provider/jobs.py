@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..jobs import digest as result_digest
 from ..jobs.kernel import KernelError, RemoteKernel
+from ..numbers import MAX_SECONDS, optional_int, parse_int
 from ..sqlite_store import SQLiteStore
 from .app import API, SESSION_ID, APIError, BaseHandler
 from .sessions import SessionError
@@ -118,18 +119,14 @@ def parse_submission(body: Any) -> dict:
     entry = body.get("entry")
     if entry not in decoded:
         raise APIError(400, "entry: must name one of the files")
-    attempt = body.get("attempt", 1)
-    timeout = body.get("cell_timeout_s")
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-        raise APIError(400, "attempt: must be an integer >= 1")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
-                                or timeout < 1):
-        raise APIError(400, "cell_timeout_s: must be an integer >= 1")
+    attempt = optional_int(body, "attempt", 1, minimum=1, maximum=10**6)
+    timeout = optional_int(body, "cell_timeout_s", minimum=1, maximum=MAX_SECONDS)
     vouchers = body.get("vouchers", [])
     if not isinstance(vouchers, list) or len(vouchers) > MAX_VOUCHERS or not all(
-            isinstance(v, list) and len(v) == 2 and isinstance(v[0], int)
+            isinstance(v, list) and len(v) == 2
             and isinstance(v[1], str) and len(v[1]) == 128 for v in vouchers):
         raise APIError(400, f"vouchers: at most {MAX_VOUCHERS} [amount_mist, signature hex]")
+    vouchers = [[parse_int(v[0], "vouchers: amount_mist"), v[1]] for v in vouchers]
     return {"kind": kind, "entry": entry, "files": decoded, "attempt": attempt,
             "cell_timeout_s": timeout, "stop_session": bool(body.get("stop_session", True)),
             "vouchers": sorted(vouchers), "name": str(body.get("name") or entry)[:200]}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..numbers import MAX_SECONDS, NumberError, optional_int
 from ..sqlite_store import StorageError
 from .config import ProviderConfig, Shape
 from .hardware import Hardware
@@ -63,28 +64,21 @@ class SessionRequest:
         if not isinstance(image, str) or not image:
             raise SessionError(400, "image: required (a name from the provider's offer)")
 
-        def opt_int(key: str, minimum: int) -> int | None:
-            value = body.get(key)
-            if value is None:
-                return None
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise SessionError(400, f"{key}: must be an integer >= {minimum}")
-            return value
+        def opt_int(key: str, minimum: int, maximum: int) -> int | None:
+            try:
+                return optional_int(body, key, minimum=minimum, maximum=maximum)
+            except NumberError as exc:
+                raise SessionError(400, exc.message) from exc
 
-        cpus = body.get("cpus")
-        if cpus is not None and (
-            isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0 < cpus <= 1024
-        ):
-            raise SessionError(400, "cpus: must be a number of cores > 0")
         shape = body.get("shape")
         if shape is not None and not isinstance(shape, str):
             raise SessionError(400, "shape: must be a string")
         channel = body.get("channel_id")
         if channel is not None and not isinstance(channel, str):
             raise SessionError(400, "channel_id: must be a string")
-        return cls(image=image, shape=shape, gpus=opt_int("gpus", 0), cpus=cpus,
-                   memory_mb=opt_int("memory_mb", 64), max_seconds=opt_int("max_seconds", 1),
-                   channel_id=channel)
+        return cls(image=image, shape=shape, gpus=opt_int("gpus", 0, 1024),
+                   cpus=opt_int("cpus", 1, 1024), memory_mb=opt_int("memory_mb", 64, 2**40),
+                   max_seconds=opt_int("max_seconds", 1, MAX_SECONDS), channel_id=channel)
 
 
 def hash_token(token: str) -> str:

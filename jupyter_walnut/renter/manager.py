@@ -14,6 +14,7 @@ from pathlib import Path
 from ..keys import KeyPair
 from ..ledger import Ledger, LocalLedger, default_ledger_path
 from ..provider_client import ProviderAPIError, ProviderClient
+from ..reputation import decorate_offers, identities
 from ..sqlite_store import StorageError
 from ..tls import TLSError
 from .kernelspecs import remove_kernelspec, write_kernelspec
@@ -117,8 +118,13 @@ class RenterManager:
                     "latency_ms": round((time.perf_counter() - t0) * 1000, 1)}
 
         probes = await asyncio.gather(*(probe(u) for u in self.provider_urls))
+        ids = identities(self)
         rows = []
         for p in probes:
+            owner = ids.owner(p["url"], p.get("status", {}).get("provider_address"))
+            if "error" not in p and owner not in (None, p["status"]["provider_address"]):
+                p["error"] = (f"the node says it is {p['status']['provider_address']}, but "
+                              f"the registry entry for this endpoint belongs to {owner}")
             if "error" in p:
                 rows.append({"provider_url": p["url"], "healthy": False, "error": p["error"]})
                 continue
@@ -139,8 +145,6 @@ class RenterManager:
                     "max_session_seconds": st["max_session_seconds"],
                     "version": st.get("version"),
                 })
-        from ..reputation import decorate_offers  # issue #9: reliability, verified, health
-
         return decorate_offers(self, rows)
 
     # --- sessions ------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 `decorate_offers` is called by RenterManager.offers(): it records the health samples of the
 offers just probed and adds to every row `reliability` (0-100 or None), `verified` (the
 last session-start check on this provider: true, false or None), `uptime_pct`, `attested`
-and `evidence`. The formula is in `score.py` and docs/pages/reputation.md.
+and `evidence`. The formula is in `score.py` and docs/pages/reputation.md. Evidence is
+keyed on the provider's registered owner, not on the address its node reports
+(`identity.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .evidence import gather
 from .health import HealthLog
+from .identity import Identities, identities
 from .score import Evidence, reliability
 
 if TYPE_CHECKING:
@@ -22,8 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("walnut.reputation")
 
-__all__ = ["Evidence", "HealthLog", "decorate_offers", "health_log", "provider_reputation",
-           "reliability"]
+__all__ = ["Evidence", "HealthLog", "Identities", "decorate_offers", "health_log",
+           "identities", "provider_reputation", "reliability"]
 
 _logs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -36,17 +39,13 @@ def health_log(manager: RenterManager) -> HealthLog:
     return hl
 
 
-def _address_of(row: dict, known: dict[str, str], hl: HealthLog) -> str | None:
-    url = row["provider_url"]
-    return row.get("provider_address") or known.get(url) or hl.address_of(url)
-
-
-def _last_checks(manager: RenterManager) -> dict[str, bool]:
+def _last_checks(manager: RenterManager, ids: Identities) -> dict[str, bool]:
     last: dict[str, bool] = {}
     for s in manager.store.list():  # newest first
         check = s.extra.get("verification")
-        if check is not None and s.provider_address not in last:
-            last[s.provider_address] = bool(check.get("ok"))
+        key = ids.key(s.provider_url, s.provider_address)
+        if check is not None and key not in last:
+            last[key] = bool(check.get("ok"))
     return last
 
 
@@ -68,27 +67,29 @@ def _attested(manager: RenterManager) -> dict[str, bool]:
 
 def decorate_offers(manager: RenterManager, rows: list[dict]) -> list[dict]:
     hl = health_log(manager)
-    known = {s.provider_url: s.provider_address for s in manager.store.list()}
+    ids = identities(manager)
     urls: dict[str, list[str]] = defaultdict(list)
-    seen: set[str] = set()
     for row in rows:  # one sample per provider (rows repeat it once per shape)
-        url, address = row["provider_url"], _address_of(row, known, hl)
-        if url in seen:
+        url = row["provider_url"]
+        key = ids.key(url, row.get("provider_address"))
+        if url in urls[key]:
             continue
-        seen.add(url)
-        urls[address or url].append(url)  # no address yet: its probes count by URL
-        hl.record(url, bool(row.get("healthy")), address=address,
-                  latency_ms=row.get("latency_ms"), free_slots=row.get("free_session_slots"),
-                  version=row.get("version"), error=row.get("error"))
-    evidence = gather(manager.store.list(), hl, manager.ledger, dict(urls))
-    checks, attested = _last_checks(manager), _attested(manager)
+        urls[key].append(url)
+        hl.record(url, bool(row.get("healthy")), address=ids.owner(url, row.get(
+                  "provider_address")), latency_ms=row.get("latency_ms"),
+                  free_slots=row.get("free_session_slots"), version=row.get("version"),
+                  error=row.get("error"))
+    evidence = gather(manager.store.list(), hl, manager.ledger, dict(urls), ids)
+    checks, attested = _last_checks(manager, ids), _attested(manager)
     for row in rows:
-        address = _address_of(row, known, hl)
-        e = evidence.get(address or row["provider_url"])
+        owner = ids.owner(row["provider_url"], row.get("provider_address"))
+        key = owner or ids.key(row["provider_url"])
+        e = evidence.get(key)
         ok, failed = hl.uptime(row["provider_url"])
+        row["registered_owner"] = owner
         row["reliability"] = reliability(e) if e is not None else None
-        row["verified"] = checks.get(address) if address else None
-        row["attested"] = attested.get(address, False) if address else False
+        row["verified"] = checks.get(key)
+        row["attested"] = attested.get(owner, False) if owner else False
         row["uptime_pct"] = round(100 * ok / (ok + failed), 1) if ok + failed else None
         row["evidence"] = e.to_json() if e is not None else None
         if not row.get("healthy"):
@@ -98,13 +99,17 @@ def decorate_offers(manager: RenterManager, rows: list[dict]) -> list[dict]:
 
 
 def provider_reputation(manager: RenterManager) -> list[dict]:
-    """One row per provider the renter has records or probes of, for the history view."""
+    """One row per provider the renter has records of, for the history view; keyed on the
+    registered owner (or the URL of an unregistered provider)."""
     hl = health_log(manager)
+    ids = identities(manager)
     urls: dict[str, list[str]] = defaultdict(list)
     for s in manager.store.list():
-        if s.provider_url not in urls[s.provider_address]:
-            urls[s.provider_address].append(s.provider_url)
-    evidence = gather(manager.store.list(), hl, manager.ledger, dict(urls))
-    return [{"provider_address": a, "provider_urls": urls.get(a, []),
-             "reliability": reliability(e), "evidence": e.to_json()}
-            for a, e in evidence.items()]
+        key = ids.key(s.provider_url, s.provider_address)
+        if s.provider_url not in urls[key]:
+            urls[key].append(s.provider_url)
+    evidence = gather(manager.store.list(), hl, manager.ledger, dict(urls), ids)
+    return [{"provider_address": k if k.startswith("0x") else None, "provider_key": k,
+             "provider_urls": urls.get(k, []), "reliability": reliability(e),
+             "evidence": e.to_json()}
+            for k, e in evidence.items()]

@@ -5,10 +5,14 @@ cannot list them contributes nothing rather than a guess)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 from ..renter.store import ACTIVE, RenterSession
 from .health import HealthLog
+from .identity import Identities
 from .score import Evidence
+
+KeyOf = Callable[[RenterSession], str]
 
 # reasons in which the provider's side ended a session the renter was still using
 _PROVIDER_SIDE = ("provider", "gateway died", "lost")
@@ -29,12 +33,12 @@ def session_outcome(s: RenterSession) -> str | None:
     return "completed"
 
 
-def from_sessions(sessions: list[RenterSession]) -> dict[str, Evidence]:
-    """Evidence per provider address from the renter's records (newest first)."""
+def from_sessions(sessions: list[RenterSession], key_of: KeyOf) -> dict[str, Evidence]:
+    """Evidence per provider (its reputation key) from the renter's records (newest first)."""
     out: dict[str, Evidence] = defaultdict(Evidence)
     checks: dict[str, list[bool]] = defaultdict(list)
     for s in sorted(sessions, key=lambda x: x.created_at, reverse=True):
-        e = out[s.provider_address]
+        e = out[key_of(s)]
         outcome = session_outcome(s)
         if outcome == "completed":
             e.completed += 1
@@ -43,7 +47,7 @@ def from_sessions(sessions: list[RenterSession]) -> dict[str, Evidence]:
         check = s.extra.get("verification")
         if check is not None:
             ok = bool(check.get("ok"))
-            checks[s.provider_address].append(ok)
+            checks[key_of(s)].append(ok)
             if ok:
                 e.verified_ok += 1
             else:
@@ -53,9 +57,12 @@ def from_sessions(sessions: list[RenterSession]) -> dict[str, Evidence]:
     return dict(out)
 
 
-def settlement_facts(ledger, address: str, events: list[dict] | None) -> dict[str, int]:
+def settlement_facts(ledger, address: str | None, events: list[dict] | None,
+                     channel_ids: set[str] = frozenset()) -> dict[str, int]:
     """Closed channels of this provider: who closed them, and the money claimed vs
-    refunded. Local ledger only (rows + ChannelClosed events)."""
+    refunded. Local ledger only (rows + ChannelClosed events). `address`: the registered
+    owner, whose channels all count; without one, only `channel_ids` (the renter's own
+    channels to that URL), since a node's word about its address proves nothing."""
     facts = {"settled_by_provider": 0, "recovered_by_renter": 0, "claimed_mist": 0,
              "refunded_mist": 0}
     channels = getattr(ledger, "channels", None)
@@ -64,8 +71,9 @@ def settlement_facts(ledger, address: str, events: list[dict] | None) -> dict[st
     closed_by = {e.get("channel_id"): e.get("by") for e in events
                  if e.get("kind") == "ChannelClosed"}
     try:
-        rows = channels(provider=address)
-    except Exception:  # a URL key (no address known yet) or a ledger that refuses
+        rows = channels(provider=address) if address else [
+            ch for ch in channels() if ch.channel_id in channel_ids]
+    except Exception:  # a ledger that refuses
         return facts
     for ch in rows:
         if not ch.closed:
@@ -90,16 +98,26 @@ def ledger_events(ledger) -> list[dict] | None:
 
 
 def gather(sessions: list[RenterSession], health: HealthLog, ledger,
-           providers: dict[str, list[str]]) -> dict[str, Evidence]:
-    """Evidence per provider address; `providers` maps each address to its URLs."""
-    by_address = from_sessions(sessions)
+           providers: dict[str, list[str]], ids: Identities) -> dict[str, Evidence]:
+    """Evidence per provider key (see identity.py); `providers` maps each key to its URLs."""
+
+    def key_of(s: RenterSession) -> str:
+        return ids.key(s.provider_url, s.provider_address)
+
+    by_key = from_sessions(sessions, key_of)
+    channel_ids: dict[str, set[str]] = defaultdict(set)
+    for s in sessions:
+        if s.channel_id:
+            channel_ids[key_of(s)].add(s.channel_id)
+    registered = {e.owner for e in ids.entries}
     events = ledger_events(ledger)
-    for address, urls in providers.items():
-        e = by_address.setdefault(address, Evidence())
+    for key, urls in providers.items():
+        e = by_key.setdefault(key, Evidence())
         for url in urls:
             ok, failed = health.uptime(url)
             e.probes_ok += ok
             e.probes_failed += failed
-        for key, value in settlement_facts(ledger, address, events).items():
-            setattr(e, key, value)
-    return by_address
+        owner = key if key in registered else None
+        for name, value in settlement_facts(ledger, owner, events, channel_ids[key]).items():
+            setattr(e, name, value)
+    return by_key
