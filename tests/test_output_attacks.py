@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
+import zlib
 
 import pytest
 from conftest import FUNDS
@@ -24,7 +26,22 @@ from jupyter_walnut.ledger import LocalLedger
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(64))).decode()
+
+
+def _png(width: int = 24, height: int = 16) -> str:
+    """A real (red) PNG, base64, as matplotlib's inline backend would send a plot."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+           + chunk(b"IEND", b""))
+    return base64.b64encode(png).decode()
+
+
+PNG = _png()
 TABLE = ('<div><style scoped>.dataframe tbody tr th {vertical-align: top;}</style>'
          '<table border="1" class="dataframe"><thead><tr style="text-align: right;">'
          "<th></th><th>loss</th></tr></thead><tbody><tr><th>0</th><td>0.125</td></tr>"

@@ -64,7 +64,10 @@ def http_json(url: str, method: str = "GET", body: dict | None = None, token: st
 
 
 class WalnutStack:
-    def __init__(self, root: Path, token: str = "walnut-e2e-token") -> None:
+    def __init__(self, root: Path, token: str = "walnut-e2e-token", provider_url: str = "",
+                 lab_args: tuple[str, ...] = ()) -> None:
+        """`provider_url`: use that node (e.g. a tests/stack.py StackNode sharing
+        root/ledger.sqlite) instead of starting a local one; `lab_args`: more options."""
         self.root = Path(root)
         self.token = token
         self.procs: list[subprocess.Popen] = []
@@ -82,7 +85,8 @@ class WalnutStack:
             "PYTHONUNBUFFERED": "1",
         }
         self.env.pop("WALNUT_PROVIDERS", None)
-        self.provider_url = ""
+        self.provider_url = provider_url
+        self.lab_args = list(lab_args)
         self.lab_port = 0
 
     # --- processes --------------------------------------------------------------------
@@ -96,6 +100,12 @@ class WalnutStack:
 
     def start(self) -> WalnutStack:
         self.root.mkdir(parents=True, exist_ok=True)
+        if not self.provider_url:
+            self._start_provider()
+        self._start_lab()
+        return self
+
+    def _start_provider(self) -> None:
         home = self.root / "provider"
         init = subprocess.run([str(BIN / "walnut-provider"), "--home", str(home), "init",
                                "--name", "demo-node", "--port", "0"],
@@ -120,6 +130,7 @@ class WalnutStack:
         url = wait_until(provider_ready, 60, "provider status", proc=prov)
         self.provider_url = f"{url}#sha256={pin.group(1)}" if pin else url
 
+    def _start_lab(self) -> None:
         # enable the server extension explicitly (an editable install may lack the
         # etc/jupyter file a wheel installs)
         config_dir = self.root / "jupyter-config"
@@ -141,9 +152,9 @@ class WalnutStack:
             f"--ServerApp.root_dir={notebooks}",
             "--WalnutApp.poll_interval=1.0",
             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *self.lab_args,
         ], cwd=notebooks)
         wait_until(lambda: self.api("status"), 90, "JupyterLab with jupyter_walnut", proc=lab)
-        return self
 
     def api(self, path: str, method: str = "GET", body: dict | None = None):
         return http_json(f"{self.base_url}walnut/{path}", method, body, self.token)

@@ -1,0 +1,141 @@
+"""A hostile provider's outputs in a real JupyterLab (Chromium, Playwright) must not run.
+
+A notebook on a Walnut kernel of a Docker session behind TLS with a pinned certificate runs
+a cell that emits every trick of tests/test_output_attacks.py; each trick, if it got script,
+would set `window.__walnut_pwned`, open a dialog, write `pwned.txt` through the renter's
+own server API with its `_xsrf` cookie and send the cookie to a collector on loopback. None
+of that may happen, while a PNG plot and a table still render. A screenshot of the outputs
+lands in test-artifacts/ui/. Skipped like tests/test_ui_e2e.py (WALNUT_REQUIRE_UI=1 turns a
+missing browser into a failure) and without Docker (WALNUT_REQUIRE_DOCKER=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from stack import StackNode
+from test_output_attacks import hostile_cell
+from test_ui_e2e import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _missing, wait_for
+from ui_helpers import WalnutStack, http_json
+
+from jupyter_walnut.ledger import LocalLedger
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
+
+_reason = _missing()
+if _reason and os.environ.get("WALNUT_REQUIRE_UI") != "1":
+    pytestmark.append(pytest.mark.skip(reason=_reason))
+
+
+class Collector:
+    """An attacker's endpoint on loopback: records every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        seen = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                seen.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def lab():
+    """JupyterLab with jupyter_walnut whose only provider is a Docker + TLS node, with a
+    notebook of hostile outputs on a running session's Walnut kernel."""
+    if _reason:  # only reached with WALNUT_REQUIRE_UI=1
+        pytest.fail(f"WALNUT_REQUIRE_UI=1 but {_reason}")
+    root = Path(tempfile.mkdtemp(prefix="walnut-ui-attacks-"))
+    ledger = LocalLedger(root / "ledger.sqlite")  # the file the renter's JupyterLab uses
+    node = StackNode(root / "stack-provider", ledger)
+    collector = Collector()
+    try:
+        with WalnutStack(root, provider_url=node.pinned_url) as stack:
+            stack.api("wallet/fund", "POST", {"amount_mist": 10**10})
+            session = stack.api("sessions", "POST", {"provider_url": node.pinned_url,
+                                                     "shape": "cpu-small"})
+            notebook = {"nbformat": 4, "nbformat_minor": 5, "cells": [{
+                "cell_type": "code", "id": "attack", "metadata": {}, "outputs": [],
+                "execution_count": None, "source": hostile_cell(collector.url)}],
+                "metadata": {"kernelspec": {"name": session["kernel_name"], "language": "python",
+                                            "display_name": "walnut"}}}
+            (root / "notebooks" / "attack.ipynb").write_text(json.dumps(notebook))
+            yield stack, collector
+    finally:
+        collector.close()
+        node.stop()
+        ledger.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_hostile_outputs_do_not_run_in_jupyterlab(lab) -> None:
+    from playwright.sync_api import sync_playwright
+
+    stack, collector = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1440, "height": 1400})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        try:
+            page.goto(f"{stack.base_url}lab/tree/attack.ipynb?token={stack.token}")
+            page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
+            nb = page.locator(".jp-NotebookPanel").last
+            kernels = f"{stack.base_url}api/kernels"
+            wait_for(lambda: [k["execution_state"] for k in http_json(kernels, token=stack.token)]
+                     == ["idle"], 120, "the notebook's Walnut kernel to be idle")
+            xsrf = next(c["value"] for c in context.cookies() if c["name"] == "_xsrf")
+            nb.locator(".jp-Cell .cm-content").first.click()
+            page.keyboard.press("Shift+Enter")
+            outputs = nb.locator(".jp-OutputArea-output")
+            # the cell's last output, then every image of the outputs loaded or failed
+            # (that is when an onerror payload would have fired)
+            nb.get_by_text("result", exact=True).wait_for(timeout=120_000)
+            wait_for(lambda: outputs.evaluate_all(
+                "els => els.every(e => [...e.querySelectorAll('img')].every(i => i.complete))"),
+                30, "the output images to settle")
+            # the benign outputs render: the plot, the table, the markdown
+            png = nb.locator(".jp-RenderedImage img").first
+            assert png.evaluate("i => i.naturalWidth") == 24
+            table = nb.locator("table.dataframe")
+            assert "0.125" in table.inner_text()
+            assert nb.locator("strong", has_text="md").count() == 1
+            # click what used to be the javascript: links
+            for link in nb.locator(".jp-OutputArea-output a").all():
+                link.click()
+            page.screenshot(path=str(ARTIFACTS / "attacks-hostile-outputs.png"), full_page=True)
+            # nothing ran: no flag, no dialog, no file, no cookie sent away
+            pwned = page.evaluate("() => window.__walnut_pwned")
+            written = (stack.root / "notebooks" / "pwned.txt").exists()
+            stolen = [r for r in collector.requests if "steal" in r or xsrf in r]
+            assert (pwned, dialogs, written, stolen) == (None, [], False, [])
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "attacks-failure.png"))
+            raise
+        finally:
+            context.close()
+            browser.close()
