@@ -1,4 +1,11 @@
-"""A loopback TCP proxy a test controls: cut the network between two endpoints and restore it."""
+"""A loopback TCP proxy a test controls: cut the network between two endpoints and restore it.
+
+`cut()` is a dead link that says so: every connection is reset and new ones are refused.
+`silence()` is a silent partition: bytes stop in both directions but no socket is closed
+(no RST, no FIN), new connections are accepted and then hear nothing, and a side that gives
+up on its connection meanwhile is told to the other side only once the network is back, as
+a real partition drops the reset too. `restore()` heals either.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ class NetCut:
         self.thread.start()
         self._conns: set[asyncio.StreamWriter] = set()
         self.open = True
+        self._flowing = self._call(self._event())  # cleared while the network is silent
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -25,10 +33,17 @@ class NetCut:
     def _call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
+    @staticmethod
+    async def _event() -> asyncio.Event:
+        event = asyncio.Event()
+        event.set()
+        return event
+
     async def _listen(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
     async def _handle(self, reader, writer) -> None:
+        await self._flowing.wait()  # silent: accepted by the kernel, then nothing
         if not self.open:
             writer.transport.abort()
             return
@@ -45,11 +60,13 @@ class NetCut:
         async def pipe(src, dst):
             try:
                 while data := await src.read(65536):
+                    await self._flowing.wait()  # silent: hold the bytes, as a dead route does
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
                 pass
             finally:
+                await self._flowing.wait()  # a close in the silence reaches the peer after it
                 dst.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
@@ -62,11 +79,19 @@ class NetCut:
             self.open = False
             for w in list(self._conns):
                 w.transport.abort()
+            self._flowing.set()  # nothing is held: every connection is gone
         self._call(_cut())
+
+    def silence(self) -> None:
+        """A silent partition: nothing passes, nothing is closed, nobody is told."""
+        async def _silence():
+            self._flowing.clear()
+        self._call(_silence())
 
     def restore(self) -> None:
         async def _restore():
             self.open = True
+            self._flowing.set()
         self._call(_restore())
 
     def close(self) -> None:

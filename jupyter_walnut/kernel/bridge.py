@@ -83,6 +83,9 @@ class KernelBridge:
         self.closed = False
         self.dead_reason: str | None = None
         self.on_dead: Callable[[str], None] = lambda reason: None
+        # "connected", "reconnecting" while a lost link is retried, or "dead": for the renter
+        self.link_state = "connecting"
+        self.on_link_state: Callable[[str], None] = lambda state: None
 
     # --- set-up ----------------------------------------------------------------------
 
@@ -141,6 +144,7 @@ class KernelBridge:
                 sent_up_to = seq
         self.ws = ws
         self._connected.set()
+        self._set_link_state("connected")
 
     def _drop_acked(self, ack: int) -> None:
         while self._unacked and self._unacked[0][0] <= ack:
@@ -218,6 +222,10 @@ class KernelBridge:
                 if self.closed or self.dead_reason is not None:
                     return
                 self._connected.clear()
+                # a reset, or keepalive pings unanswered (a silent partition): resume
+                log.warning("kernel websocket lost (%s): reconnecting",
+                            (ws.close_reason if ws is not None else None) or "closed")
+                self._set_link_state("reconnecting")
                 if not await self._reconnect():
                     return
                 continue
@@ -310,6 +318,11 @@ class KernelBridge:
             delay = min(delay * 2, 2.0)
         return False
 
+    def _set_link_state(self, state: str) -> None:
+        if state != self.link_state:
+            self.link_state = state
+            self.on_link_state(state)
+
     async def _heartbeat(self) -> None:
         sock = self.sockets["hb"]
         while not self.closed:
@@ -327,6 +340,7 @@ class KernelBridge:
             return
         self.dead_reason = reason
         self._connected.clear()
+        self._set_link_state("dead")
         text = f"Walnut: {reason}\n"
         for msg_id, header_bytes in list(self._executing.items()):
             header = json.loads(header_bytes)

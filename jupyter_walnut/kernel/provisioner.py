@@ -16,6 +16,7 @@ from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Float, Unicode
 
 from ..provider_client import ProviderAPIError, ProviderClient
+from ..renter import kernel_links
 from ..renter.manager import RenterManager
 from .bridge import KernelBridge
 from .wire import RESUME_SUBPROTOCOL
@@ -28,7 +29,7 @@ class WalnutKernelError(RuntimeError):
 class WalnutProvisioner(KernelProvisionerBase):
     walnut_session = Unicode(config=True, help="the Walnut session this kernel runs in")
     remote_kernel_name = Unicode("python3", config=True, help="kernelspec on the gateway")
-    reconnect_timeout = Float(60.0, config=True,
+    reconnect_timeout = Float(120.0, config=True,  # as long as the provider keeps a link
                               help="seconds to keep retrying a dropped provider connection")
 
     bridge: KernelBridge | None = None
@@ -113,6 +114,8 @@ class WalnutProvisioner(KernelProvisionerBase):
                                    reconnect_timeout=self.reconnect_timeout,
                                    trust_outputs=trusted)
         self.bridge.on_dead = self._on_dead
+        self.bridge.on_link_state = lambda state: kernel_links.set_state(
+            self.walnut_session, self.kernel_id, state)
         self._dead = asyncio.Event()
         self._exit_code = None
         try:
@@ -211,6 +214,7 @@ class WalnutProvisioner(KernelProvisionerBase):
             return  # the bridge and its sockets carry over to the restarted kernel
         if self.bridge is not None:
             await self.bridge.close()
+            kernel_links.forget(self.walnut_session, self.kernel_id)
         self.bridge = None
         self.remote_kernel_id = None
 

@@ -127,7 +127,11 @@ class ResumableLink:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        self.handler = handler
+        old, self.handler = self.handler, handler
+        if old is not None and old is not handler and old.ws_connection is not None:
+            # the renter came back on a new connection: the old one is dead to it, and a
+            # pump write stuck on it (a silent partition) must fail rather than hold the link
+            old.close(1001, "the renter reconnected")
         self._drop_acked(renter_ack)
         self._send_control(handler)
         for seq, payload in list(self.out_buffer):

@@ -14,6 +14,7 @@ import logging
 from tornado import httpclient, websocket
 from tornado.httputil import HTTPHeaders
 
+from ..keepalive import Keepalive
 from .sessions import SessionError
 
 log = logging.getLogger("walnut.provider.proxy")
@@ -53,7 +54,7 @@ class GatewayWebsocketBridge:
                                          request_timeout=30)
         self.upstream = await websocket.websocket_connect(
             request, max_message_size=MAX_MESSAGE_SIZE, subprotocols=subprotocols or None,
-            ping_interval=None,
+            **Keepalive.from_env().client_options(),  # a gateway gone silent is found dead
         )
         self.upstream.protocol.stream.set_nodelay(True)
 

@@ -8,6 +8,7 @@ import sqlite3
 from dataclasses import asdict, dataclass, field
 
 from ..sqlite_store import SQLiteStore
+from . import kernel_links
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kernels (
@@ -82,6 +83,7 @@ class RenterSession:
         data["remaining_mist"] = self.remaining_mist
         data["usage"] = self.extra.get("usage")  # live CPU/GPU figures while it runs
         data["kernel_name"] = kernel_name(self.id)
+        data["kernel_links"] = kernel_links.of(self.id)  # "reconnecting" while cut off
         return data
 
 
