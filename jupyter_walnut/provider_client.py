@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from tornado import httpclient, websocket
 
 from . import provider_responses as responses
+from .keepalive import Keepalive
 from .keys import KeyPair
 from .signed_requests import sign_request
 from .tls import TLSError, pinned_context, split_pin
@@ -183,7 +184,9 @@ class ProviderClient:
         request = httpclient.HTTPRequest(url, headers=self.gateway_headers(access_token),
                                          connect_timeout=10, request_timeout=30,
                                          ssl_options=await self._ssl_options())
+        # pings find a silently dropped link in seconds, so the bridge reconnects and replays
         conn = await websocket.websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE,
-                                                 subprotocols=subprotocols, ping_interval=None)
+                                                 subprotocols=subprotocols,
+                                                 **Keepalive.from_env().client_options())
         conn.protocol.stream.set_nodelay(True)
         return conn

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tornado import httpclient, web, websocket
 
 from .._version import __version__
+from ..keepalive import Keepalive
 from ..numbers import NumberError, loads_json, parse_int
 from ..signed_requests import HEADER_KEY, SignatureError
 from ..sqlite_store import StorageError
@@ -376,6 +377,6 @@ def make_app(node: ProviderNode) -> web.Application:
         log_function=log_request,
         walnut_node=node,
         websocket_max_message_size=MAX_MESSAGE_SIZE,
-        websocket_ping_interval=30,
+        **Keepalive.from_env().server_settings(),  # a renter gone silent is found dead
     )
 
