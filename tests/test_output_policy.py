@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 
 import pytest
@@ -287,3 +288,48 @@ def test_walnut_run_republishes_through_the_policy(monkeypatch):
         assert set(data) == {"text/html", "image/png"} and data["image/png"] == PNG
         assert_inert(data["text/html"])
     assert published[2][1]["update"] is True
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames, copy=True) -> None:
+        self.sent.append([bytes(f) for f in frames])
+
+
+def _frames(msg_type: str, content: bytes) -> list[bytes]:
+    header = json.dumps({"msg_id": "m", "msg_type": msg_type, "session": "s",
+                         "username": "u", "date": "", "version": "5.3"}).encode()
+    return [header, b"{}", b"{}", content]
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_the_bridge_relays_bytes_and_re_encodes_only_what_it_cleans(trust):
+    from jupyter_walnut.kernel.bridge import KernelBridge
+    from jupyter_walnut.kernel.wire import sign
+
+    async def never(*args):
+        raise AssertionError("not used")
+
+    bridge = KernelBridge(never, never, never, trust_outputs=trust)
+    iopub = bridge.sockets["iopub"] = _Recorder()
+    # odd spacing shows whether the bytes were re-encoded
+    stream = _frames("stream", b'{"name":  "stdout", "text": "<script>x</script>"}')
+    plot = _frames("display_data",
+                   b'{"data":  {"image/png": "' + PNG.encode() + b'"}, "metadata": {}}')
+    evil = _frames("display_data",
+                   b'{"data": {"text/html": "<img src=x onerror=alert(1)>"}, "metadata": {}}')
+    broken = [b"\xff\xfe not json", b"{}", b"{}", b"{}"]
+    for parts in (stream, plot, evil, broken):
+        bridge._deliver("iopub", parts)
+    bridge.ctx.term()
+    if trust:  # the opt-in: everything as the provider sent it, except what no client reads
+        assert [f[2:] for f in iopub.sent] == [stream, plot, evil]
+        return
+    assert [f[2:] for f in iopub.sent[:2]] == [stream, plot]  # byte for byte
+    cleaned = iopub.sent[2]
+    assert cleaned[2:5] == evil[:3]
+    assert json.loads(cleaned[5])["data"]["text/html"] == "<img>"
+    assert cleaned[1] == sign(bridge.key, cleaned[2:])  # re-signed over the new content
+    assert len(iopub.sent) == 3  # an unreadable header is never relayed

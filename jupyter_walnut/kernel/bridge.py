@@ -254,8 +254,8 @@ class KernelBridge:
     def _deliver(self, channel: str, parts: list[bytes]) -> None:
         if len(parts) < 4:
             return  # not a Jupyter message: no client could read it
-        try:
-            header = json.loads(parts[0])
+        try:  # strict UTF-8, as the clients decode: one reading of msg_type for all
+            header = json.loads(parts[0].decode("utf-8"))
             msg_type = header.get("msg_type")
         except (ValueError, AttributeError, RecursionError):
             return  # a header no client could classify is never relayed
