@@ -124,6 +124,10 @@ class ProviderClient:
         return await self._call("POST", f"{API}/sessions/{session_id}/vouchers",
                                 {"amount_mist": str(amount_mist), "signature": signature.hex()})
 
+    async def top_up_session(self, session_id: str) -> dict:
+        """Ask the provider to read the session's topped-up channel on the ledger."""
+        return await self._call("POST", f"{API}/sessions/{session_id}/topup", {})
+
     async def wait_running(self, session_id: str, timeout: float = 120.0,
                            on_status=None) -> dict:
         """Poll until the session runs; raises with the provider's reason if it failed."""

@@ -79,6 +79,15 @@ def normalize(address: str | bytes) -> str:
         raise LedgerError("E_INVALID_ARGUMENT", str(exc)) from exc
 
 
+def normalize_channel_id(channel_id: str | bytes) -> str:
+    """The one spelling of a channel id (0x + 64 lower-case hex digits) that the ledgers
+    store and the provider keys its sessions by: `0xAB..`, `ab..` and `0x0ab..` are one
+    channel, so no spelling can pay for a second session."""
+    if not isinstance(channel_id, str | bytes):
+        raise LedgerError("E_INVALID_ARGUMENT", "a channel id is 0x-hex (32 bytes)")
+    return normalize(channel_id)
+
+
 def check_amount(amount: int, *, what: str = "amount", allow_zero: bool = False) -> int:
     # bool is an int in Python; money must be a real integer, never a float.
     if not isinstance(amount, int) or isinstance(amount, bool):

@@ -28,6 +28,7 @@ from .base import (
     check_amount,
     fingerprint_bytes,
     normalize,
+    normalize_channel_id,
     now_ms,
 )
 from .vouchers import PUBLIC_KEY_LENGTH, SIGNATURE_LENGTH, verify_voucher
@@ -497,7 +498,7 @@ class LocalLedger(Ledger):
     @staticmethod
     def _channel_in(db: sqlite3.Connection, channel_id: str) -> Channel:
         row = db.execute(
-            "SELECT * FROM channels WHERE channel_id = ?", (normalize(channel_id),)
+            "SELECT * FROM channels WHERE channel_id = ?", (normalize_channel_id(channel_id),)
         ).fetchone()
         if row is None:
             raise LedgerError("E_UNKNOWN_CHANNEL", f"no channel {channel_id}")

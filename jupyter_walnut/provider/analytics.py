@@ -40,15 +40,17 @@ def _busy_by_day(rec: SessionRecord, now: float, out: dict[str, float]) -> None:
 
 
 def earnings(records: list[SessionRecord]) -> dict[str, int]:
-    claimed = pending = unpaid = 0
+    claimed = pending = unpaid = lost = 0
     for rec in records:
         voucher = int(rec.extra.get("voucher_mist", 0))
-        if rec.extra.get("settlement") == "settled":
+        if rec.extra.get("settlement") in ("settled", "lost"):
             claimed += int(rec.extra.get("claimed_mist", voucher))
+            lost += int(rec.extra.get("lost_mist", 0))  # signed, the channel closed unclaimed
         else:
             pending += voucher
             unpaid += max(0, rec.cost_mist - voucher)
-    return {"claimed_mist": claimed, "pending_mist": pending, "metered_unpaid_mist": unpaid}
+    return {"claimed_mist": claimed, "pending_mist": pending, "metered_unpaid_mist": unpaid,
+            "lost_mist": lost}
 
 
 def history(store: SessionStore, max_sessions: int = 1, days: int = 30,
@@ -137,6 +139,7 @@ def refresh_earnings_metrics(metrics, store: SessionStore) -> None:
     e = earnings(records)
     metrics.earnings_claimed.set(e["claimed_mist"])
     metrics.earnings_pending.set(e["pending_mist"])
+    metrics.earnings_lost.set(e["lost_mist"])
     metrics.sessions_served.set(sum(1 for r in records if r.started_at is not None))
     metrics.failed_starts.set(sum(1 for r in records
                                   if r.status == "failed" and r.started_at is None))

@@ -6,6 +6,7 @@
     GET    /api/v1/sessions                      the caller's own sessions (signed)
     GET    /api/v1/sessions/<id>                 one of the caller's sessions (signed)
     DELETE /api/v1/sessions/<id>                 stop it (signed)
+    POST   /api/v1/sessions/<id>/topup           re-read its channel's deposit (signed)
     *      /api/v1/sessions/<id>/gateway/<path>  the session's kernel gateway (session token)
     GET    /metrics                              Prometheus
 
@@ -191,6 +192,16 @@ class VouchersHandler(BaseHandler):
         self.write_json(rec.public())
 
 
+class TopUpHandler(BaseHandler):
+    """The renter topped up a session's channel: the provider reads the new deposit on the
+    ledger (the request carries no amount to trust) and extends the session."""
+
+    async def post(self, session_id: str) -> None:
+        renter, _ = self.renter()
+        rec = await self.node.sessions.top_up(session_id, renter)
+        self.write_json(rec.public())
+
+
 class GatewayProxyHandler(BaseHandler):
     """Kernel-gateway REST calls of one session."""
 
@@ -367,6 +378,7 @@ def make_app(node: ProviderNode) -> web.Application:
             (rf"{API}/sessions", SessionsHandler),
             (rf"{API}/sessions/{SESSION_ID}", SessionHandler),
             (rf"{API}/sessions/{SESSION_ID}/vouchers", VouchersHandler),
+            (rf"{API}/sessions/{SESSION_ID}/topup", TopUpHandler),
             (rf"{API}/sessions/{SESSION_ID}/gateway/(api/kernels/[^/]+/channels)",
              GatewayWebsocketHandler),
             (rf"{API}/sessions/{SESSION_ID}/gateway/(.*)", GatewayProxyHandler),

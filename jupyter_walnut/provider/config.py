@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .settlement import SettlementPolicy
+from .settlement import SETTLEMENT_KEYS, SettlementPolicy
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -236,13 +236,13 @@ def parse_config(data: dict) -> ProviderConfig:
     ledger = _table(data, "ledger", "")
     _unknown(ledger, {"kind", "path"}, "ledger.")
     settle = _table(data, "settlement", "")
-    _unknown(settle, {"grace_seconds", "min_prepaid_seconds", "min_challenge_period_s",
-                      "settle_after_s"}, "settlement.")
+    _unknown(settle, set(SETTLEMENT_KEYS), "settlement.")
     defaults = SettlementPolicy()
     policy = SettlementPolicy(**{
         key: _int(settle, key, "settlement.", default=getattr(defaults, key))
-        for key in ("grace_seconds", "min_prepaid_seconds", "min_challenge_period_s",
-                    "settle_after_s")})
+        for key in SETTLEMENT_KEYS})
+    if why := policy.problem():
+        raise ConfigError(f"settlement.{why}")
     port = _int(prov, "listen_port", "provider.", default=8765)
     if port > 65535:
         raise ConfigError("provider.listen_port: must be <= 65535")

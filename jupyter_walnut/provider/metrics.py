@@ -41,6 +41,8 @@ class ProviderMetrics:
                                       "MIST claimed from settled sessions' channels", registry=r)
         self.earnings_pending = Gauge("walnut_earnings_pending_mist",
                                       "MIST signed by renters, not claimed yet", registry=r)
+        self.earnings_lost = Gauge("walnut_earnings_lost_mist", "MIST signed by renters whose "
+                                   "channel closed before the claim", registry=r)
         self.sessions_served = Gauge("walnut_sessions_served",
                                      "Sessions that reached running, all time", registry=r)
         self.failed_starts = Gauge("walnut_sessions_failed_start",

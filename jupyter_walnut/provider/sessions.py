@@ -20,13 +20,15 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..ledger import Channel, LedgerError
+from ..ledger.base import normalize_channel_id
 from ..numbers import MAX_SECONDS, NumberError, optional_int
 from ..sqlite_store import StorageError
 from .config import ProviderConfig, Shape
 from .hardware import Hardware
 from .runtimes import Runtime, RuntimeError_, RuntimeHandle, SessionSpec
 from .settlement import PaymentError, ProviderSettlement
-from .store import ACTIVE, SessionRecord, SessionStore
+from .store import ACTIVE, ChannelInUse, SessionRecord, SessionStore
 
 log = logging.getLogger("walnut.provider")
 
@@ -112,6 +114,8 @@ class SessionManager:
         self.on_event: Callable[[str, SessionRecord], None] = lambda kind, rec: None
         self.metering_interval_s = 1.0
         self.watch_interval_s = 1.0
+        self._settling: dict[str, asyncio.Lock] = {}  # by session id, while it settles
+        self._stopping: set[str] = set()  # sessions whose gateway is being stopped
 
     # --- admission -------------------------------------------------------------
 
@@ -176,36 +180,79 @@ class SessionManager:
         if max_seconds > avail.max_session_seconds:
             raise SessionError(
                 400, f"max_seconds: this node allows at most {avail.max_session_seconds}")
-        deposit = 0
-        if self.settlement is not None:
-            if not req.channel_id:
-                raise SessionError(402, "channel_id: an open payment channel is required")
-            if self.store.list(channel_id=req.channel_id):
-                raise SessionError(409, "this channel already paid for a session")
+        if self.settlement is None:
+            return await self._admit(renter, renter_public_key, image, shape, max_seconds,
+                                     None, 0)
+        if not req.channel_id:
+            raise SessionError(402, "channel_id: an open payment channel is required")
+        try:  # one spelling per channel, so that no other spelling pays for a second session
+            channel_id = normalize_channel_id(req.channel_id)
+        except LedgerError as exc:
+            raise SessionError(400, f"channel_id: {exc.message}") from exc
+        try:  # taken before any await: a concurrent create of the same channel is refused
+            self.store.reserve_channel(channel_id)
+        except ChannelInUse as exc:
+            raise SessionError(409, "this channel already paid for a session") from exc
+        except StorageError as exc:
+            await self._refuse_unrecorded(channel_id, renter, renter_public_key, shape)
+            raise SessionError(exc.status, exc.message) from exc
+        admitted = False
+        try:
             try:
                 deposit = await self.settlement.check_channel(
-                    req.channel_id, renter, renter_public_key, shape.price_mist_per_second)
+                    channel_id, renter, renter_public_key, shape.price_mist_per_second)
             except PaymentError as exc:
                 raise SessionError(exc.status, exc.message) from exc
             if shape.price_mist_per_second:
                 max_seconds = min(max_seconds, deposit // shape.price_mist_per_second)
+            try:
+                created = await self._admit(renter, renter_public_key, image, shape,
+                                            max_seconds, channel_id, deposit)
+            except SessionError:  # a valid channel for a session we cannot run: refund it
+                await self._refund_unused(channel_id)
+                raise
+            admitted = True
+            return created
+        finally:
+            if not admitted:
+                self._release(channel_id)
+
+    def _release(self, channel_id: str) -> None:
         try:
-            return await self._admit(renter, renter_public_key, req, image, shape, max_seconds,
-                                     deposit)
-        except SessionError:
-            if deposit:  # a valid channel for a session we cannot run: refund it now
-                await self._refund_unused(req.channel_id)
-            raise
+            self.store.release_channel(channel_id)
+        except StorageError as exc:  # dropped at the next start; until then it stays taken
+            log.error("could not release the reservation of channel %s: %s", channel_id,
+                      exc.message)
+
+    async def _refuse_unrecorded(self, channel_id: str, renter: str, renter_public_key: str,
+                                 shape: Shape) -> None:
+        """The store cannot take a reservation (a full disk): refund a valid channel that no
+        create holds, since no session can be recorded for it."""
+        try:
+            if self.store.channel_reserved(channel_id):
+                return
+            await self.settlement.check_channel(channel_id, renter, renter_public_key,
+                                                shape.price_mist_per_second)
+        except (StorageError, PaymentError):
+            return  # not ours to refund, or we cannot tell
+        await self._refund_unused(channel_id)
 
     async def _refund_unused(self, channel_id: str) -> None:
+        """Close a channel no session was admitted on; never one that pays for a session."""
+        try:
+            if self.store.channel_session(channel_id) is not None:
+                log.error("not refunding channel %s: it pays for a session", channel_id)
+                return
+        except StorageError:
+            return  # we cannot tell, so we do not refund
         try:
             await asyncio.to_thread(self.settlement.ledger.provider_close,
                                     self.settlement.identity, channel_id)
         except Exception as exc:  # the renter can still close it after the challenge period
             log.warning("could not close unused channel %s: %s", channel_id, exc)
 
-    async def _admit(self, renter: str, renter_public_key: str, req: SessionRequest, image,
-                     shape: Shape, max_seconds: int, deposit: int
+    async def _admit(self, renter: str, renter_public_key: str, image, shape: Shape,
+                     max_seconds: int, channel_id: str | None, deposit: int
                      ) -> tuple[SessionRecord, str]:
         avail = self.config.availability
         async with self._admit_lock:  # capacity checks and the insert are one step
@@ -234,12 +281,14 @@ class SessionManager:
                 gateway_token=secrets.token_urlsafe(32),
                 access_token_hash=hash_token(access_token),
                 created_at=time.time(),
-                channel_id=req.channel_id,
+                channel_id=channel_id,
                 extra={"deposit_mist": deposit, "voucher_mist": 0, "settlement":
                        "open" if self.settlement is not None else "none"},
             )
             try:
                 self.store.insert(rec)
+            except ChannelInUse as exc:  # the reservation is gone: never start unpaid
+                raise SessionError(409, "this channel already paid for a session") from exc
             except StorageError as exc:  # nothing started yet; create() refunds the channel
                 raise SessionError(exc.status, exc.message) from exc
         self._spawn(self._start(rec, image.reference))
@@ -356,7 +405,11 @@ class SessionManager:
         self._record_end(rec.id, status=status, reason=reason, ended_at=time.time())
         handle = self._handles.pop(rec.id, None)
         if handle is not None:
-            await self.runtime.stop(handle)
+            self._stopping.add(rec.id)  # not settled before the renter hears of the stop
+            try:
+                await self.runtime.stop(handle)
+            finally:
+                self._stopping.discard(rec.id)
             # the renter's final voucher answers the stop: wait for it from here on
             self._record_end(rec.id, ended_at=time.time())
         log.info("session %s %s: %s", rec.id, status, reason)
@@ -416,10 +469,19 @@ class SessionManager:
                 rec = replace(rec, running_ms=rec.running_ms
                               + self._unmetered_ms(rec.id, time.monotonic()))
             if rec.running_ms >= rec.max_seconds * 1000:
-                await self.stop(rec.id, reason="maximum duration reached", status="stopped")
+                await self.stop(rec.id, reason=self._limit_reason(rec), status="stopped")
             elif self.settlement is not None and (why := self.settlement.behind(rec)):
                 await self.stop(rec.id, reason=why, status="stopped")
         await self.settle_once()
+
+    def _limit_reason(self, rec: SessionRecord) -> str:
+        """Why a session that reached max_seconds stops: its deposit buys no more second,
+        or the duration it asked for (or the node allows) is over."""
+        deposit = rec.extra.get("deposit_mist")
+        if self.settlement is not None and rec.price_mist_per_second and deposit is not None \
+                and deposit - rec.cost_mist < rec.price_mist_per_second:
+            return "the deposit is used up"
+        return "maximum duration reached"
 
     # --- payment -------------------------------------------------------------------------
 
@@ -442,19 +504,126 @@ class SessionManager:
         if self.settlement is None:
             return
         for rec in self.store.list(statuses=("stopped", "failed")):
-            if rec.extra.get("settlement") != "open" or rec.channel_id is None:
+            if rec.extra.get("settlement") != "open" or rec.channel_id is None or \
+                    rec.id in self._stopping:
                 continue
             waited = time.time() - (rec.ended_at or 0)
             if rec.extra.get("voucher_mist", 0) < rec.cost_mist and \
                     waited < self.settlement.policy.settle_after_s:
                 continue
+            await self._settle(rec.id)
+
+    async def _settle(self, session_id: str) -> None:
+        """Claim and close one ended session's channel; a ledger that fails is tried again on
+        the next pass, a channel closed before the claim is recorded as a final loss."""
+        # one settlement of a session at a time; a second caller waits for the first
+        async with self._settling.setdefault(session_id, asyncio.Lock()):
+            rec = self.store.get(session_id)
+            if rec.extra.get("settlement") != "open":
+                return
             try:
-                extra = await self.settlement.settle(rec)
+                facts = await self.settlement.settle(rec)
             except Exception as exc:  # the ledger is unreachable: try again next pass
-                log.warning("settling session %s failed: %s", rec.id, exc)
+                log.warning("settling session %s failed (tried again): %s", rec.id, exc)
+                return
+            self._record_settlement(rec.id, facts)
+        self._settling.pop(session_id, None)
+
+    def _record_settlement(self, session_id: str, facts: dict) -> None:
+        fresh = self.store.get(session_id)  # vouchers may have arrived while we awaited
+        self.store.update(session_id, extra={**fresh.extra, **facts})
+        final = self.store.get(session_id)
+        self.on_event("settlement_lost" if facts["settlement"] == "lost" else "settled", final)
+
+    # --- the renter's channel on the ledger ----------------------------------------------
+
+    async def channels_once(self) -> None:
+        """Follow every running session's channel: a top-up extends the session, a close
+        request is claimed at once and stops it, a closed channel stops it and is recorded
+        as lost; long sessions are claimed every `claim_interval_s`."""
+        if self.settlement is None:
+            return
+        for rec in self.store.list(statuses=("running",)):
+            if rec.channel_id is None or rec.id in self._unsaved:
                 continue
-            self.store.update(rec.id, extra=extra)
-            self.on_event("settled", self.store.get(rec.id))
+            try:
+                channel = await self.settlement.read_channel(rec.channel_id)
+            except PaymentError as exc:
+                log.warning("session %s: cannot read channel %s: %s", rec.id, rec.channel_id,
+                            exc.message)
+                continue
+            await self._follow_channel(rec.id, channel)
+
+    async def _follow_channel(self, session_id: str, channel: Channel) -> None:
+        rec = self.store.get(session_id)
+        if rec is None or rec.status != "running":
+            return
+        if channel.closed:
+            await self.stop(rec.id, status="stopped", reason=(
+                "the payment channel was closed on the ledger: this session is no longer paid"))
+            await self._settle(rec.id)
+        elif channel.close_requested_at_ms is not None:
+            await self._claim(rec.id)  # inside the challenge period: what is signed is ours
+            await self.stop(rec.id, status="stopped", reason=(
+                "the renter asked the ledger to close the payment channel"))
+        else:
+            self._extend(rec, channel)
+            if time.time() - rec.extra.get("claimed_at", rec.started_at or 0) >= \
+                    self.settlement.policy.claim_interval_s:
+                await self._claim(rec.id)
+
+    async def _claim(self, session_id: str) -> None:
+        """Claim a running session's newest voucher now; a closed channel stops it."""
+        rec = self.store.get(session_id)
+        try:
+            paid = await self.settlement.claim_newest(rec)
+        except LedgerError as exc:
+            if exc.code == "E_CHANNEL_CLOSED":
+                channel = await self.settlement.read_channel(rec.channel_id)
+                await self._follow_channel(session_id, channel)
+            else:
+                log.warning("session %s: claim failed (tried again): %s", session_id, exc)
+            return
+        fresh = self.store.get(session_id)
+        extra = {**fresh.extra, "claimed_at": time.time()}
+        if paid:
+            extra["claimed_mist"] = rec.extra.get("voucher_mist", 0)
+            log.info("session %s: claimed %d MIST while running", session_id, paid)
+        self.store.update(session_id, extra=extra)
+
+    def _extend(self, rec: SessionRecord, channel: Channel) -> SessionRecord:
+        """A deposit the ledger shows larger than the session's (a top-up) buys more time,
+        up to the node's maximum duration."""
+        if channel.deposited <= rec.extra.get("deposit_mist", 0):
+            return rec
+        max_seconds = rec.max_seconds
+        if rec.price_mist_per_second:
+            bought = min(self.config.availability.max_session_seconds,
+                         channel.deposited // rec.price_mist_per_second)
+            max_seconds = max(max_seconds, bought)
+        self.store.update(rec.id, max_seconds=max_seconds,
+                          extra={**rec.extra, "deposit_mist": channel.deposited})
+        log.info("session %s: deposit now %d MIST, up to %ds", rec.id, channel.deposited,
+                 max_seconds)
+        return self.store.get(rec.id)
+
+    async def top_up(self, session_id: str, renter: str) -> SessionRecord:
+        """The renter says it topped up its channel: the ledger, not the renter, says by
+        how much."""
+        if self.settlement is None:
+            raise SessionError(409, "this node does not take payments")
+        rec = self.owned(session_id, renter)
+        if rec.status not in ACTIVE:
+            raise SessionError(409, f"session is {rec.status}")
+        try:
+            channel = await self.settlement.read_channel(rec.channel_id)
+        except PaymentError as exc:
+            raise SessionError(exc.status, exc.message) from exc
+        if channel.closed or channel.close_requested_at_ms is not None:
+            await self._follow_channel(rec.id, channel)
+            raise SessionError(409, f"the channel is {channel.status}: the session stops")
+        rec = self.owned(session_id, renter)  # fresh after the await
+        return self._extend(rec, channel)
 
     async def usage(self, rec: SessionRecord) -> dict:
         """Live figures for a running session: its CPU and memory, and its GPUs' (NVML)."""
@@ -491,8 +660,12 @@ class SessionManager:
                     log.exception("provider loop %s failed", fn.__name__)
                 await asyncio.sleep(interval)
 
-        await asyncio.gather(loop(self.meter_once, self.metering_interval_s),
-                             loop(self.watch_once, self.watch_interval_s))
+        loops = [loop(self.meter_once, self.metering_interval_s),
+                 loop(self.watch_once, self.watch_interval_s)]
+        if self.settlement is not None:
+            loops.append(loop(self.channels_once,
+                              self.settlement.policy.channel_check_interval_s))
+        await asyncio.gather(*loops)
 
     async def adopt(self) -> None:
         """After a restart: re-attach gateways still running, fail sessions that are gone."""

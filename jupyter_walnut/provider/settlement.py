@@ -6,16 +6,23 @@ exceeds `grace_seconds` of the price, or the deposit is used up, the session is 
 So a renter who disappears costs the provider at most the grace period.
 At the end the provider claims the newest voucher and closes the channel, which returns
 everything unclaimed to the renter at once.
+
+The renter holds the other end of the channel: it may top it up (the session's allowance
+grows once the ledger shows the deposit) or ask the ledger to close it. So the provider reads
+each running session's channel every `channel_check_interval_s`: a close request is answered
+by claiming the newest voucher at once and stopping the session, well inside the challenge
+period; long sessions are also claimed every `claim_interval_s`. A channel that closed before
+the provider could claim is a final loss, recorded (settlement "lost") and not retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..keys import KeyPair
-from ..ledger import Ledger, LedgerError
+from ..ledger import Channel, Ledger, LedgerError
 from ..ledger.vouchers import verify_voucher
 from .store import SessionRecord
 
@@ -28,6 +35,23 @@ class SettlementPolicy:
     min_prepaid_seconds: int = 60  # a channel must lock at least this much time
     min_challenge_period_s: int = 60  # time the provider has to claim after a renter's close
     settle_after_s: int = 15  # wait this long after the end for the renter's final voucher
+    channel_check_interval_s: int = 5  # read running sessions' channels this often
+    claim_interval_s: int = 600  # claim the newest voucher of a running session this often
+
+    def problem(self) -> str | None:
+        """What makes this policy unsafe ("key: why"), or None."""
+        if self.channel_check_interval_s < 1:
+            return "channel_check_interval_s: must be at least 1"
+        if self.claim_interval_s < 1:
+            return "claim_interval_s: must be at least 1"
+        if self.min_challenge_period_s and \
+                self.channel_check_interval_s >= self.min_challenge_period_s:
+            # a close request must be seen while the provider can still claim
+            return "channel_check_interval_s: must be below min_challenge_period_s"
+        return None
+
+
+SETTLEMENT_KEYS = tuple(f.name for f in fields(SettlementPolicy))
 
 
 class PaymentError(Exception):
@@ -46,14 +70,18 @@ class ProviderSettlement:
     async def _call(self, fn, *args):
         return await asyncio.to_thread(fn, *args)
 
-    async def check_channel(self, channel_id: str, renter: str, renter_public_key: str,
-                            price_mist_per_second: int) -> int:
-        """The deposit still locked in a channel fit for a new session, or PaymentError."""
+    async def read_channel(self, channel_id: str) -> Channel:
+        """The channel as the ledger holds it now, or PaymentError (503: ledger unreachable)."""
         try:
-            channel = await self._call(self.ledger.get_channel, channel_id)
+            return await self._call(self.ledger.get_channel, channel_id)
         except LedgerError as exc:
             status = 503 if exc.code == "E_NODE" else 402
             raise PaymentError(status, f"channel {channel_id}: {exc.message}") from exc
+
+    async def check_channel(self, channel_id: str, renter: str, renter_public_key: str,
+                            price_mist_per_second: int) -> int:
+        """The deposit of a channel fit for a new session, or PaymentError."""
+        channel = await self.read_channel(channel_id)
         if channel.provider != self.identity.address:
             raise PaymentError(402, "the channel pays another provider")
         if channel.renter != renter:
@@ -62,6 +90,8 @@ class ProviderSettlement:
             raise PaymentError(402, "the channel's voucher key is not the signing key")
         if channel.closed or channel.close_requested_at_ms is not None:
             raise PaymentError(402, "the channel is closed or closing")
+        if channel.claimed:  # vouchers are cumulative per channel: one channel, one session
+            raise PaymentError(409, "this channel already paid for a session")
         if channel.price_per_second_mist < price_mist_per_second:
             raise PaymentError(402, f"the channel's price ({channel.price_per_second_mist} "
                                     f"MIST/s) is below this shape's {price_mist_per_second}")
@@ -72,13 +102,17 @@ class ProviderSettlement:
         if channel.locked < needed:
             raise PaymentError(402, f"the channel locks {channel.locked} MIST; this shape needs "
                                     f"at least {needed} MIST ({self.policy.min_prepaid_seconds}s)")
-        return channel.locked
+        return channel.deposited
 
     def check_voucher(self, rec: SessionRecord, amount: int, signature: bytes) -> None:
         """A voucher the provider will keep; PaymentError says why not, and nothing changes."""
         if rec.channel_id is None:
             raise PaymentError(409, "this session has no payment channel")
-        if rec.extra.get("settlement", "open") != "open":
+        state = rec.extra.get("settlement", "open")
+        if state == "lost":
+            raise PaymentError(409, "this session's channel was closed on the ledger: "
+                                    "vouchers for it are worth nothing")
+        if state != "open":
             raise PaymentError(409, "this session's channel is already settled")
         if not verify_voucher(bytes.fromhex(rec.renter_public_key), rec.channel_id, amount,
                               signature):
@@ -102,27 +136,47 @@ class ProviderSettlement:
             return f"payment fell more than {self.policy.grace_seconds}s behind"
         return None
 
-    async def settle(self, rec: SessionRecord) -> dict:
-        """Claim the newest voucher and close the channel; returns the settlement facts."""
-        extra = dict(rec.extra)
-        amount = extra.get("voucher_mist", 0)
-        paid = 0
-        if amount > 0:
-            try:
-                paid = await self._call(self.ledger.claim, self.identity, rec.channel_id, amount,
-                                        bytes.fromhex(extra["voucher_signature"]))
-            except LedgerError as exc:
-                if exc.code not in ("E_STALE_VOUCHER", "E_DEPOSIT_EXHAUSTED"):
-                    raise
+    async def claim_newest(self, rec: SessionRecord) -> int:
+        """Claim the session's newest voucher; the MIST paid now (0 when nothing is new).
+        LedgerError E_CHANNEL_CLOSED when the channel closed before this claim."""
+        amount = rec.extra.get("voucher_mist", 0)
+        if amount <= rec.extra.get("claimed_mist", 0):
+            return 0
         try:
-            channel = await self._call(self.ledger.provider_close, self.identity, rec.channel_id)
-            refunded = channel.refunded
+            return await self._call(self.ledger.claim, self.identity, rec.channel_id, amount,
+                                    bytes.fromhex(rec.extra["voucher_signature"]))
+        except LedgerError as exc:
+            if exc.code in ("E_STALE_VOUCHER", "E_DEPOSIT_EXHAUSTED"):
+                return 0  # claimed before (a restart between claim and record)
+            raise
+
+    async def settle(self, rec: SessionRecord) -> dict:
+        """Claim the newest voucher and close the channel; returns the settlement facts
+        (settlement "settled", or "lost" when the channel closed before the claim)."""
+        try:
+            paid = await self.claim_newest(rec)
         except LedgerError as exc:
             if exc.code != "E_CHANNEL_CLOSED":
                 raise
-            refunded = (await self._call(self.ledger.get_channel, rec.channel_id)).refunded
-        extra.update(settlement="settled", claimed_mist=amount, paid_now_mist=paid,
-                     refunded_mist=refunded)
-        log.info("session %s settled: claimed %d MIST, refunded %d MIST", rec.id, amount,
-                 refunded)
-        return extra
+            return self.closed_without_claim(rec, await self.read_channel(rec.channel_id))
+        try:
+            channel = await self._call(self.ledger.provider_close, self.identity, rec.channel_id)
+        except LedgerError as exc:
+            if exc.code != "E_CHANNEL_CLOSED":
+                raise
+            channel = await self.read_channel(rec.channel_id)  # the renter finalized first
+        log.info("session %s settled: claimed %d MIST, refunded %d MIST", rec.id,
+                 channel.claimed, channel.refunded)
+        return {"settlement": "settled", "claimed_mist": channel.claimed, "paid_now_mist": paid,
+                "refunded_mist": channel.refunded}
+
+    def closed_without_claim(self, rec: SessionRecord, channel: Channel) -> dict:
+        """The facts of a channel the renter closed on the ledger: what the provider claimed
+        before, and the signed rest it can never claim now (a final loss, not a retry)."""
+        lost = max(0, rec.extra.get("voucher_mist", 0) - channel.claimed)
+        if lost:
+            log.error("session %s: the renter closed channel %s on the ledger before the "
+                      "provider claimed; %d MIST of signed vouchers are lost", rec.id,
+                      rec.channel_id, lost)
+        return {"settlement": "lost" if lost else "settled", "claimed_mist": channel.claimed,
+                "refunded_mist": channel.refunded, "lost_mist": lost}

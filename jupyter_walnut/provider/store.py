@@ -9,8 +9,11 @@ import json
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from ..sqlite_store import SQLiteStore
+from ..ledger import LedgerError
+from ..ledger.base import normalize_channel_id
+from ..sqlite_store import SQLiteStore, storage_error
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -41,6 +44,13 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_renter ON sessions (renter);
 CREATE INDEX IF NOT EXISTS sessions_status ON sessions (status);
+-- one session per payment channel: a create reserves the channel (session_id NULL) before
+-- it awaits anything, and the session's insert binds it
+CREATE TABLE IF NOT EXISTS session_channels (
+    channel_id TEXT PRIMARY KEY,
+    session_id TEXT UNIQUE,
+    reserved_at REAL NOT NULL
+);
 """
 
 ACTIVE = ("starting", "running")
@@ -89,8 +99,34 @@ class SessionRecord:
         return data
 
 
+class ChannelInUse(Exception):
+    """The channel is reserved by another create or already pays for a session."""
+
+
 class SessionStore(SQLiteStore):
     schema = SCHEMA
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._recover_channels()
+
+    def _recover_channels(self) -> None:
+        """At open no create is in flight: drop reservations a crash left unbound, and bind
+        the channels of sessions written before reservations existed, in their normalised
+        spelling (the first session wins where one channel paid for several)."""
+        with self._db_locked() as db:
+            db.execute("DELETE FROM session_channels WHERE session_id IS NULL")
+            rows = db.execute(
+                "SELECT id, channel_id, created_at FROM sessions WHERE channel_id IS NOT NULL "
+                "AND id NOT IN (SELECT session_id FROM session_channels "
+                "WHERE session_id IS NOT NULL) ORDER BY created_at").fetchall()
+            for row in rows:
+                try:
+                    channel = normalize_channel_id(row["channel_id"])
+                except LedgerError:
+                    continue  # never a valid channel: nothing could have been paid from it
+                db.execute("INSERT OR IGNORE INTO session_channels VALUES (?, ?, ?)",
+                           (channel, row["id"], row["created_at"]))
 
     def _row(self, row: sqlite3.Row) -> SessionRecord:
         data = dict(row)
@@ -98,11 +134,58 @@ class SessionStore(SQLiteStore):
         data["extra"] = json.loads(data["extra"])
         return SessionRecord(**data)
 
+    def reserve_channel(self, channel_id: str) -> None:
+        """Take a (normalised) channel for one new session; ChannelInUse if it is taken."""
+        try:
+            with self._db_locked() as db:
+                db.execute("INSERT INTO session_channels (channel_id, reserved_at) VALUES (?, ?)",
+                           (channel_id, time.time()))
+        except sqlite3.IntegrityError as exc:
+            raise ChannelInUse(channel_id) from exc
+
+    def release_channel(self, channel_id: str) -> None:
+        """Give back a reservation no session was admitted on; a bound channel stays bound."""
+        with self._db_locked() as db:
+            db.execute("DELETE FROM session_channels WHERE channel_id = ? AND session_id IS NULL",
+                       (channel_id,))
+
+    def channel_session(self, channel_id: str) -> str | None:
+        """The id of the session a channel pays for, or None (free or only reserved)."""
+        with self._db_locked() as db:
+            row = db.execute("SELECT session_id FROM session_channels WHERE channel_id = ?",
+                             (channel_id,)).fetchone()
+        return row["session_id"] if row else None
+
+    def channel_reserved(self, channel_id: str) -> bool:
+        with self._db_locked() as db:
+            return db.execute("SELECT 1 FROM session_channels WHERE channel_id = ?",
+                              (channel_id,)).fetchone() is not None
+
     def insert(self, rec: SessionRecord) -> None:
+        """Insert a session; one with a channel binds that channel's reservation in the same
+        transaction (ChannelInUse when it holds none)."""
         data = asdict(rec)
         data["gpus"] = json.dumps(rec.gpus)
         data["extra"] = json.dumps(rec.extra)
-        self._insert("sessions", data)
+        cols, marks = ", ".join(data), ", ".join(f":{k}" for k in data)
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute(f"INSERT INTO sessions ({cols}) VALUES ({marks})", data)
+                    if rec.channel_id is not None and db.execute(
+                            "UPDATE session_channels SET session_id = ? "
+                            "WHERE channel_id = ? AND session_id IS NULL",
+                            (rec.id, rec.channel_id)).rowcount != 1:
+                        raise ChannelInUse(rec.channel_id)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:  # a failed COMMIT may have rolled back already
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise storage_error(self.path, exc) from exc
 
     def update(self, session_id: str, **fields) -> None:
         if "extra" in fields:
@@ -131,11 +214,13 @@ class SessionStore(SQLiteStore):
         return [self._row(r) for r in rows]
 
     def add_running_time(self, session_id: str, delta_ms: int, wall: float) -> None:
-        """Metering: add elapsed running time and move the checkpoint, in one statement."""
+        """Metering: add elapsed running time (up to the session's maximum) and move the
+        checkpoint, in one statement."""
         with self._db_locked():
             self._db.execute(
-                "UPDATE sessions SET running_ms = running_ms + ?, checkpoint_wall = ? "
-                "WHERE id = ? AND status = 'running'",
+                # a session is never metered past the time it bought (max_seconds)
+                "UPDATE sessions SET running_ms = MIN(running_ms + ?, max_seconds * 1000), "
+                "checkpoint_wall = ? WHERE id = ? AND status = 'running'",
                 (max(0, int(delta_ms)), wall, session_id),
             )
 
