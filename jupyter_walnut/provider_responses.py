@@ -68,7 +68,7 @@ STATUS = obj({
     "version": text(64, nullable=True), "endpoint": text(2048, nullable=True),
     "tls_fingerprint": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
     "hardware": {"type": "object", "maxProperties": 64, "properties": {
-        "gpus": array(obj({}, {"uuid": text(128)}), 64)}},
+        "gpus": array(obj({"uuid": text(128)}), 64)}},  # the check compares them
     "settlement": obj({}, {"min_prepaid_seconds": U64, "min_challenge_period_s": U64,
                            "grace_seconds": U64, "ledger": text(64)}, max_properties=32),
     "uptime_seconds": U64,

@@ -9,13 +9,18 @@ renter typed on purpose, and none may reach a 500 or move money.
 
 from __future__ import annotations
 
+import importlib
 import json
+from urllib.parse import quote
 
 import pytest
+from conftest import open_channel
 from stack import StackNode
 from tornado import httpclient
+from tornado.websocket import websocket_connect
 
 from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.provider.links import RESUME_SUBPROTOCOL
 from jupyter_walnut.signed_requests import HEADER_TS, sign_request
 from jupyter_walnut.tls import pinned_context
 
@@ -125,6 +130,32 @@ async def test_a_signature_timestamp_in_other_digits_is_refused_not_a_crash(stac
         assert code == 401 and HEADER_TS in message, (value, code, message)
 
 
+@pytest.mark.asyncio
+async def test_a_kernel_link_ack_in_other_digits_is_refused(stack):
+    """walnut_ack (the renter's replay position on a resumable kernel link) of a running
+    session: only ASCII digits; "١٢" used to read as 12."""
+    key = KeyPair.generate()
+    client = stack.client(key)
+    created = await client.create_session(image="python",
+                                          channel_id=open_channel(stack.ledger, key, stack))
+    try:
+        await client.wait_running(created["id"])
+        base = client.gateway_base(created["id"]).replace("http", "ws", 1)
+        for value in ("١٢", "²", "-1", "1e3", " 1", str(2**64), "9" * 5000):
+            url = (f"{base}/api/kernels/k1/channels?session_id={'ab' * 16}"
+                   f"&walnut_ack={quote(value)}")
+            request = httpclient.HTTPRequest(
+                url, headers={**client.gateway_headers(created["access_token"]),
+                              "Sec-WebSocket-Protocol": RESUME_SUBPROTOCOL},
+                ssl_options=pinned_context(stack.url, stack.fingerprint))
+            with pytest.raises(httpclient.HTTPClientError) as err:
+                (await websocket_connect(request)).close()
+            assert err.value.code == 400, value
+            assert b"walnut_ack" in err.value.response.body, value
+    finally:
+        await client.stop_session(created["id"])
+
+
 # --- the renter's /walnut/ API -----------------------------------------------------------
 
 @pytest.fixture
@@ -199,8 +230,6 @@ CLI_CASES = [  # (main, argv before the number, the flag)
                                                             for c in CLI_CASES])
 def test_cli_numeric_flags_refuse_malformed_numbers(module, argv, flag, tmp_path, capsys,
                                                     monkeypatch):
-    import importlib
-
     monkeypatch.setenv("WALNUT_HOME", str(tmp_path / "walnut"))
     monkeypatch.setenv("WALNUT_PROVIDER_HOME", str(tmp_path / "provider"))
     main = importlib.import_module(module).main

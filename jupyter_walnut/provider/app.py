@@ -293,8 +293,8 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
         """A resumable link: found again by its id, or made with a new gateway socket."""
         link_id = self.get_query_argument("session_id", "")
         try:
-            self._renter_ack = parse_int(self.get_query_argument("walnut_ack", "0"),
-                                         "walnut_ack")
+            self._renter_ack = parse_int(
+                self.get_query_argument("walnut_ack", "0", strip=False), "walnut_ack")
         except NumberError:
             self._renter_ack = -1
         if not re.fullmatch(r"[0-9a-f]{32}", link_id) or self._renter_ack < 0:
