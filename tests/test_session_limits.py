@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 
@@ -24,6 +25,7 @@ from test_container_breakout import Session
 
 from jupyter_walnut.jobs.kernel import KernelError, RemoteKernel, new_message
 from jupyter_walnut.kernel.wire import to_ws_v1
+from jupyter_walnut.provider.config import ConfigError
 from jupyter_walnut.provider.links import RESUME_SUBPROTOCOL, SEQ, LinkLimits
 from jupyter_walnut.provider.runtimes.docker import resource_name
 
@@ -228,3 +230,18 @@ def test_control_kernel_output_is_capped_in_the_provider(node, alice):
 
     with pytest.raises(KernelError, match="over"):
         node.run(flood())
+
+
+def test_disk_and_egress_settings_are_validated():
+    base = {"name": "s", "cpus": 1, "memory_mb": 512, "price_mist_per_second": 1}
+    assert provider_config(shapes=[base]).shapes[0].disk_mb == 10240  # the default
+    assert provider_config(shapes=[base]).egress == "internet"
+    for bad, message in ((0, "shapes[0].disk_mb: must be an integer >= 64"),
+                         ("1g", "shapes[0].disk_mb: must be an integer >= 64"),
+                         (True, "shapes[0].disk_mb: must be an integer >= 64")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            provider_config(shapes=[{**base, "disk_mb": bad}])
+    with pytest.raises(ConfigError, match="network.egress: must be one of internet, offline"):
+        provider_config(shapes=[base], network={"egress": "lan"})
+    with pytest.raises(ConfigError, match="network.allow: unknown key"):
+        provider_config(shapes=[base], network={"allow": ["10.0.0.0/8"]})
