@@ -23,17 +23,22 @@ mkdir -p "$out"
 if (( ${#dry[@]} )); then
     python="${PYTHON:-python3}"
 else
-    wheels="$root/.gpu-wheels"
+    wheels="${WALNUT_GPU_WHEELS:-$root/.gpu-wheels}"
     if [[ ! -d "$wheels" ]]; then
         echo "gpu_check: $wheels is missing: run benchmarks/gpu_wheels.sh first and carry it" >&2
         exit 2
     fi
     venv="${WALNUT_GPU_VENV:-/tmp/walnut-gpu-venv}"
-    "${PYTHON:-python3}" -m venv --system-site-packages "$venv"
-    python="$venv/bin/python"
     # offline: only the carried wheels, and none of this machine's pip settings
     export PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_FIND_LINKS="$wheels" \
         PIP_DISABLE_PIP_VERSION_CHECK=1
+    python="$venv/bin/python"
+    if ! "${PYTHON:-python3}" -m venv --system-site-packages "$venv"; then
+        # a Python without ensurepip: a bare venv, and pip from its own carried wheel
+        "${PYTHON:-python3}" -m venv --system-site-packages --without-pip "$venv"
+        pip_wheel="$(ls "$wheels"/pip-*.whl | head -1)"
+        "$python" "$pip_wheel/pip" install --quiet "$pip_wheel"
+    fi
     mapfile -t requirements < <("$python" "$root/benchmarks/gpu_requirements.py")
     "$python" -m pip install --quiet "${requirements[@]}"
     # the labextension is not built here and the check needs no Lab UI

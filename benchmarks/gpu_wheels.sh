@@ -13,17 +13,22 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/.gpu-wheels}"
 python="${PYTHON:-python3}"
+# the GPU machine's Python; another version only to try the offline install elsewhere
+pyver="${WALNUT_WHEELS_PYTHON:-3.12}"
+abi="cp${pyver/./}"
 limit_mib=48  # well under the 64 MiB a device call may carry, the checkout included
 
 # the runtime dependencies come from pyproject.toml, so this list is never written twice
 mapfile -t requirements < <("$python" "$root/benchmarks/gpu_requirements.py")
 # the build backend named in [build-system], for `pip install --no-deps .` offline
 build=("hatchling>=1.21" "hatch-jupyter-builder>=0.9" "jupyter-builder>=1.2")
+# pip itself, for a Python whose venv module cannot install it (no ensurepip)
+build+=("pip")
 
 rm -rf "$out"
 mkdir -p "$out"
 "$python" -m pip download --quiet \
-    --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 --abi abi3 \
+    --only-binary=:all: --python-version "$pyver" --implementation cp --abi "$abi" --abi abi3 \
     --abi none --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux_2_28_x86_64 --platform linux_x86_64 --platform any \
     -d "$out" "${requirements[@]}" "${build[@]}"
