@@ -145,7 +145,8 @@ def test_svg_keeps_a_matplotlib_plot_and_loses_active_content():
     # XML entity tricks and non-SVG are refused outright
     bomb = ('<!DOCTYPE svg [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
             '<svg xmlns="http://www.w3.org/2000/svg"><text>&b;</text></svg>')
-    for source in (bomb, "<html><script>1</script></html>", "not xml"):
+    deep = f'<svg xmlns="{"http://www.w3.org/2000/svg"}">' + "<g>" * 5000 + "</g>" * 5000 + "</svg>"
+    for source in (bomb, deep, "<html><script>1</script></html>", "not xml"):
         out = sanitize("display_data", {"data": {"image/svg+xml": source}, "metadata": {}})
         assert "image/svg+xml" not in out["data"]
 

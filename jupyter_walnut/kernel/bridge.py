@@ -292,7 +292,12 @@ class KernelBridge:
             content = json.loads(parts[3].decode("utf-8"))  # strict, as the clients decode
         except (ValueError, RecursionError):
             return None
-        cleaned = self.policy.sanitize(msg_type, content)
+        try:
+            cleaned = self.policy.sanitize(msg_type, content)
+        except Exception:  # whatever the provider crafted, the relay goes on without it
+            log.warning("dropped a %s message the output policy could not read", msg_type,
+                        exc_info=True)
+            return None
         if cleaned is content:
             return parts
         return [parts[0], parts[1], parts[2], json.dumps(cleaned).encode(), *parts[4:]]

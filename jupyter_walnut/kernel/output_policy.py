@@ -116,10 +116,13 @@ def clean_text_or_html(value: str) -> str:
 _markdown = mistune.create_markdown(escape=False, plugins=["strikethrough", "table", "math"])
 
 
-def markdown_to_html(source: str) -> str:
+def markdown_to_html(source: str) -> str | None:
     """Markdown becomes cleaned HTML: raw HTML and link targets inside markdown cannot be
     cleaned in place without a parser, and JupyterLab typesets $math$ in HTML too."""
-    return clean_html(str(_markdown(source)))
+    try:
+        return clean_html(str(_markdown(source)))
+    except RecursionError:  # absurdly nested markdown: not shown
+        return None
 
 
 # --- SVG: an XML allowlist (nh3 drops xlink:href, which matplotlib's markers need) ---------
@@ -142,12 +145,12 @@ def clean_svg(source: str) -> str | None:
     """The SVG with only passive elements and attributes, or None if it is not SVG XML."""
     try:
         root = SafeET.fromstring(source.encode())
-    except Exception:  # defusedxml refuses entities and DTDs; malformed XML is dropped too
-        return None
-    if not isinstance(root.tag, str) or _local(root.tag) != "svg":
-        return None
-    _clean_svg_element(root)
-    return tostring(root, encoding="unicode")
+        if not isinstance(root.tag, str) or _local(root.tag) != "svg":
+            return None
+        _clean_svg_element(root)
+        return tostring(root, encoding="unicode")
+    except (SafeET.ParseError, ValueError, RecursionError):
+        return None  # entities, DTDs, malformed or absurdly deep XML: not shown
 
 
 def _local(tag: str) -> str | None:
@@ -185,7 +188,8 @@ def clean_bundle(data: Any) -> Any:
     dropped: list[str] = []
     converted = None
     for mime, value in data.items():
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        if (mime not in ("application/json", WIDGET_VIEW) and isinstance(value, list)
+                and all(isinstance(v, str) for v in value)):
             value = "".join(value)  # nbformat's multi-line strings
         cleaned = _clean_value(mime, value)
         if cleaned is None:
