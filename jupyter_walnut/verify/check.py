@@ -7,7 +7,9 @@ be, far below the provider's own attested figures) are warnings the user sees.
 Expected float32 matrix-multiply throughput, GFLOP/s. The floor is about 35% of the class's
 published FP32 peak (SGEMM reaches 60-90% of peak; the margin absorbs thermal limits, a
 busy neighbour and a 1-second measurement); the ceiling is 4x the peak (TF32 tensor cores
-may legitimately exceed the FP32 peak; beyond that the timing itself is suspect).
+may legitimately exceed the FP32 peak; beyond that the timing itself is suspect). With
+torch on a GPU the probe also times a 16-bit multiply on the tensor cores, judged against
+35% of the class's dense BF16 peak (TENSOR_PEAKS) where it is known.
 """
 
 from __future__ import annotations
