@@ -114,6 +114,7 @@ ROUTES: list[tuple[str, re.Pattern, str, dict]] = [
         ("GET", rf"/sessions/{_SID}", "session", SESSION),
         ("DELETE", rf"/sessions/{_SID}", "session", SESSION),
         ("POST", rf"/sessions/{_SID}/vouchers", "voucher receipt", SESSION),
+        ("POST", rf"/sessions/{_SID}/topup", "session", SESSION),
         ("POST", rf"/sessions/{_SID}/jobs", "job", JOB),
         ("GET", rf"/sessions/{_SID}/jobs/{_JID}", "job", JOB),
         ("DELETE", rf"/sessions/{_SID}/jobs/{_JID}", "job", JOB),

@@ -239,3 +239,12 @@ def test_cli_numeric_flags_refuse_malformed_numbers(module, argv, flag, tmp_path
         assert exit_.value.code == 2, value  # argparse's usage error, before anything runs
         assert flag in capsys.readouterr().err, value
     assert not (tmp_path / "walnut").exists() and not (tmp_path / "provider").exists()
+
+
+def test_a_sui_amount_in_other_digits_is_refused(tmp_path, capsys, monkeypatch):
+    main = importlib.import_module("jupyter_walnut.cli").main
+    monkeypatch.setenv("WALNUT_HOME", str(tmp_path / "walnut"))
+    ledger = tmp_path / "ledger.sqlite"
+    for value in ("²", "١٢", "1.²", "1e3", "0x10", "-1", "9" * 5000):
+        assert main(["wallet", "--ledger", str(ledger), "fund", value]) == 1, value
+        assert "amount of SUI" in capsys.readouterr().err, value

@@ -21,11 +21,8 @@ from . import CommandError
 def sui_amount(text: str) -> int:
     """MIST from a SUI amount typed by a person: ASCII digits only (isdigit() is not)."""
     if not text.isascii() or len(text) > 40:
-        raise argparse.ArgumentTypeError(f"not an amount of SUI: {text[:40]!r}")
-    try:
-        return parse_sui(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+        raise ValueError(f"not an amount of SUI: {text[:40]!r}")
+    return parse_sui(text)
 
 
 def wallet_path() -> Path:
@@ -75,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     fund = commands.add_parser("fund", help="mint test funds on the local ledger (faucet)")
     amount = fund.add_mutually_exclusive_group(required=True)
-    amount.add_argument("sui", nargs="?", type=sui_amount, help="amount in SUI, e.g. 1.5")
+    amount.add_argument("sui", nargs="?", help="amount in SUI, e.g. 1.5")
     amount.add_argument("--mist", type=cli_int("--mist", minimum=1), help="amount in MIST")
     fund.add_argument("--address", help="another address than the wallet's")
     fund.set_defaults(func=cmd_fund)
@@ -139,7 +136,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
 
 
 def cmd_fund(args: argparse.Namespace) -> int:
-    mist = args.mist if args.mist is not None else args.sui
+    mist = args.mist if args.mist is not None else sui_amount(args.sui)
     address = args.address or load_wallet().address
     with _ledger(args) as ledger:
         balance = ledger.fund(address, mist)
