@@ -334,3 +334,25 @@ def test_the_bridge_relays_bytes_and_re_encodes_only_what_it_cleans(trust):
     assert json.loads(cleaned[5])["data"]["text/html"] == "<img>"
     assert cleaned[1] == sign(bridge.key, cleaned[2:])  # re-signed over the new content
     assert len(iopub.sent) == 3  # an unreadable header is never relayed
+
+
+def test_trust_is_per_provider_and_honours_the_pin(monkeypatch):
+    from types import SimpleNamespace
+
+    from jupyter_walnut.kernel.provisioner import WalnutProvisioner
+
+    pin = "#sha256=" + "ab" * 32
+    renter = SimpleNamespace(trusted_output_providers={"https://mine:8765"})
+    monkeypatch.setattr(WalnutProvisioner, "renter", property(lambda self: renter))
+    provisioner = WalnutProvisioner(kernel_id="k", kernel_spec=None, connection_info={})
+
+    def trusts(url: str) -> bool:
+        return provisioner._trusts_outputs(SimpleNamespace(provider_url=url))
+
+    assert trusts("https://mine:8765") and trusts("https://mine:8765/" + pin)
+    assert not trusts("https://other:8765" + pin) and not trusts("https://mine:8766")
+    renter.trusted_output_providers = {"https://mine:8765" + pin}
+    assert trusts("https://mine:8765" + pin)
+    assert not trusts("https://mine:8765#sha256=" + "cd" * 32)  # another certificate
+    renter.trusted_output_providers = set()
+    assert not trusts("https://mine:8765" + pin)  # off by default
