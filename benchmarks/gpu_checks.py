@@ -667,12 +667,13 @@ def check_figures(results: Results, verification: dict, launch_s: float, rtts_ms
     else:
         results.add("5 figures", "matmul TFLOP/s: probe / torch directly",
                     "skipped: no GPU on this machine", "-", None)
+    # judged on the GPU node only: a dry run shares its CPUs, so its times are figures
     results.add("5 figures", "launch to first result (s)", round(launch_s, 2),
-                f"< {START_TIMEOUT_S:.0f}", launch_s < START_TIMEOUT_S)
+                f"< {START_TIMEOUT_S:.0f}", launch_s < START_TIMEOUT_S if gpu else None)
     rtts = sorted(rtts_ms)
     median = rtts[len(rtts) // 2]
     results.add("5 figures", f"execute RTT through the renter server, median of {len(rtts)} (ms)",
-                round(median, 2), "< 40 (no Nagle stall)", median < 40)
+                round(median, 2), "< 40 (no Nagle stall)", median < 40 if gpu else None)
 
 
 def execute_rtts(kernel: KernelSession, count: int = 50) -> list[float]:
