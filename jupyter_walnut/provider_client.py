@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from tornado import httpclient, websocket
@@ -19,6 +21,7 @@ from .tls import TLSError, pinned_context, split_pin
 
 API = "/api/v1"
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024
+MAX_GATEWAY_JSON = 16 * 1024 * 1024  # a kernel gateway's REST answer (kernel models)
 
 
 class ProviderAPIError(Exception):
@@ -155,38 +158,116 @@ class ProviderClient:
     def gateway_headers(access_token: str) -> dict[str, str]:
         return {"Authorization": f"token {access_token}"}
 
+    def session_gateway(self, session_id: str, access_token: str) -> Gateway:
+        """The session's kernel gateway behind the provider's proxy, over this client's
+        pinned TLS: every renter->gateway REST call and websocket goes through here."""
+        return Gateway(self.gateway_base(session_id), self.gateway_headers(access_token),
+                       tls=self._ssl_options, timeout=self.timeout)
+
     async def gateway(self, session_id: str, access_token: str, method: str, path: str,
                       body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        if method in ("POST", "PUT", "PATCH") and data is None:
-            data = b""
-        request = httpclient.HTTPRequest(
-            f"{self.gateway_base(session_id)}/{path.lstrip('/')}", method=method,
-            headers={**self.gateway_headers(access_token), "Content-Type": "application/json"},
-            body=data, request_timeout=self.timeout, allow_nonstandard_methods=True,
-            ssl_options=await self._ssl_options())
-        resp = await self._fetch(request)
-        if resp.code >= 400 or resp.code == 599:
-            try:
-                message = json.loads(resp.body)["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = (resp.body or b"").decode(errors="replace")[:200] or str(resp.error)
-            raise ProviderAPIError(0 if resp.code == 599 else resp.code, message)
-        return json.loads(resp.body) if resp.body else None
+        return await self.session_gateway(session_id, access_token).rest(method, path, body)
 
     async def kernel_websocket(self, session_id: str, access_token: str, kernel_id: str,
                                subprotocols: list[str] | None = None,
                                session: str | None = None, ack: int | None = None
                                ) -> websocket.WebSocketClientConnection:
-        url = self.gateway_base(session_id).replace("http", "ws", 1) + \
-            f"/api/kernels/{kernel_id}/channels"
+        return await self.session_gateway(session_id, access_token).websocket(
+            kernel_id, subprotocols=subprotocols, session=session, ack=ack)
+
+    async def download(self, path: str, headers: dict[str, str], sink: BinaryIO,
+                       limit: int) -> int:
+        """GET `path` (an API path) into `sink`, over the pinned TLS; refuses a body over
+        `limit` bytes. Returns the bytes written."""
+        written = 0
+
+        def feed(chunk: bytes) -> None:
+            nonlocal written
+            written += len(chunk)
+            if written > limit:
+                raise ProviderAPIError(502, f"the provider sent more than {limit} bytes")
+            sink.write(chunk)
+
+        request = httpclient.HTTPRequest(
+            self.base_url + path, headers=headers, request_timeout=300, connect_timeout=10,
+            follow_redirects=False, streaming_callback=feed,
+            ssl_options=await self._ssl_options())
+        # the shared client stops at 100 MB; this one lets `feed` count up to `limit`
+        http = httpclient.AsyncHTTPClient(force_instance=True,
+                                          max_body_size=2 * limit + (1 << 20))
+        try:
+            resp = await http.fetch(request, raise_error=False)
+        except (OSError, httpclient.HTTPClientError) as exc:  # also how `feed` ends a read
+            resp = httpclient.HTTPResponse(request, 599, error=exc)
+        finally:
+            http.close()
+        if written > limit:
+            raise ProviderAPIError(502, f"the provider sent more than {limit} bytes")
+        if resp.code == 599:
+            raise ProviderAPIError(0, f"provider unreachable: {resp.error}")
+        if resp.code >= 300:
+            raise ProviderAPIError(resp.code, resp.reason or "provider error")
+        return written
+
+
+TLSOptions = Callable[[], Awaitable["ssl.SSLContext | None"]]
+
+
+class Gateway:
+    """One kernel gateway over HTTP(S): REST calls and kernel websockets, with capped
+    answers. The renter's is `ProviderClient.session_gateway` (the provider's proxy, pinned
+    TLS); a provider reaches its own session's gateway directly (`tls=None`, plain HTTP on
+    its own network)."""
+
+    def __init__(self, base_url: str, headers: dict[str, str], *,
+                 tls: TLSOptions | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = headers
+        self.timeout = timeout
+        self._tls = tls
+
+    async def _ssl_options(self) -> ssl.SSLContext | None:
+        return None if self._tls is None else await self._tls()
+
+    async def rest(self, method: str, path: str, body: Any = None,
+                   timeout: float | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        if method in ("POST", "PUT", "PATCH") and data is None:
+            data = b""
+        limit = responses.BodyLimit(MAX_GATEWAY_JSON)
+        request = httpclient.HTTPRequest(
+            f"{self.base_url}/{path.lstrip('/')}", method=method,
+            headers={**self.headers, "Content-Type": "application/json"}, body=data,
+            request_timeout=timeout or self.timeout, allow_nonstandard_methods=True,
+            follow_redirects=False, streaming_callback=limit.feed,
+            ssl_options=await self._ssl_options())
+        try:
+            try:
+                resp = await ProviderClient._fetch(request)
+            finally:
+                limit.check()
+            if resp.code >= 300 or resp.code == 599:
+                try:
+                    message = str(json.loads(limit.body)["error"]["message"])
+                except (ValueError, KeyError, TypeError):
+                    message = limit.body.decode(errors="replace")[:200] or str(resp.error)
+                raise ProviderAPIError(0 if resp.code == 599 else resp.code, message[:500])
+            return json.loads(limit.body) if limit.body else None
+        except (responses.InvalidResponse, ValueError) as exc:
+            raise ProviderAPIError(502, f"the kernel gateway sent a bad answer: {exc}") \
+                from exc
+
+    async def websocket(self, kernel_id: str, *, subprotocols: list[str] | None = None,
+                        session: str | None = None, ack: int | None = None
+                        ) -> websocket.WebSocketClientConnection:
+        url = self.base_url.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels"
         query = [f"session_id={session}"] if session else []
         if ack is not None:
             query.append(f"walnut_ack={ack}")
         if query:
             url += "?" + "&".join(query)
-        request = httpclient.HTTPRequest(url, headers=self.gateway_headers(access_token),
-                                         connect_timeout=10, request_timeout=30,
+        request = httpclient.HTTPRequest(url, headers=self.headers, connect_timeout=10,
+                                         request_timeout=30,
                                          ssl_options=await self._ssl_options())
         # pings find a silently dropped link in seconds, so the bridge reconnects and replays
         conn = await websocket.websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE,

@@ -15,7 +15,6 @@ Spend is counted from sessions only: a job's cost is the cost of the sessions it
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from tornado import web
 
+from ..jobs.tables import SafeCSVWriter
 from ..renter.store import RenterSession
 from .handlers import WalnutHandler
 
@@ -110,7 +110,7 @@ CSV_COLUMNS = ["kind", "id", "name", "node", "provider_address", "shape", "statu
 
 def history_csv(history: dict) -> str:
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = SafeCSVWriter(buf)  # provider-given names and reasons never run as formulas
     writer.writerow(CSV_COLUMNS)
     iso = lambda ts: datetime.fromtimestamp(ts, UTC).isoformat() if ts else ""  # noqa: E731
     for row in history["sessions"] + history["jobs"]:

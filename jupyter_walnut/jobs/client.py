@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tornado import httpclient
+from typing import BinaryIO
 
-from ..provider_client import API, ProviderAPIError, ProviderClient
+from ..provider_client import API, ProviderClient
 from ..signed_requests import sign_request
 
 
@@ -24,18 +24,11 @@ async def cancel(client: ProviderClient, session_id: str, job_id: str) -> dict:
     return await client._call("DELETE", f"{_base(session_id)}/{job_id}")
 
 
-async def results(client: ProviderClient, session_id: str, job_id: str) -> bytes:
-    """The results archive (.tar.gz) as the provider serves it."""
+async def results(client: ProviderClient, session_id: str, job_id: str, sink: BinaryIO,
+                  limit: int) -> int:
+    """Write the results archive (.tar.gz) the provider serves into `sink`, through the
+    client's pinned TLS, refusing more than `limit` bytes; returns the bytes written."""
     path = f"{_base(session_id)}/{job_id}/results"
-    headers = sign_request(client.key, "GET", client._path_prefix + path, b"")
-    request = httpclient.HTTPRequest(client.base_url + path, headers=headers,
-                                     request_timeout=300, connect_timeout=10)
-    try:
-        resp = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-    except OSError as exc:
-        raise ProviderAPIError(0, f"provider unreachable: {exc.strerror or exc}") from exc
-    if resp.code == 599:
-        raise ProviderAPIError(0, f"provider unreachable: {resp.error}")
-    if resp.code >= 400:
-        raise ProviderAPIError(resp.code, (resp.body or b"").decode(errors="replace")[:200])
-    return resp.body
+    headers = sign_request(client.key, "GET", client._path_prefix + path, b"",
+                           audience=await client.audience())
+    return await client.download(path, headers, sink, limit)

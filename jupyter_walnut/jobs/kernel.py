@@ -1,8 +1,10 @@
 """A client for one remote Jupyter kernel behind a kernel gateway (REST + websocket, the
 default JSON protocol with binary frames for buffers).
 
-The renter reaches a session's gateway through the provider's proxy with the session
-token; the provider reaches it directly with the gateway token. Both use this class.
+The renter reaches a session's gateway through the provider's proxy with the session token
+(`ProviderClient.session_gateway`: pinned TLS); the provider reaches it directly with the
+gateway token (a URL). Both use this class; the connections themselves are made by
+`provider_client.Gateway` only.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from tornado import httpclient, websocket
 
-MAX_MESSAGE_SIZE = 256 * 1024 * 1024
+from ..provider_client import Gateway, ProviderAPIError
 
 
 class KernelError(Exception):
@@ -64,10 +66,11 @@ def new_message(msg_type: str, content: dict, session: str, channel: str = "shel
 class RemoteKernel:
     """One kernel: start or attach, execute with live outputs, comm round trips."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], kernel_id: str | None = None,
-                 timeout: float = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.headers = headers
+    def __init__(self, gateway: Gateway | str, headers: dict[str, str] | None = None,
+                 kernel_id: str | None = None, timeout: float = 60.0) -> None:
+        """`gateway`: a Gateway, or the URL of one reached directly with `headers`."""
+        self.gateway = gateway if isinstance(gateway, Gateway) else \
+            Gateway(gateway, headers or {}, timeout=timeout)
         self.kernel_id = kernel_id
         self.timeout = timeout
         self.session = uuid.uuid4().hex
@@ -78,24 +81,11 @@ class RemoteKernel:
         self.max_output_bytes: int | None = None
 
     async def _rest(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        if method == "POST" and data is None:
-            data = b""
-        request = httpclient.HTTPRequest(
-            f"{self.base_url}/{path}", method=method, body=data, request_timeout=self.timeout,
-            headers={**self.headers, "Content-Type": "application/json"},
-            allow_nonstandard_methods=True)
         try:
-            resp = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-        except OSError as exc:
-            raise KernelError(f"kernel gateway unreachable: {exc.strerror or exc}") from exc
-        if resp.code == 599 or resp.code >= 400:
-            try:
-                message = json.loads(resp.body)["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = (resp.body or b"").decode(errors="replace")[:200] or str(resp.error)
-            raise KernelError(f"kernel gateway: {message}")
-        return json.loads(resp.body) if resp.body else None
+            return await self.gateway.rest(method, path, body, timeout=self.timeout)
+        except ProviderAPIError as exc:
+            what = "unreachable" if exc.status == 0 else "refused"
+            raise KernelError(f"kernel gateway {what}: {exc.message}") from exc
 
     async def start(self, name: str = "python3") -> str:
         if self.kernel_id is None:
@@ -104,16 +94,12 @@ class RemoteKernel:
         return self.kernel_id
 
     async def connect(self) -> None:
-        url = self.base_url.replace("http", "ws", 1) + f"/api/kernels/{self.kernel_id}/channels"
-        request = httpclient.HTTPRequest(f"{url}?session_id={self.session}",
-                                         headers=self.headers, connect_timeout=10,
-                                         request_timeout=30)
         try:
-            self.conn = await websocket.websocket_connect(
-                request, max_message_size=MAX_MESSAGE_SIZE, ping_interval=None)
+            self.conn = await self.gateway.websocket(self.kernel_id, session=self.session)
+        except ProviderAPIError as exc:
+            raise KernelError(f"kernel websocket unavailable: {exc.message}") from exc
         except (httpclient.HTTPClientError, OSError) as exc:
             raise KernelError(f"kernel websocket unavailable: {exc}") from exc
-        self.conn.protocol.stream.set_nodelay(True)
         # wait until the kernel answers, so the first execute is not lost while it boots
         await self.request("kernel_info_request", {}, timeout=self.timeout)
 

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import secrets
-import shutil
-import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +21,7 @@ from typing import Any
 from ..ledger.vouchers import Voucher
 from ..provider_client import ProviderAPIError
 from ..renter.manager import RenterError, RenterManager
-from . import bundle
+from . import archive, bundle
 from . import client as jobs_api
 from .digest import ResultDigest, check
 from .offers import OfferError, choose_offer
@@ -32,6 +29,7 @@ from .store import JobStore
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 LADDER_STEPS = 256
+MAX_RESULT_BYTES = 256 * 1024 * 1024  # the provider's own cap on one archive
 
 
 class JobError(ValueError):
@@ -50,6 +48,8 @@ class JobManager:
         self.dir = renter.home / "jobs"
         self.unreachable_grace_s = unreachable_grace_s
         self.poll_interval_s = poll_interval_s
+        self.max_result_files = archive.MAX_MEMBERS  # what one results archive may unpack to
+        self.max_unpacked_bytes = archive.MAX_UNPACKED_BYTES
 
     # --- creating jobs ---------------------------------------------------------------------
 
@@ -249,21 +249,34 @@ class JobManager:
         if a.get("signature") and a.get("result_bytes"):
             suffix = "" if job["redundancy"] == 1 else f"-slot{a['slot']}"
             target = self.dir / job["id"] / f"attempt-{a['n']}{suffix}"
+            download = target.with_name(target.name + ".tar.gz.part")
             try:
-                data = await jobs_api.results(self.renter.client(a["provider_url"]),
-                                              a["session_id"], a["remote_id"])
-                _extract(data, target)
+                await self._download(a, download)
+                archive.extract(download, target, max_members=self.max_result_files,
+                                max_bytes=self.max_unpacked_bytes)
                 problem = check(a["provider_public_key"], a["signature"], a["remote_id"],
                                 a["session_id"], a["status"],
                                 ResultDigest(a["digest"], a["outputs_digest"]), target)
                 a.update(result_dir=str(target), verified=problem is None,
                          verification=problem or "signature and digest match")
-            except (ProviderAPIError, OSError, tarfile.TarError) as exc:
+            except (ProviderAPIError, OSError, archive.ArchiveError) as exc:
                 a.update(verified=False, verification=f"results not downloaded: {exc}")
+            finally:
+                download.unlink(missing_ok=True)
         await self._stop_session(a)
         s = self.renter.store.get(a["session_id"]) if a["session_id"] else None
         if s is not None:
             a["cost_mist"] = max(a["cost_mist"], s.cost_mist)
+
+    async def _download(self, a: dict, path: Path) -> None:
+        """The attempt's archive, at most the size the provider announced for it."""
+        announced = a.get("result_bytes")
+        limit = min(announced, MAX_RESULT_BYTES) if isinstance(announced, int) and \
+            announced > 0 else MAX_RESULT_BYTES
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as sink:
+            await jobs_api.results(self.renter.client(a["provider_url"]), a["session_id"],
+                                   a["remote_id"], sink, limit)
 
     async def _stop_session(self, a: dict) -> None:
         try:
@@ -345,14 +358,6 @@ class JobManager:
         a.update(status="cancelled", ended_at=_now())
         if a["session_id"]:
             await self._stop_session(a)
-
-
-def _extract(data: bytes, target: Path) -> None:
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(target, filter="data")  # refuses absolute paths and escapes
 
 
 def progress_line(job: dict) -> str:

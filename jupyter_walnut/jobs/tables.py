@@ -1,10 +1,16 @@
-"""Tables that render as HTML in Jupyter and as aligned text in a terminal."""
+"""Tables that render as HTML in Jupyter and as aligned text in a terminal, and CSV that a
+spreadsheet opens as text."""
 
 from __future__ import annotations
 
+import csv
 import html
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
+
+# Cells a spreadsheet would run as a formula (OWASP, CSV injection); names, reasons and
+# errors in an export come from providers.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class Table:
@@ -49,3 +55,20 @@ class Table:
 
 def mist(n: int | None) -> str:
     return "" if n is None else f"{n:,}"
+
+
+def csv_cell(value: Any) -> Any:
+    """`value`, with a text cell that starts like a formula prefixed by ' (OWASP)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class SafeCSVWriter:
+    """csv.writer whose text cells never start a formula."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._writer = csv.writer(out)
+
+    def writerow(self, row: Sequence[Any]) -> None:
+        self._writer.writerow([csv_cell(v) for v in row])
