@@ -47,7 +47,8 @@ def loads_json(data: bytes | str) -> Any:
 
 def parse_int(value: object, field: str, *, minimum: int = 0, maximum: int = U64_MAX) -> int:
     """`value` as an int in [minimum, maximum], or NumberError naming `field`."""
-    expected = f"must be an integer from {minimum} to {maximum}"
+    expected = (f"must be a positive integer (1 to {maximum})" if minimum == 1 else
+                f"must be an integer from {minimum} to {maximum}")
     if isinstance(value, bool) or value is None:
         raise NumberError(field, expected)
     if isinstance(value, int):
