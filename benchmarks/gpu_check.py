@@ -10,6 +10,7 @@ this; the checks themselves live in `gpu_checks.py`, shared with tests/test_gpu.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -37,12 +38,24 @@ def main(argv: list[str] | None = None) -> int:
               "machine", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="walnut-gpu-check-") as tmp:
-        results = gpu_checks.run_all((args.workdir or Path(tmp)).resolve(), gpu)
-    machine["run"] = f"{'GPU' if gpu else 'dry run on the CPU'}, {time.perf_counter() - t0:.0f} s"
     title = "Walnut on a GPU node" if gpu else "Walnut GPU check, dry run on a CPU machine"
     report = args.output / "RESULTS-gpu.md"
-    report.write_text(results.markdown(title, machine))
+
+    def save(results: gpu_checks.Results) -> None:
+        machine["run"] = (f"{'GPU' if gpu else 'dry run on the CPU'}, "
+                          f"{time.perf_counter() - t0:.0f} s")
+        report.write_text(results.markdown(title, machine))
+
+    results = gpu_checks.Results(on_line=save)
+    with tempfile.TemporaryDirectory(prefix="walnut-gpu-check-") as tmp:
+        root = (args.workdir or Path(tmp)).resolve()
+        try:
+            gpu_checks.run_all(root, gpu, results)
+        except Exception as exc:  # the stack did not start: say why, in the report too
+            results.fail("stack", "provider and renter server", exc)
+        for log in sorted((root / "logs").glob("*.log")):  # beside the report, for a FAIL
+            shutil.copyfile(log, args.output / log.name)
+    save(results)
     print(f"gpu_check: {len(results.failed)} failed; report in {report}", flush=True)
     return 1 if results.failed else 0
 

@@ -20,8 +20,10 @@ fi
 out="${1:-$root/benchmarks}"
 mkdir -p "$out"
 
+# the GPU machine's Python is 3.12, the version of the carried wheels
+base="${PYTHON:-$(command -v python3.12 || command -v python3)}"
 if (( ${#dry[@]} )); then
-    python="${PYTHON:-python3}"
+    python="$base"
 else
     wheels="${WALNUT_GPU_WHEELS:-$root/.gpu-wheels}"
     if [[ ! -d "$wheels" ]]; then
@@ -33,9 +35,9 @@ else
     export PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_FIND_LINKS="$wheels" \
         PIP_DISABLE_PIP_VERSION_CHECK=1
     python="$venv/bin/python"
-    if ! "${PYTHON:-python3}" -m venv --system-site-packages "$venv"; then
+    if ! "$base" -m venv --system-site-packages "$venv"; then
         # a Python without ensurepip: a bare venv, and pip from its own carried wheel
-        "${PYTHON:-python3}" -m venv --system-site-packages --without-pip "$venv"
+        "$base" -m venv --clear --system-site-packages --without-pip "$venv"
         pip_wheel="$(ls "$wheels"/pip-*.whl | head -1)"
         "$python" "$pip_wheel/pip" install --quiet "$pip_wheel"
     fi

@@ -67,6 +67,8 @@ class Line:
 class Results:
     lines: list[Line] = field(default_factory=list)
     echo: Callable[[str], None] | None = print
+    # rewritten after every line, so a run stopped at its time limit still leaves a report
+    on_line: Callable[[Results], None] | None = None
 
     def add(self, check: str, figure: str, value: object, expected: str,
             ok: bool | None) -> bool | None:
@@ -74,6 +76,8 @@ class Results:
         self.lines.append(line)
         if self.echo is not None:
             self.echo(f"{line.verdict:4}  [{check}] {figure}: {value}  (expected {expected})")
+        if self.on_line is not None:
+            self.on_line(self)
         return ok
 
     def fail(self, check: str, figure: str, exc: BaseException) -> None:

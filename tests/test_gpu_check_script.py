@@ -38,8 +38,7 @@ def test_the_dry_run_passes_every_step_a_cpu_machine_can_run(tmp_path) -> None:
 
 
 def test_a_failed_check_fails_the_run_and_is_reported(tmp_path, monkeypatch) -> None:
-    def one_failure(root, gpu, results=None):
-        results = gpu_checks.Results(echo=None)
+    def one_failure(root, gpu, results):
         results.add("2 isolation", "gpu-1: torch.cuda.device_count()", 2, "1", False)
         return results
 
@@ -48,3 +47,13 @@ def test_a_failed_check_fails_the_run_and_is_reported(tmp_path, monkeypatch) -> 
     assert gpu_check.main(["--dry-run-cpu", str(tmp_path)]) == 1
     report = (tmp_path / "RESULTS-gpu.md").read_text()
     assert "| 2 isolation | gpu-1: torch.cuda.device_count() | 2 | 1 | FAIL |" in report
+
+
+def test_a_stack_that_cannot_start_still_leaves_a_report(tmp_path, monkeypatch) -> None:
+    def no_provider(root, gpu, results):
+        raise RuntimeError("the provider exited early (code 2)")
+
+    monkeypatch.setattr(gpu_checks, "run_all", no_provider)
+
+    assert gpu_check.main(["--dry-run-cpu", str(tmp_path)]) == 1
+    assert "the provider exited early" in (tmp_path / "RESULTS-gpu.md").read_text()
