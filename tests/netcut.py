@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from urllib.parse import urlsplit, urlunsplit
 
 
 class NetCut:
@@ -29,6 +30,11 @@ class NetCut:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self._call(self._listen())
+
+    def relayed(self, url: str) -> str:
+        """`url` (scheme, host, port, optional #pin) as reached through this relay."""
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(netloc=f"127.0.0.1:{self.port}"))
 
     def _call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
