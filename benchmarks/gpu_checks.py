@@ -373,6 +373,15 @@ print(json.dumps(info))
 """
 
 
+BYPASS_CELL = """
+import json, os, subprocess, sys
+env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+out = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                     env=env, capture_output=True, text=True, timeout=120).stdout.strip()
+print(json.dumps({"torch_devices": int(out or 0)}))
+"""
+
+
 # --- 2. isolation: a gpu-1 session has its GPU, a CPU session none ------------------------
 
 def check_devices(results: Results, stack: Stack, session: dict, kernel: KernelSession,
@@ -387,6 +396,11 @@ def check_devices(results: Results, stack: Stack, session: dict, kernel: KernelS
         results.add("2 isolation", f"{shape}: CUDA_VISIBLE_DEVICES",
                     repr(info["cuda_visible_devices"]), "''",
                     info["cuda_visible_devices"] == "")
+        if gpu:  # the renter's code may clear the variable; only Docker's device list holds
+            bypass = last_json(kernel.execute(BYPASS_CELL))
+            results.add("2 isolation", f"{shape}: GPUs after clearing CUDA_VISIBLE_DEVICES",
+                        bypass["torch_devices"], "the process runtime isolates nothing "
+                        "(docs/threat-model.md); Docker sessions get no device", None)
         return
     results.add("2 isolation", f"{shape}: torch.cuda.device_count()", info["torch_devices"],
                 "1", info["torch_devices"] == 1)
