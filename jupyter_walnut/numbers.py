@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,6 +76,27 @@ def optional_int(data: Mapping[str, Any], field: str, default: int | None = None
     if value is None:
         return default
     return parse_int(value, field, minimum=minimum, maximum=maximum)
+
+
+_DURATION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,3})?")
+
+
+def parse_duration(value: str, field: str, *, maximum: float = MAX_SECONDS) -> float:
+    """Seconds typed by a person, e.g. "0.3": ASCII digits, at most three decimals, > 0.
+    Only for durations; amounts and counts are integers (parse_int)."""
+    if not value.isascii() or not _DURATION.fullmatch(value) or not 0 < float(value) <= maximum:
+        raise NumberError(field, f"must be a number of seconds like 0.5 or 10, up to {maximum}")
+    return float(value)
+
+
+def cli_duration(field: str, *, maximum: float = MAX_SECONDS) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return parse_duration(text, field, maximum=maximum)
+        except NumberError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from exc
+
+    return parse
 
 
 def cli_int(field: str, *, minimum: int = 0, maximum: int = U64_MAX

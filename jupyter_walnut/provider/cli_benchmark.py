@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 from ..keys import KeyPair
-from ..numbers import cli_int
+from ..numbers import cli_duration
 
 
 def add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "benchmark", help="measure this machine as renters will, sign and publish the report")
-    p.add_argument("--seconds", type=cli_int("--seconds", minimum=1, maximum=600), default=1,
+    p.add_argument("--seconds", type=cli_duration("--seconds", maximum=600), default=1.0,
                    help="length of the matrix-multiply benchmark (default: 1)")
     p.add_argument("--output", type=Path,
                    help="where to write the signed report (default: <home>/attestation.json)")
