@@ -10,12 +10,14 @@ DataFrames round-trip on a process-runtime node, since the session image has no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import dataclasses
 import io
 import math
 import os
 import tarfile
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,13 +37,21 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 BUDGET = 600_000
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("stack")
+@contextlib.contextmanager
+def stack_node(directory: Path) -> Iterator[StackNode]:
+    """A default-stack provider node with its own ledger."""
     with LocalLedger(directory / "ledger.sqlite") as ledger:
         node = StackNode(directory / "provider", ledger)
+        try:
+            yield node
+        finally:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with stack_node(tmp_path_factory.mktemp("stack")) as node:
         yield node
-        node.stop()
 
 
 def renter_shell(url: str, ledger, home: Path, monkeypatch) -> InteractiveShell:
@@ -94,11 +104,10 @@ def test_a_planted_pickle_never_runs_on_the_renter(shell, tmp_path):
                  "buffers = [pickle.dumps(Planted())]\n"
                  "data = {'ok': True, 'size': len(buffers[0]), 'serializer': 'data'}")
     result, cap = run(shell, "%%walnut run --pull x\nx = 1")
-    assert not result.success
+    assert not marker.exists(), "the provider's pickle ran code on the renter"
+    assert not result.success and "x" not in shell.user_ns
     assert "cannot pull 'x'" in cap.stderr and "not Walnut data" in cap.stderr
     assert "Traceback" not in cap.stdout + cap.stderr
-    assert not marker.exists(), "the provider's pickle ran code on the renter"
-    assert "x" not in shell.user_ns
 
     # the same pickle inside a NumPy array of objects, dressed as Walnut data
     plant(shell, "import io, pickle, numpy as np\n"
@@ -109,8 +118,8 @@ def test_a_planted_pickle_never_runs_on_the_renter(shell, tmp_path):
                  "buffers = [b'{\"t\":\"ndarray\",\"b\":1}', npy.getvalue()]\n"
                  "data = {'ok': True}")
     result, cap = run(shell, "%%walnut run --pull x\nx = 1")
-    assert not result.success and "dtype object" in cap.stderr
     assert not marker.exists(), "the provider's object array ran code on the renter"
+    assert not result.success and "dtype object" in cap.stderr
 
 
 def test_plain_values_and_arrays_round_trip_exactly(shell):
