@@ -91,8 +91,9 @@ class Results:
         out = [f"# {title}", "", "| | |", "|---|---|"]
         out += [f"| {key} | {value} |" for key, value in machine.items()]
         out += ["", "| check | figure | value | expected | result |", "|---|---|---|---|---|"]
-        out += [f"| {x.check} | {x.figure} | {x.value} | {x.expected} | {x.verdict} |"
-                for x in self.lines]
+        cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        out += [f"| {x.check} | {cell(x.figure)} | {cell(x.value)} | {cell(x.expected)} | "
+                f"{x.verdict} |" for x in self.lines]
         passed = sum(1 for x in self.lines if x.ok)
         out += ["", f"{passed} passed, {len(self.failed)} failed, "
                     f"{sum(1 for x in self.lines if x.ok is None)} info/skipped."]
