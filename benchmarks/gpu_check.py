@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             gpu_checks.run_all(root, gpu, results)
         except Exception as exc:  # the stack did not start: say why, in the report too
             results.fail("stack", "provider and renter server", exc)
-        for log in sorted((root / "logs").glob("*.log")):  # beside the report, for a FAIL
-            shutil.copyfile(log, args.output / log.name)
+        for log in sorted((root / "logs").glob("*.log")) if results.failed else ():
+            shutil.copyfile(log, args.output / log.name)  # beside the report, to see why
     save(results)
     print(f"gpu_check: {len(results.failed)} failed; report in {report}", flush=True)
     return 1 if results.failed else 0
