@@ -1,8 +1,8 @@
 """Session lifecycle on the provider: admit, start, meter, watch, stop, adopt after restart.
 
-Metering uses this process's monotonic clock while it runs. Across a provider restart the
-gap is counted from the last persisted checkpoint (wall clock) only for sessions whose
-gateway kept running, so a restart neither loses nor double-counts time.
+Metering uses this process's monotonic clock while it runs. A provider that was down (a
+crash or a restart) charges nothing for the time it was down: an adopted session is metered
+again from its adoption, so the renter pays only for time its session was reachable.
 """
 
 from __future__ import annotations
@@ -503,6 +503,7 @@ class SessionManager:
         """Settle ended sessions: once the final voucher covers the cost, or after a wait."""
         if self.settlement is None:
             return
+        await asyncio.sleep(0)  # a caller polling this in a loop lets pending stops finish
         for rec in self.store.list(statuses=("stopped", "failed")):
             if rec.extra.get("settlement") != "open" or rec.channel_id is None or \
                     rec.id in self._stopping:
@@ -674,10 +675,9 @@ class SessionManager:
             handle = running.pop(rec.id, None)
             if handle is not None and rec.status == "running":
                 self._handles[rec.id] = handle
-                # the gateway kept serving while we were down: meter the gap once
-                if rec.checkpoint_wall is not None:
-                    gap_ms = int(max(0.0, time.time() - rec.checkpoint_wall) * 1000)
-                    self.store.add_running_time(rec.id, gap_ms, time.time())
+                # no charge for the outage: the renter could neither reach the session nor
+                # pay while we were down (and would be stopped as behind); metering resumes now
+                self.store.add_running_time(rec.id, 0, time.time())
                 self._mono[rec.id] = time.monotonic()
                 log.info("session %s adopted after restart", rec.id)
             else:
