@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from jupyter_walnut.keys import KeyPair
 from jupyter_walnut.ledger import ABORT_CODES, LedgerError, LocalLedger, Voucher
+from jupyter_walnut.ledger.base import normalize_channel_id
 from jupyter_walnut.ledger.local import LOCAL_MAX_MIST
 
 FINGERPRINT = "ab" * 32
@@ -148,6 +149,38 @@ def test_top_up_rules(ledger, parties, clock):
     assert ledger.top_up(renter, channel.channel_id, 500).deposited == 1500
     ledger.request_close(renter, channel.channel_id)
     refused("E_CHANNEL_CLOSING", ledger.top_up, renter, channel.channel_id, 1)
+
+
+def test_every_spelling_of_a_channel_id_is_one_channel(ledger, parties):
+    renter, provider, vkey = parties
+    channel = open_channel(ledger, parties)
+    digits = channel.channel_id[2:]
+    spellings = ["0x" + digits.upper(), digits, digits.upper(), "0X" + digits,
+                 " " + channel.channel_id + " "]
+    assert {normalize_channel_id(name) for name in spellings} == {channel.channel_id}
+    assert {ledger.get_channel(name).channel_id for name in spellings} == {channel.channel_id}
+    # a voucher signed for one spelling is the voucher of every spelling
+    assert ledger.claim(provider, digits.upper(), 10, sign(vkey, channel, 10)) == 10
+    refused("E_STALE_VOUCHER", ledger.claim, provider, "0X" + digits, 10,
+            sign(vkey, channel, 10))
+    assert ledger.top_up(renter, digits, 5).deposited == 1005
+    for bad in ("0x", "0xzz", "ab" * 33, "", 5):
+        refused("E_INVALID_ARGUMENT", normalize_channel_id, bad)
+
+
+def test_claims_while_closing_and_nothing_after_the_close(ledger, parties, clock):
+    renter, provider, vkey = parties
+    channel = open_channel(ledger, parties)
+    ledger.request_close(renter, channel.channel_id)
+    assert ledger.claim(provider, channel.channel_id, 300, sign(vkey, channel, 300)) == 300
+    refused("E_CHALLENGE_PERIOD_ACTIVE", ledger.finalize_close, renter, channel.channel_id)
+    clock.ms += CHALLENGE_S * 1000
+    closed = ledger.finalize_close(renter, channel.channel_id)
+    assert (closed.claimed, closed.refunded) == (300, 700)  # the claim is not given back
+    refused("E_CHANNEL_CLOSED", ledger.claim, provider, channel.channel_id, 400,
+            sign(vkey, channel, 400))
+    assert ledger.balance(provider.address) == 300
+    assert ledger.balance(renter.address) == 10_000 - 300
 
 
 def test_open_rules(ledger, parties):

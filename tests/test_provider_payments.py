@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from conftest import open_channel, provider_config
 
 from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.ledger import LedgerError
 from jupyter_walnut.ledger.vouchers import Voucher
+from jupyter_walnut.provider.config import ConfigError
+from jupyter_walnut.provider.node import ProviderNode
+from jupyter_walnut.provider.runtimes.process import ProcessRuntime
 from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
 
 pytestmark = pytest.mark.asyncio
@@ -132,7 +137,91 @@ async def test_a_renter_who_stops_paying_is_stopped_within_the_grace(provider_fa
     assert ledger.get_channel(channel).refunded == 600_000
 
 
-async def test_deposit_used_up_stops_the_session(provider, renter_key, ledger):
-    client, created, channel = await start(provider, renter_key, deposit=60_000)
-    session = await client.get_session(created["id"])
-    assert session["max_seconds"] == 60  # the deposit buys 60 s at 1000 MIST/s
+async def test_deposit_used_up_stops_the_session(provider_factory, renter_key, ledger):
+    node = await provider_factory(config=provider_config(
+        settlement={"min_prepaid_seconds": 1, "settle_after_s": 1, "min_challenge_period_s": 60}))
+    client, created, channel = await start(node, renter_key, deposit=2_500)
+    assert created["max_seconds"] == 2  # 2500 MIST buys 2 s at 1000 MIST/s
+    session = await until_ended(client, created["id"])
+    assert (session["reason"], session["cost_mist"]) == ("the deposit is used up", 2000)
+    with pytest.raises(ProviderAPIError) as err:  # the rest buys no second: never signable
+        await client.send_voucher(created["id"], 2_501,
+                                  Voucher.sign(renter_key, channel, 2_501).signature)
+    assert err.value.status == 400 and "exceeds the deposit" in err.value.message
+
+
+async def until_ended(client, session_id: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while (session := await client.get_session(session_id))["status"] in ("starting", "running"):
+        assert time.monotonic() < deadline, f"session {session_id} did not end"
+        await asyncio.sleep(0.05)
+    return session
+
+
+def test_a_channel_check_slower_than_the_challenge_period_is_refused():
+    with pytest.raises(ConfigError) as err:
+        provider_config(settlement={"channel_check_interval_s": 60,
+                                    "min_challenge_period_s": 60})
+    assert "settlement.channel_check_interval_s: must be below min_challenge_period_s" in \
+        str(err.value)
+
+
+async def test_long_sessions_are_claimed_while_they_run(provider_factory, renter_key, ledger):
+    node = await provider_factory(config=provider_config(settlement={
+        "claim_interval_s": 1, "channel_check_interval_s": 1, "min_challenge_period_s": 60}))
+    client, created, channel = await start(node, renter_key)
+    sid = created["id"]
+    while node.store.get(sid).running_ms < 1000:
+        await asyncio.sleep(0.05)
+    signed = node.store.get(sid).cost_mist
+    await client.send_voucher(sid, signed, Voucher.sign(renter_key, channel, signed).signature)
+    deadline = time.monotonic() + 30
+    while ledger.get_channel(channel).claimed < signed:
+        assert time.monotonic() < deadline, "the running session's voucher was not claimed"
+        await asyncio.sleep(0.05)
+    assert ledger.get_channel(channel).claimed == signed
+    assert (await client.get_session(sid))["status"] == "running"  # claimed, still served
+
+
+class ClaimsFail:
+    """A ledger whose node does not answer claims while `down` (the rest works)."""
+
+    def __init__(self, ledger) -> None:
+        self.ledger = ledger
+        self.down = True
+
+    def __getattr__(self, name):
+        return getattr(self.ledger, name)
+
+    def claim(self, *args):
+        if self.down:
+            raise LedgerError("E_NODE", "the ledger node does not answer")
+        return self.ledger.claim(*args)
+
+
+async def test_settlement_waits_out_an_unreachable_ledger(tmp_path, renter_key, ledger):
+    flaky = ClaimsFail(ledger)
+    node = ProviderNode(provider_config(), KeyPair.generate(), tmp_path / "p",
+                        runtime=ProcessRuntime(tmp_path / "p" / "sessions"), ledger=flaky)
+    node.sessions.metering_interval_s = node.sessions.watch_interval_s = 0.2
+    node.url = f"http://127.0.0.1:{await node.start(host='127.0.0.1', port=0)}"
+    node.ledger = ledger  # for start(): open_channel reads it
+    try:
+        client, created, channel = await start(node, renter_key)
+        sid = created["id"]
+        while node.store.get(sid).running_ms < 1000:
+            await asyncio.sleep(0.05)
+        cost = (await client.stop_session(sid))["cost_mist"]
+        await client.send_voucher(sid, cost, Voucher.sign(renter_key, channel, cost).signature)
+        for _ in range(3):  # each pass fails on the claim and changes nothing
+            await node.sessions.settle_once()
+        assert node.store.get(sid).extra["settlement"] == "open"
+        ch = ledger.get_channel(channel)
+        assert (ch.status, ch.claimed, ch.refunded) == ("open", 0, 0)
+        flaky.down = False
+        await node.sessions.settle_once()
+        ch = ledger.get_channel(channel)
+        assert (ch.closed, ch.claimed, ch.refunded) == (True, cost, 600_000 - cost)
+        assert node.store.get(sid).extra["settlement"] == "settled"
+    finally:
+        await node.stop(stop_sessions=True)
