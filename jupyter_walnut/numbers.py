@@ -30,14 +30,11 @@ class NumberError(ValueError):
 
 
 class _OversizedInt:
-    """A JSON number with too many digits, kept unparsed so the field can be named."""
-
-    def __init__(self, text: str) -> None:
-        self.digits = len(text.lstrip("-"))
+    """A JSON number with too many digits, left unparsed so the field can be named."""
 
 
 def bounded_json_int(text: str) -> int | _OversizedInt:
-    return _OversizedInt(text) if len(text) > MAX_DIGITS + 1 else int(text)
+    return _OversizedInt() if len(text) > MAX_DIGITS + 1 else int(text)
 
 
 def loads_json(data: bytes | str) -> Any:
