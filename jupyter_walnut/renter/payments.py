@@ -58,7 +58,8 @@ class RenterPayments:
         try:
             return await self._call(self.ledger.top_up, self.key, channel_id, amount)
         except LedgerError as exc:
-            status = 402 if exc.code == "E_INSUFFICIENT_FUNDS" else 400
+            status = {"E_INSUFFICIENT_FUNDS": 402, "E_CHANNEL_CLOSING": 409,
+                      "E_CHANNEL_CLOSED": 409, "E_NODE": 503}.get(exc.code, 400)
             raise PaymentError(status, exc.message) from exc
 
     def voucher_for(self, session: RenterSession, provider_cost_mist: int,
