@@ -579,11 +579,15 @@ class SessionManager:
         try:
             paid = await self.settlement.claim_newest(rec)
         except LedgerError as exc:
-            if exc.code == "E_CHANNEL_CLOSED":
-                channel = await self.settlement.read_channel(rec.channel_id)
-                await self._follow_channel(session_id, channel)
-            else:
+            if exc.code != "E_CHANNEL_CLOSED":
                 log.warning("session %s: claim failed (tried again): %s", session_id, exc)
+                return
+            try:
+                channel = await self.settlement.read_channel(rec.channel_id)
+            except PaymentError as err:
+                log.warning("session %s: %s", session_id, err.message)
+                return
+            await self._follow_channel(session_id, channel)
             return
         fresh = self.store.get(session_id)
         extra = {**fresh.extra, "claimed_at": time.time()}
