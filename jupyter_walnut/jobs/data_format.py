@@ -11,8 +11,9 @@ JSON array; everything else is an object {"t": TAG, ...}:
     {"t": "npscalar", "b": i}   {"t": "dataframe", "b": i} (Arrow IPC stream)
     {"t": "series", "b": i, "name": tree}
 
-Loading never unpickles: a .npy part is checked against its header and read with
-allow_pickle=False, an Arrow stream is validated in full before pandas sees it.
+Loading never unpickles: a .npy part is read by NumPy's header reader, never with object
+dtype, and must be exactly as long as its header says; an Arrow stream is validated in full
+before pandas sees it.
 This module is also sent as source to remote kernels (jobs/transfer.py), so at the top it
 imports only the standard library; NumPy, pandas and pyarrow load when a value needs them.
 """
@@ -30,6 +31,7 @@ MAX_DEPTH = 64
 SCALARS = (type(None), bool, int, float, str)
 SEQUENCES = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset"}
 SERIES_COLUMN = "walnut_series"
+MAX_NPY_HEADER = 65536  # NumPy itself reads at most 10,000 bytes of header
 
 
 class DataError(ValueError):
@@ -189,18 +191,20 @@ def _load_npy(raw: memoryview) -> Any:
         raise DataError("the value holds a NumPy array; install numpy here") from exc
     fmt = np.lib.format
     readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
-    fp = io.BytesIO(raw)
+    fp = io.BytesIO(raw[:MAX_NPY_HEADER])  # only the header: the data is copied once below
     try:
         version = fmt.read_magic(fp)
         if version not in readers:
             raise DataError(f"a .npy part of unsupported version {version}")
-        shape, _, dtype = readers[version](fp)
+        shape, fortran, dtype = readers[version](fp)
         if dtype.hasobject:
             raise DataError("a NumPy array of Python objects (dtype object) was sent")
-        if fp.tell() + math.prod(shape) * dtype.itemsize != raw.nbytes:
+        count = math.prod(shape)
+        if fp.tell() + count * dtype.itemsize != raw.nbytes:
             raise DataError("a .npy part whose size does not match its header")
-        fp.seek(0)
-        return np.load(fp, allow_pickle=False)
+        # what np.load(allow_pickle=False) does, with one copy out of the received buffer
+        flat = np.frombuffer(raw, dtype=dtype, count=count, offset=fp.tell())
+        return flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
     except DataError:
         raise
     except (ValueError, TypeError, OverflowError, EOFError) as exc:
