@@ -19,7 +19,7 @@ from pathlib import Path
 from unittest import mock
 
 from conftest import provider_config
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jupyter_walnut.keys import KeyPair
@@ -161,7 +161,8 @@ async def step(w: World, op: tuple) -> None:
         rec = w.rec
         if rec.status == "running":  # still running: paid up to the grace period
             unpaid = rec.cost_mist - rec.extra.get("voucher_mist", 0)
-            assert unpaid <= PRICE * m.settlement.policy.grace_seconds, unpaid
+            assert unpaid <= PRICE * m.settlement.policy.grace_seconds, \
+                f"{unpaid} MIST unpaid, beyond the grace period"
     elif kind == "voucher":
         await voucher(w, op[1], op[2])
     elif kind == "topup":
@@ -183,6 +184,14 @@ async def step(w: World, op: tuple) -> None:
         except LedgerError:
             pass
     elif kind == "finalize":
+        allowed_at = w.ledger.get_channel(w.channel_id).close_allowed_at_ms()
+        while op[1] and allowed_at is not None and w.clock.ms < allowed_at:
+            # the provider's channel watch lags (its ledger node is down) while the renter
+            # keeps paying, until the challenge period is over
+            await step(w, ("advance", MAX_STEP_S))
+            check_invariants(w)
+            await step(w, ("voucher", "valid", 100))
+            check_invariants(w)
         try:
             await asyncio.to_thread(w.ledger.finalize_close, w.renter, w.channel_id)
         except LedgerError:
@@ -222,6 +231,8 @@ def check_invariants(w: World) -> None:
             w.ended_ms = rec.running_ms
         assert rec.running_ms == w.ended_ms, "metered after the end"
     assert rec.cost_mist <= rec.extra.get("deposit_mist", 0) <= channel.deposited
+    if rec.extra.get("settlement") == "lost":  # the signed rest it can no longer claim
+        assert rec.extra["lost_mist"] == rec.extra["voucher_mist"] - channel.claimed > 0
 
 
 async def run_sequence(root: Path, deposit: int, ops: list[tuple]) -> None:
@@ -255,8 +266,8 @@ PARAMS = {
                              st.integers(0, 100)),
     "topup": st.tuples(st.just("topup"), st.integers(1, 200_000), st.booleans()),
     "restart": st.tuples(st.just("restart"), st.booleans(), st.integers(0, 120)),
-    **{kind: st.just((kind,)) for kind in ("stop", "close_request", "finalize", "watch",
-                                           "settle")},
+    "finalize": st.tuples(st.just("finalize"), st.booleans()),  # True: once it is allowed
+    **{kind: st.just((kind,)) for kind in ("stop", "close_request", "watch", "settle")},
 }
 # time and honest payment most often, so that sessions run, get claimed and settle
 KINDS = ["advance"] * 6 + ["pay"] * 4 + ["watch"] * 2 + [k for k in PARAMS
@@ -267,6 +278,13 @@ OPS = st.sampled_from(KINDS).flatmap(PARAMS.__getitem__)
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(deposit=st.integers(PRICE * 60, PRICE * 600), ops=st.lists(OPS, min_size=5, max_size=60))
+# always run: a renter that closes while the provider's watch lags (the claim is lost), and a
+# provider crash with a two-minute outage before the renter stops
+@example(deposit=PRICE * 300, ops=[("advance", 10), ("voucher", "valid", 100),
+                                   ("close_request",), ("finalize", True), ("watch",)])
+@example(deposit=PRICE * 300, ops=[("advance", 10), ("voucher", "valid", 100),
+                                   ("restart", True, 120), ("advance", 5), ("stop",),
+                                   ("voucher", "valid", 100), ("advance", 2)])
 def run_property(deposit: int, ops: list[tuple]) -> None:
     SEQUENCES_RUN[0] += 1
     with tempfile.TemporaryDirectory() as root:
