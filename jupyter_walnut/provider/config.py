@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .runtimes.slurm import SlurmPlacement, SlurmSettings
 from .settlement import SETTLEMENT_KEYS, SettlementPolicy
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -76,7 +77,7 @@ class ProviderConfig:
     region: str = "local"
     listen_host: str = "127.0.0.1"
     listen_port: int = 8765
-    runtime: str = "auto"  # auto | docker | process
+    runtime: str = "auto"  # auto | docker | process | slurm
     shapes: tuple[Shape, ...] = ()
     images: tuple[Image, ...] = ()
     availability: Availability = field(default_factory=Availability)
@@ -89,6 +90,7 @@ class ProviderConfig:
     ledger_path: str | None = None  # local ledger file; default: the shared Walnut ledger
     egress: str = "internet"  # internet (no host, LAN or metadata addresses) | offline
     settlement: SettlementPolicy = field(default_factory=SettlementPolicy)
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)  # [slurm], runtime "slurm"
 
     def shape(self, name: str) -> Shape | None:
         return next((s for s in self.shapes if s.name == name), None)
@@ -186,9 +188,50 @@ def _window(data: Any, where: str) -> Window:
     return Window(tuple(days), start, end)
 
 
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SLURM_PLACEMENT = ("partition", "account", "qos")
+
+
+def _slurm_name(data: dict, key: str, where: str) -> str:
+    value = _str(data, key, where, default="")
+    if value and not _SLURM_NAME.match(value):
+        raise ConfigError(f"{where}{key}: {value!r} is not a Slurm name (A-Z, a-z, 0-9, . _ -)")
+    return value
+
+
+def _slurm(data: dict, shapes: tuple[Shape, ...]) -> SlurmSettings:
+    """The `[slurm]` table: where jobs go, how the gateway runs on a node."""
+    table = _table(data, "slurm", "")
+    _unknown(table, {*_SLURM_PLACEMENT, "container", "state_dir", "bind", "python", "shapes"},
+             "slurm.")
+    per_shape = _table(table, "shapes", "slurm.")
+    names = {s.name for s in shapes}
+    placements = {}
+    for name, entry in per_shape.items():
+        where = f"slurm.shapes.{name}."
+        if name not in names:
+            raise ConfigError(f"slurm.shapes.{name}: no shape of that name")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"slurm.shapes.{name}: must be a table")
+        _unknown(entry, set(_SLURM_PLACEMENT), where)
+        placements[name] = SlurmPlacement(*(_slurm_name(entry, k, where)
+                                             for k in _SLURM_PLACEMENT))
+    for key in ("state_dir", "python"):
+        if key in table and not Path(_str(table, key, "slurm.")).is_absolute():
+            raise ConfigError(f"slurm.{key}: must be an absolute path")
+    return SlurmSettings(
+        **{k: _slurm_name(table, k, "slurm.") for k in _SLURM_PLACEMENT},
+        container=_str(table, "container", "slurm.", default=""),
+        state_dir=_str(table, "state_dir", "slurm.", default=""),
+        bind=_str(table, "bind", "slurm.", default="0.0.0.0"),
+        python=_str(table, "python", "slurm.", default=""),
+        shapes=placements,
+    )
+
+
 def parse_config(data: dict) -> ProviderConfig:
     _unknown(data, {"provider", "shapes", "images", "availability", "limits", "ledger",
-                    "settlement", "tls", "network"}, "")
+                    "settlement", "tls", "network", "slurm"}, "")
     prov = _table(data, "provider", "")
     _unknown(prov, {"name", "endpoint", "region", "listen_host", "listen_port", "runtime"},
              "provider.")
@@ -260,7 +303,7 @@ def parse_config(data: dict) -> ProviderConfig:
         listen_host=listen_host,
         listen_port=port,
         runtime=_str(prov, "runtime", "provider.", default="auto",
-                     choices=("auto", "docker", "process")),
+                     choices=("auto", "docker", "process", "slurm")),
         shapes=shapes,
         images=tuple(images),
         availability=availability,
@@ -274,6 +317,7 @@ def parse_config(data: dict) -> ProviderConfig:
         ledger_path=_str(ledger, "path", "ledger.", default=None) if "path" in ledger else None,
         egress=_str(network, "egress", "network.", default="internet", choices=EGRESS),
         settlement=policy,
+        slurm=_slurm(data, shapes),
     )
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
@@ -14,7 +16,7 @@ from ..keys import KeyPair
 from ..ledger import Ledger, LocalLedger, default_ledger_path
 from ..signed_requests import RequestVerifier
 from .config import ProviderConfig
-from .hardware import Hardware, detect
+from .hardware import GPU, Hardware, detect
 from .links import LinkTable
 from .metrics import ProviderMetrics
 from .runtimes import Runtime
@@ -27,9 +29,17 @@ log = logging.getLogger("walnut.provider")
 
 def choose_runtime(config: ProviderConfig, state_dir: Path, provider_id: str
                    ) -> tuple[Runtime, str]:
-    """(runtime, why): Docker when asked for or when `auto` finds an engine, else processes."""
+    """(runtime, why): Docker when asked for or when `auto` finds an engine, else processes;
+    Slurm jobs only when asked for."""
     from .runtimes.process import ProcessRuntime
 
+    if config.runtime == "slurm":
+        from .runtimes.slurm import SlurmRuntime
+
+        if shutil.which("sbatch") is None:
+            raise SystemExit("walnut-provider: runtime is 'slurm' but sbatch is not on PATH")
+        return SlurmRuntime(state_dir / "slurm", provider_id, config.slurm,
+                            config.availability.max_session_seconds), "configured"
     if config.runtime in ("auto", "docker"):
         from .runtimes.docker import DockerRuntime, docker_available
 
@@ -70,6 +80,8 @@ class ProviderNode:
                                        self.state_dir, resolve_image=self._resolve_image,
                                        settlement=self.settlement)
         self.sessions.on_event = self._on_session_event
+        if hasattr(runtime, "on_queued"):  # Slurm: a queued session tells its renter where
+            runtime.on_queued = self._on_queued
         self.started_at = time.time()
         self.server: HTTPServer | None = None
         self._loops: asyncio.Task | None = None
@@ -81,6 +93,10 @@ class ProviderNode:
         """Detected hardware, re-read at most every 2 s (NVML calls are not free)."""
         if self._hw is None or time.monotonic() - self._hw_at > 2.0:
             self._hw = detect(str(self.state_dir))
+            if self.runtime.name == "slurm":  # the cluster's GPUs, not this host's
+                self._hw = replace(self._hw, gpus=tuple(
+                    GPU(i, f"slurm-gres-gpu-{i}", "gpu (Slurm GRES)", 0)
+                    for i in range(self.runtime.capacity().get("gpus", 0))))
             self._hw_at = time.monotonic()
         return self._hw
 
@@ -93,6 +109,16 @@ class ProviderNode:
 
         return ensure_gateway_image(self.runtime.client,
                                     progress=lambda step: log.info("gateway image: %s", step))
+
+    def _on_queued(self, session_id: str, text: str) -> bool:
+        """Show a session waiting in the cluster's queue as its reason; False once it was
+        stopped (the runtime then cancels its job)."""
+        rec = self.store.get(session_id)
+        if rec is None or rec.status != "starting":
+            return False
+        if rec.reason != text:
+            self.store.update(session_id, reason=text)
+        return True
 
     def _on_session_event(self, kind: str, rec) -> None:
         if kind == "started":
@@ -112,6 +138,7 @@ class ProviderNode:
             "tls_fingerprint": getattr(self, "tls_fingerprint", None),
             "region": self.config.region,
             "runtime": self.runtime.name,
+            **({"cluster": self.runtime.capacity()} if hasattr(self.runtime, "capacity") else {}),
             "hardware": hw.to_json(),
             "capacity": cap,
             "shapes": [

@@ -338,6 +338,8 @@ class SessionManager:
                     log.info("session %s gateway output before failure:\n%s", rec.id, logs)
                 await self.runtime.stop(handle)
             self._handles.pop(rec.id, None)
+            if self.store.get(rec.id).status != "starting":
+                return  # stopped while it started (a Slurm job in the queue): that end stands
             self.store.update(rec.id, status="failed", reason=reason, ended_at=time.time())
             log.warning("session %s failed to start: %s", rec.id, reason)
             self.on_event("failed", self.store.get(rec.id))
