@@ -227,6 +227,13 @@ async def test_sigkilled_provider_adopts_its_container_and_meters_no_outage(
     assert metered_s >= wall_s - (back_at - crashed["checkpoint_wall"]) - SLACK_S, \
         (metered_s, wall_s)
 
+    # the money on the ledger: at most the metered cost is claimed, the rest goes back
+    with LocalLedger(served.env["WALNUT_LEDGER"]) as ledger:
+        await wait_for(lambda: _closed(ledger, end["channel_id"]), "the settlement", 90)
+        channel = ledger.get_channel(end["channel_id"])
+    assert 0 < channel.claimed <= end["running_ms"] * end["price_mist_per_second"] // 1000
+    assert channel.claimed + channel.refunded == channel.deposited
+
 
 async def _has(jp_fetch, session_id: str, state: str) -> bool:
     return state in await link_states(jp_fetch, session_id)
@@ -234,3 +241,7 @@ async def _has(jp_fetch, session_id: str, state: str) -> bool:
 
 async def _status(served: ServedNode, session_id: str, status: str) -> bool:
     return served.row(session_id)["status"] == status
+
+
+async def _closed(ledger: LocalLedger, channel_id: str) -> bool:
+    return ledger.get_channel(channel_id).closed
