@@ -15,13 +15,12 @@ from kernel_ws import KernelWS
 from netcut import NetCut
 from stack import StackNode
 
-from jupyter_walnut.keepalive import INTERVAL_ENV, TIMEOUT_ENV
+from jupyter_walnut.keepalive import INTERVAL_ENV, TIMEOUT_ENV, Keepalive
 
 pytestmark = pytest.mark.timeout(480)
 
-# pings every 1.5 s on both sides, so even the 10 s partition is noticed while it lasts
-# (dead within 1.5 + 1.5 s, plus tornado's 5 s closing handshake)
-PING_S = "1.5"
+# pings every second, a link silent for 4 s is dead: even the 10 s partition is noticed
+PING_S, DEAD_S = "1", "4"
 LINE_S = 0.1  # the cell prints one numbered line this often
 
 
@@ -29,7 +28,7 @@ LINE_S = 0.1  # the cell prints one numbered line this often
 def keepalive_env():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(INTERVAL_ENV, PING_S)
-        mp.setenv(TIMEOUT_ENV, PING_S)
+        mp.setenv(TIMEOUT_ENV, DEAD_S)
         yield
 
 
@@ -127,3 +126,13 @@ async def test_a_cell_runs_through_silent_partitions(jp_fetch, jp_ws_fetch, stac
     assert again.stdout == "kept\n"  # the same kernel, its state intact
     view = json.loads((await jp_fetch("walnut", "sessions", session["id"])).body)
     assert view["status"] == "running"
+
+
+def test_keepalive_settings_are_checked_and_named():
+    assert Keepalive.from_env({}) == Keepalive(interval_s=5.0, timeout_s=15.0)
+    assert Keepalive.from_env({INTERVAL_ENV: "0"}).client_options()["ping_interval"] is None
+    for bad, named in (({INTERVAL_ENV: "soon"}, INTERVAL_ENV),
+                       ({INTERVAL_ENV: "nan"}, INTERVAL_ENV), ({TIMEOUT_ENV: "-1"}, TIMEOUT_ENV),
+                       ({INTERVAL_ENV: "5", TIMEOUT_ENV: "5"}, TIMEOUT_ENV)):
+        with pytest.raises(ValueError, match=named):
+            Keepalive.from_env(bad)

@@ -29,6 +29,7 @@ import zmq
 import zmq.asyncio
 from tornado.websocket import WebSocketClientConnection
 
+from ..keepalive import Keepalive, Watchdog
 from .output_policy import POLICY_TYPES, OutputPolicy
 from .wire import DELIM, from_ws_v1, sign, split_zmq, to_ws_v1
 
@@ -122,6 +123,7 @@ class KernelBridge:
 
     async def _open_ws(self) -> None:
         ws = await self._connect(self.ws_session, self._in_seq)
+        Watchdog(ws, Keepalive.from_env())  # a provider gone silent closes ws: we resume
         # the provider speaks first: what it has from us, and which link instance it is
         hello = await asyncio.wait_for(ws.read_message(), 30)
         if not isinstance(hello, str):
@@ -307,7 +309,11 @@ class KernelBridge:
         deadline = loop.time() + self.reconnect_timeout
         delay = 0.1
         while not self.closed:
-            alive, reason = await self._is_session_alive()
+            try:
+                alive, reason = await self._is_session_alive()
+            except Exception as exc:  # e.g. tornado's ValueError for a reset mid-TLS-setup
+                log.info("session check failed while reconnecting: %r", exc)
+                alive, reason = True, ""  # unknown: keep trying until the deadline
             if not alive:
                 self.mark_dead(reason)
                 return False

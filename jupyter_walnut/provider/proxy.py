@@ -14,7 +14,7 @@ import logging
 from tornado import httpclient, websocket
 from tornado.httputil import HTTPHeaders
 
-from ..keepalive import Keepalive
+from ..keepalive import Keepalive, Watchdog
 from .sessions import SessionError
 
 log = logging.getLogger("walnut.provider.proxy")
@@ -52,11 +52,13 @@ class GatewayWebsocketBridge:
     async def connect(self, url: str, headers: dict[str, str], subprotocols: list[str]) -> None:
         request = httpclient.HTTPRequest(url, headers=headers, connect_timeout=10,
                                          request_timeout=30)
+        keepalive = Keepalive.from_env()
         self.upstream = await websocket.websocket_connect(
             request, max_message_size=MAX_MESSAGE_SIZE, subprotocols=subprotocols or None,
-            **Keepalive.from_env().client_options(),  # a gateway gone silent is found dead
+            **keepalive.client_options(),
         )
         self.upstream.protocol.stream.set_nodelay(True)
+        Watchdog(self.upstream, keepalive)  # a gateway gone silent closes the link's upstream
 
     def start_pump(self) -> None:
         self._pump = asyncio.ensure_future(self._pump_upstream())
