@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -99,7 +99,6 @@ class World:
     served_ms: int = 0  # time the session was running while its provider was up
     max_signed: int = 0  # the largest voucher the renter's key ever signed
     ended_ms: int | None = None  # metered time when the session ended
-    log: list = field(default_factory=list)
 
     def open_manager(self) -> SessionManager:
         config = provider_config(settlement={"settle_after_s": 1, "min_challenge_period_s": 60,
