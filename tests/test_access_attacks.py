@@ -1,41 +1,100 @@
-"""Access-control attacks on a real provider node (process runtime) on loopback.
+"""Access-control attacks on the default stack (Docker runtime, TLS with pinning) on loopback.
 
 A captured renter signature replayed to another path, method or body; one session's token
 on another session's gateway and kernel websocket; the token in the URL instead of the
-header; and what leaks: session tokens must never reach the provider's logs, error messages
-must never carry tokens or keys.
+header; and what leaks: session tokens must never reach the provider's logs (nor the
+gateway's), error messages must never carry tokens or keys. `WALNUT_TEST_RUNTIME=process` /
+`WALNUT_TEST_TLS=off` run the same attacks on the cheap leg.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from dataclasses import dataclass
 
 import pytest
-from conftest import open_channel
+from conftest import open_channel, provider_config
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from kernel_ws import KernelWS
+from stack import StackNode, stack_runtime
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.provider_client import ProviderClient
 from jupyter_walnut.signed_requests import sign_request
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("access")
+    config = provider_config(provider={"name": "access-node", "runtime": stack_runtime()},
+                             availability={"max_sessions": 4})
+    with LocalLedger(tmp / "ledger.sqlite") as ledger:
+        stack = StackNode(tmp / "provider", ledger, config=config)
+        stack.audience = stack.fingerprint or stack.identity.address
+        # the attacker talks TLS to the node like anyone; it trusts the node's certificate
+        stack.ca_certs = str(tmp / "provider" / "provider" / "cert.pem") if stack.tls else None
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+@dataclass
+class Renter:
+    key: KeyPair
+    created: dict
+    kernel: dict
+
+    @property
+    def sid(self) -> str:
+        return self.created["id"]
+
+    @property
+    def token(self) -> str:
+        return self.created["access_token"]
+
+
+async def running_session(node: StackNode, key: KeyPair) -> Renter:
+    client = node.client(key)
+    created = await client.create_session(image="python",
+                                          channel_id=open_channel(node.ledger, key, node))
+    await client.wait_running(created["id"])
+    kernel = await client.gateway(created["id"], created["access_token"], "POST",
+                                  "api/kernels", {"name": "python3"})
+    return Renter(key, created, kernel)
+
+
+@pytest.fixture(scope="module")
+def alice(node) -> Renter:
+    return node.run(running_session(node, KeyPair.generate()))
+
+
+@pytest.fixture(scope="module")
+def bob(node) -> Renter:
+    return node.run(running_session(node, KeyPair.generate()))
 
 
 class Responses:
     """Every response body the attacks got back, to search for secrets afterwards."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: StackNode) -> None:
         self.bodies: list[str] = []
+        self.ca_certs = node.ca_certs
 
     async def fetch(self, url: str, method: str = "GET", headers=None, body=None):
         if method in ("POST", "PUT") and body is None:
             body = b""
         resp = await AsyncHTTPClient().fetch(
             HTTPRequest(url, method=method, headers=headers or {}, body=body,
-                        allow_nonstandard_methods=True, request_timeout=30),
+                        allow_nonstandard_methods=True, request_timeout=30,
+                        ca_certs=self.ca_certs),
             raise_error=False)
         self.bodies.append((resp.body or b"").decode(errors="replace"))
         return resp
@@ -43,7 +102,8 @@ class Responses:
     async def ws_refused(self, url: str, headers=None) -> int:
         try:
             conn = await websocket_connect(HTTPRequest(url, headers=headers or {},
-                                                       request_timeout=30))
+                                                       request_timeout=30,
+                                                       ca_certs=self.ca_certs))
         except HTTPClientError as exc:
             self.bodies.append((exc.response.body or b"").decode(errors="replace")
                                if exc.response is not None else "")
@@ -52,23 +112,17 @@ class Responses:
         return 101
 
 
-async def running_session(provider, key):
-    client = ProviderClient(provider.url, key)
-    created = await client.create_session(image="python",
-                                          channel_id=open_channel(provider.ledger, key, provider))
-    await client.wait_running(created["id"])
-    kernel = await client.gateway(created["id"], created["access_token"], "POST",
-                                  "api/kernels", {"name": "python3"})
-    return client, created, kernel
+def ws_url(node: StackNode) -> str:
+    return node.url.replace("http", "ws", 1)
+
+
+def gateway_log(node: StackNode, sid: str) -> str:
+    """What the session's gateway wrote (container log or process log file)."""
+    handle = node.sessions._handles[sid]
+    return node.run(node.node.runtime.logs(handle, tail=100_000))
 
 
 def secrets_of(provider, *keys: KeyPair, created=()) -> dict[str, str]:
-    from cryptography.hazmat.primitives.serialization import (
-        Encoding,
-        NoEncryption,
-        PrivateFormat,
-    )
-
     def private_hex(key: KeyPair) -> str:
         return key.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw,
                                              NoEncryption()).hex()
@@ -84,16 +138,15 @@ def secrets_of(provider, *keys: KeyPair, created=()) -> dict[str, str]:
     return found
 
 
-async def test_signature_replayed_to_another_path_method_or_body_is_refused(provider):
-    alice = KeyPair.generate()
-    client, created, _ = await running_session(provider, alice)
-    sid = created["id"]
-    seen = Responses()
-    url = provider.url
+async def test_signature_replayed_to_another_path_method_or_body_is_refused(node, alice):
+    client = ProviderClient(node.pinned_url, alice.key)
+    sid = alice.sid
+    sessions = len(node.store.list())
+    seen = Responses(node)
+    url = node.url
     # one genuine request, captured on the wire
     path = f"/api/v1/sessions/{sid}"
-    audience = provider.identity.address  # plain HTTP: the provider's address
-    headers = sign_request(alice, "GET", path, audience=audience)
+    headers = sign_request(alice.key, "GET", path, audience=node.audience)
     attacks = [
         ("GET", "/api/v1/sessions", None),  # another path
         ("GET", path + "?x=1", None),  # the same path with a query added
@@ -109,64 +162,65 @@ async def test_signature_replayed_to_another_path_method_or_body_is_refused(prov
     # the genuine request works once; the same bytes again are a replay
     assert (await seen.fetch(url + path, "GET", headers)).code == 200
     replay = await seen.fetch(url + path, "GET", headers)
-    assert replay.code == 401 and b"replayed" in replay.body
+    assert replay.code == 401
+    assert json.loads(replay.body)["error"] == {"status": 401,
+                                                "message": "replayed request refused"}
     # a signature with a fresh nonce but an old timestamp is refused too
-    stale = sign_request(alice, "GET", path, audience=audience,
-                         now=__import__("time").time() - 3600)
+    stale = sign_request(alice.key, "GET", path, audience=node.audience, now=time.time() - 3600)
     assert (await seen.fetch(url + path, "GET", stale)).code == 401
+    # a signature for another node (its address, not this node's pin) is refused
+    elsewhere = sign_request(alice.key, "GET", path, audience=KeyPair.generate().address)
+    assert (await seen.fetch(url + path, "GET", elsewhere)).code == 401
     # the session was never touched by any of it
     assert (await client.get_session(sid))["status"] == "running"
-    assert len(provider.store.list()) == 1
-    leaks = [name for name, value in secrets_of(provider, alice, created=[created]).items()
+    assert len(node.store.list()) == sessions
+    leaks = [name for name, value in secrets_of(node, alice.key, created=[alice.created]).items()
              for body in seen.bodies if value in body]
     assert not leaks
 
 
-async def test_one_sessions_token_does_not_open_another_sessions_gateway(provider):
-    alice, bob = KeyPair.generate(), KeyPair.generate()
-    a_client, a, a_kernel = await running_session(provider, alice)
-    _, b, b_kernel = await running_session(provider, bob)
-    seen = Responses()
-    ws_base = provider.url.replace("http", "ws", 1)
-    with_b_token = {"Authorization": f"token {b['access_token']}"}
+async def test_one_sessions_token_does_not_open_another_sessions_gateway(node, alice, bob):
+    seen = Responses(node)
+    a, b = alice.created, bob.created
+    with_b_token = {"Authorization": f"token {bob.token}"}
     # bob's token on alice's session: REST and websocket, alice's kernel id or bob's own
-    for kernel_id in (a_kernel["id"], b_kernel["id"]):
+    for kernel_id in (alice.kernel["id"], bob.kernel["id"]):
         code = await seen.ws_refused(
-            f"{ws_base}/api/v1/sessions/{a['id']}/gateway/api/kernels/{kernel_id}/channels",
+            f"{ws_url(node)}/api/v1/sessions/{a['id']}/gateway/api/kernels/{kernel_id}/channels",
             with_b_token)
         assert code == 403, kernel_id
-    resp = await seen.fetch(f"{provider.url}/api/v1/sessions/{a['id']}/gateway/api/kernelspecs",
+    resp = await seen.fetch(f"{node.url}/api/v1/sessions/{a['id']}/gateway/api/kernelspecs",
                             headers=with_b_token)
     assert resp.code == 403
     # bob's token through bob's own session cannot reach alice's kernel either: each
     # session is its own gateway, alice's kernel id is unknown there
     code = await seen.ws_refused(
-        f"{ws_base}/api/v1/sessions/{b['id']}/gateway/api/kernels/{a_kernel['id']}/channels",
-        with_b_token)
+        f"{ws_url(node)}/api/v1/sessions/{b['id']}/gateway/api/kernels/{alice.kernel['id']}"
+        "/channels", with_b_token)
     assert code == 404
     # alice's session is unharmed
-    ws = KernelWS(await a_client.kernel_websocket(a["id"], a["access_token"], a_kernel["id"]))
+    a_client = ProviderClient(node.pinned_url, alice.key)
+    ws = KernelWS(await a_client.kernel_websocket(a["id"], alice.token, alice.kernel["id"]))
     assert (await ws.execute("print('mine')")).stdout == "mine\n"
     ws.conn.close()
     leaks = [name for name, value in
-             secrets_of(provider, alice, bob, created=[a, b]).items()
+             secrets_of(node, alice.key, bob.key, created=[a, b]).items()
              for body in seen.bodies if value in body]
     assert not leaks, leaks
 
 
-async def test_token_in_the_url_query_is_not_accepted(provider):
-    alice = KeyPair.generate()
-    _, created, kernel = await running_session(provider, alice)
-    sid, token = created["id"], created["access_token"]
-    seen = Responses()
-    base = f"{provider.url}/api/v1/sessions/{sid}/gateway"
+async def test_token_in_the_url_query_is_not_accepted(node, alice):
+    sid, token = alice.sid, alice.token
+    seen = Responses(node)
+    base = f"{node.url}/api/v1/sessions/{sid}/gateway"
     ws_base = base.replace("http", "ws", 1)
     for query in (f"token={token}", f"access_token={token}", f"session_token={token}"):
         resp = await seen.fetch(f"{base}/api/kernelspecs?{query}")
         assert resp.code == 401, (query, resp.code)
-        code = await seen.ws_refused(f"{ws_base}/api/kernels/{kernel['id']}/channels?{query}")
+        code = await seen.ws_refused(
+            f"{ws_base}/api/kernels/{alice.kernel['id']}/channels?{query}")
         assert code == 401, (query, code)
-        # nor in a cookie, nor under another header name
+    # nor in a cookie, nor under another header name
     for headers in ({"Cookie": f"token={token}"}, {"X-Walnut-Session": token},
                     {"Authorization": f"Basic {token}"}, {"Authorization": token}):
         assert (await seen.fetch(f"{base}/api/kernelspecs", headers=headers)).code == 401, headers
@@ -175,44 +229,42 @@ async def test_token_in_the_url_query_is_not_accepted(provider):
     assert ok.code == 200
 
 
-async def test_session_tokens_never_reach_the_provider_logs(provider, caplog):
+async def test_session_tokens_never_reach_the_provider_logs(node, bob, caplog):
     """A whole session's life, the token used the right way, through REST and websocket,
-    and wrong ways; nothing the provider logs (any logger, any level) names a token."""
+    and wrong ways; nothing the provider or the session's gateway logs names a token."""
     caplog.set_level(logging.DEBUG)
-    alice, bob = KeyPair.generate(), KeyPair.generate()
-    a_client, a, kernel = await running_session(provider, alice)
-    _, b, _ = await running_session(provider, bob)
-    sid, token = a["id"], a["access_token"]
-    seen = Responses()
-    ws = KernelWS(await a_client.kernel_websocket(sid, token, kernel["id"]))
+    carol = await running_session(node, KeyPair.generate())
+    c_client = ProviderClient(node.pinned_url, carol.key)
+    sid, token = carol.sid, carol.token
+    seen = Responses(node)
+    ws = KernelWS(await c_client.kernel_websocket(sid, token, carol.kernel["id"]))
     assert (await ws.execute("print(1 + 1)")).stdout == "2\n"
     ws.conn.close()
-    base = f"{provider.url}/api/v1/sessions/{sid}/gateway"
-    b_auth = {"Authorization": f"token {b['access_token']}"}
+    base = f"{node.url}/api/v1/sessions/{sid}/gateway"
+    b_auth = {"Authorization": f"token {bob.token}"}
     await seen.fetch(f"{base}/api/kernelspecs", headers=b_auth)
     await seen.fetch(f"{base}/api/kernelspecs", headers={"Authorization": "token wrong-" + token})
     await seen.fetch(f"{base}/api/nope", headers={"Authorization": f"token {token}"})
-    await a_client.stop_session(sid)
-    await seen.fetch(f"{base}/api/kernelspecs", headers={"Authorization": f"token {token}"})  # 409
-    secrets = secrets_of(provider, alice, bob, created=[a, b])
+    secrets = secrets_of(node, carol.key, bob.key, created=[carol.created, bob.created])
+    gateway_text = gateway_log(node, sid)  # read before the stop removes the gateway
+    assert "kernel" in gateway_text.lower()  # the gateway did log the session's kernel
+    await c_client.stop_session(sid)
+    stopped = await seen.fetch(f"{base}/api/kernelspecs", headers={"Authorization":
+                                                                    f"token {token}"})
+    assert stopped.code == 409
     text = "\n".join(f"{r.name} {r.levelname} {r.getMessage()}" for r in caplog.records)
-    # and what the gateway processes wrote to their log files on the provider
-    for path in (provider.state_dir / "sessions").rglob("gateway.log"):
-        text += "\n" + path.read_text(errors="replace")
     assert len(caplog.records) > 5  # the provider did log the session's life
-    leaks = [name for name, value in secrets.items() if value in text]
+    leaks = [name for name, value in secrets.items() if value in text + "\n" + gateway_text]
     assert not leaks, leaks
     body_leaks = [name for name, value in secrets.items() for body in seen.bodies
                   if value in body]
     assert not body_leaks, body_leaks
 
 
-async def test_a_token_wrongly_sent_in_the_url_is_not_logged(provider, caplog):
+async def test_a_token_wrongly_sent_in_the_url_is_not_logged(node, alice, caplog):
     caplog.set_level(logging.DEBUG)
-    alice = KeyPair.generate()
-    _, created, _ = await running_session(provider, alice)
-    token = created["access_token"]
-    url = f"{provider.url}/api/v1/sessions/{created['id']}/gateway/api/kernels?token={token}"
-    resp = await AsyncHTTPClient().fetch(url, raise_error=False)
+    url = f"{node.url}/api/v1/sessions/{alice.sid}/gateway/api/kernels?token={alice.token}"
+    resp = await Responses(node).fetch(url)
     assert resp.code == 401
-    assert not [r for r in caplog.records if token in r.getMessage()]
+    assert any(alice.sid in r.getMessage() for r in caplog.records)  # the request was logged
+    assert not [r for r in caplog.records if alice.token in r.getMessage()]

@@ -2,7 +2,9 @@
 no money moved, nothing half-written, and everything works again once space is freed.
 
 The disk is a real 4 MiB tmpfs filled with a ballast file, so SQLite meets a real ENOSPC.
-Mounting needs root: elsewhere these tests skip with that reason.
+Mounting needs root: elsewhere these tests skip with that reason. The provider is the default
+stack (Docker sessions behind TLS, the renter pinning the certificate);
+`WALNUT_TEST_RUNTIME=process` / `WALNUT_TEST_TLS=off` run the cheap leg.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from pathlib import Path
 
 import pytest
 from conftest import open_channel, provider_config
+from stack import StackNode, stack_runtime
 
 from jupyter_walnut.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger
-from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
+from jupyter_walnut.provider_client import ProviderAPIError
 from jupyter_walnut.renter.manager import RenterError, RenterManager
 
 pytestmark = pytest.mark.asyncio
@@ -64,6 +67,27 @@ def small_disk(tmp_path) -> Iterator[SmallDisk]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.fixture
+def stack_factory(tmp_path, ledger):
+    """Start default-stack provider nodes; stopped (sessions too) after the test."""
+    nodes: list[StackNode] = []
+
+    def start(config=None, state_dir: Path | None = None) -> StackNode:
+        node = StackNode(state_dir or tmp_path / f"provider-{len(nodes)}", ledger,
+                         config=config)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+def gateways(node: StackNode) -> list:
+    """The session gateways (containers or processes) this node's runtime still runs."""
+    return node.run(node.node.runtime.adopt())
+
+
 def intact(path: Path) -> None:
     db = sqlite3.connect(path)
     try:
@@ -72,88 +96,91 @@ def intact(path: Path) -> None:
         db.close()
 
 
-async def test_full_disk_under_the_ledger_moves_no_money(provider, small_disk, tmp_path):
+async def test_full_disk_under_the_ledger_moves_no_money(stack_factory, small_disk, tmp_path):
+    node = stack_factory()
     ledger = LocalLedger(small_disk.path / "ledger.sqlite")
     key = KeyPair.generate()
     ledger.fund(key.address, FUNDS)
     # the provider's node settles on its own ledger object; the renter opens channels here
-    renter = RenterManager(tmp_path / "renter", [provider.url], key=key, ledger=ledger)
+    renter = RenterManager(tmp_path / "renter", [node.pinned_url], key=key, ledger=ledger)
     small_disk.fill()
     with pytest.raises(RenterError) as err:
-        await renter.launch(provider.url, "cpu-small", budget_mist=BUDGET)
+        await renter.launch(node.pinned_url, "cpu-small", budget_mist=BUDGET)
     assert err.value.status == 503
-    assert "ledger is unavailable" in err.value.message and "full" in err.value.message
-    assert renter.store.list() == [] and provider.store.list() == []
+    assert err.value.message == "the local ledger is unavailable: database or disk is full"
+    assert renter.store.list() == [] and node.store.list() == []
     assert ledger.balance(key.address) == FUNDS  # nothing moved
     small_disk.free()
     intact(ledger.path)
-    channel = ledger.open_channel(key, provider.identity.address, key.public_key, BUDGET,
+    channel = ledger.open_channel(key, node.identity.address, key.public_key, BUDGET,
                                  1000, 60)
     assert ledger.balance(key.address) == FUNDS - BUDGET  # and it works again
     assert ledger.get_channel(channel.channel_id).deposited == BUDGET
     ledger.close()
 
 
-async def test_full_disk_under_the_renters_state_is_a_clear_error(provider, ledger,
+async def test_full_disk_under_the_renters_state_is_a_clear_error(stack_factory, ledger,
                                                                   small_disk):
+    node = stack_factory()
     key = KeyPair.generate()
     ledger.fund(key.address, FUNDS)
-    renter = RenterManager(small_disk.path / "renter", [provider.url], key=key, ledger=ledger)
+    renter = RenterManager(small_disk.path / "renter", [node.pinned_url], key=key,
+                           ledger=ledger)
     small_disk.fill()
     with pytest.raises(RenterError) as err:
-        await renter.launch(provider.url, "cpu-small", budget_mist=BUDGET)
+        await renter.launch(node.pinned_url, "cpu-small", budget_mist=BUDGET)
     assert err.value.status == 507 and "no space left" in err.value.message.lower()
     # found before anything moved: no channel, no session on the provider
-    assert ledger.balance(key.address) == FUNDS and provider.store.list() == []
+    assert ledger.balance(key.address) == FUNDS and node.store.list() == []
     small_disk.free()
     intact(renter.store.path)
-    session = await renter.launch(provider.url, "cpu-small", budget_mist=BUDGET)
+    session = await renter.launch(node.pinned_url, "cpu-small", budget_mist=BUDGET)
     assert session.status == "running"
     await renter.stop(session.id)
 
 
-async def test_a_session_the_renter_cannot_record_is_stopped_and_refunded(provider_factory,
+async def test_a_session_the_renter_cannot_record_is_stopped_and_refunded(stack_factory,
                                                                           ledger, small_disk):
-    node = await provider_factory(config=provider_config(settlement={"settle_after_s": 0}))
+    node = stack_factory(config=provider_config(
+        provider={"name": "disk-node", "runtime": stack_runtime()},
+        settlement={"settle_after_s": 0}))
     key = KeyPair.generate()
     ledger.fund(key.address, FUNDS)
-    renter = RenterManager(small_disk.path / "renter", [node.url], key=key, ledger=ledger)
+    renter = RenterManager(small_disk.path / "renter", [node.pinned_url], key=key,
+                           ledger=ledger)
 
     def disk_fills_once_the_channel_is_open(step: str) -> None:
         if step == "starting session container":
             small_disk.fill(renter.store.path)
 
     with pytest.raises(RenterError) as err:
-        await renter.launch(node.url, "cpu-small", budget_mist=BUDGET,
+        await renter.launch(node.pinned_url, "cpu-small", budget_mist=BUDGET,
                             on_progress=disk_fills_once_the_channel_is_open)
     assert err.value.status == 507
     # the provider's session was stopped at once, and its channel is settled for nothing
     [record] = node.store.list()
     assert record.status in ("stopped", "failed")  # stopped while its gateway was starting
-    assert await node.runtime.adopt() == []
+    assert gateways(node) == []
     while not ledger.get_channel(record.channel_id).closed:
-        await node.sessions.settle_once()
+        node.run(node.sessions.settle_once())
     channel = ledger.get_channel(record.channel_id)
     assert channel.claimed == 0 and channel.refunded == BUDGET
     assert ledger.balance(key.address) == FUNDS
     small_disk.free()
 
 
-async def test_full_disk_under_the_providers_state_refuses_new_sessions(provider_factory,
-                                                                        ledger, small_disk,
-                                                                        tmp_path):
-    node = await provider_factory(config=provider_config(),
-                                  state_dir=small_disk.path / "provider",
-                                  runtime=None)
+async def test_full_disk_under_the_providers_state_refuses_new_sessions(stack_factory,
+                                                                        ledger, small_disk):
+    node = stack_factory(state_dir=small_disk.path / "provider")
     key = KeyPair.generate()
-    client = ProviderClient(node.url, key)
+    client = node.client(key)
     channel = open_channel(ledger, key, node)
     small_disk.fill()
     with pytest.raises(ProviderAPIError) as err:
         await client.create_session(image="python", channel_id=channel)
     assert err.value.status == 507 and "no space left" in err.value.message.lower()
     assert node.store.list() == []
-    assert await node.runtime.adopt() == []  # no gateway left running
+    assert gateways(node) == []  # no gateway left running
     refunded = ledger.get_channel(channel)  # the provider closed the channel it cannot serve
     assert refunded.closed and refunded.refunded == refunded.deposited and not refunded.claimed
     small_disk.free()
@@ -165,21 +192,21 @@ async def test_full_disk_under_the_providers_state_refuses_new_sessions(provider
 
 
 async def test_a_session_stops_on_a_full_disk_and_is_recorded_once_space_returns(
-        provider_factory, ledger, small_disk):
-    node = await provider_factory(state_dir=small_disk.path / "provider")
+        stack_factory, ledger, small_disk):
+    node = stack_factory(state_dir=small_disk.path / "provider")
     key = KeyPair.generate()
-    client = ProviderClient(node.url, key)
+    client = node.client(key)
     created = await client.create_session(image="python", channel_id=open_channel(ledger, key,
                                                                                   node))
     await client.wait_running(created["id"])
     small_disk.fill(node.store.path)
-    await node.sessions.meter_once()  # metering cannot write: the time is kept, not lost
+    node.run(node.sessions.meter_once())  # metering cannot write: the time is kept, not lost
     stopped = await client.stop_session(created["id"])
     assert stopped["status"] == "stopped"  # the renter is told the truth...
-    assert await node.runtime.adopt() == []  # ...and the gateway really stopped
+    assert gateways(node) == []  # ...and the gateway really stopped
     assert node.store.get(created["id"]).status == "running"  # not on disk yet
     small_disk.free()
-    await node.sessions.meter_once()
+    node.run(node.sessions.meter_once())
     record = node.store.get(created["id"])
     assert record.status == "stopped" and record.reason == "stopped by renter"
     assert record.running_ms >= stopped["running_seconds"] * 1000  # no metered time lost

@@ -1,17 +1,23 @@
-"""Bad input at scale against a real provider node on loopback.
+"""Bad input at scale against the default stack (Docker runtime, TLS) on loopback.
 
-1. Schemathesis drives every operation of the shipped OpenAPI document with inputs that fit
-   the schema and inputs that do not: no 5xx, responses conform where the document gives a
-   schema, and unsigned fuzz creates nothing.
-2. Correctly SIGNED requests with fuzzed JSON bodies to POST /sessions and POST
-   /sessions/<id>/vouchers: always 4xx, and nothing is created or changed.
+1. Schemathesis drives every operation of the shipped OpenAPI document (the job API too)
+   with inputs that fit the schema and inputs that do not, unsigned and SIGNED by a renter
+   key for the node's audience (so bodies get past the signature check and reach the
+   handlers; session-scoped paths use the renter's real session half the time): a floor of
+   requests per operation, no 5xx, every 4xx a JSON error with its status and a message,
+   responses conform where the document gives a schema, and fuzz creates and pays nothing.
+2. Correctly SIGNED requests with fuzzed JSON bodies to POST /sessions, POST
+   /sessions/<id>/vouchers and POST /sessions/<id>/jobs: always 4xx, nothing changes.
 3. A renter sends arbitrary text and binary frames down a real session's kernel websocket:
    neither the provider nor the gateway falls over, the session still executes code.
+
+`WALNUT_TEST_RUNTIME=process` / `WALNUT_TEST_TLS=off` run the same tests on the cheap leg.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import time
@@ -19,44 +25,79 @@ from importlib import resources
 
 import pytest
 import requests
-from conftest import ThreadedProvider, open_channel
+import yaml
+from conftest import open_channel, provider_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+from kernel_ws import KernelWS
+from stack import StackNode, stack_runtime
+from tornado.websocket import WebSocketClosedError
 
 from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.ledger.vouchers import Voucher
+from jupyter_walnut.provider.app import make_app
+from jupyter_walnut.provider.jobs import service
 from jupyter_walnut.signed_requests import sign_request
 
 schemathesis = pytest.importorskip("schemathesis")
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(420)
 
 PER_OPERATION = 30  # examples per operation and generation mode
-TOTAL_BUDGET_S = 60.0  # schemathesis stops sending after this, whatever is left
+PER_OPERATION_FLOOR = 15  # requests that must really reach the node, per operation
+TOTAL_BUDGET_S = 150.0  # schemathesis stops sending after this, whatever is left
 SIGNED_EXAMPLES = 150
 IO = settings(deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
+# paths whose session the fuzzing renter owns half the time (never DELETE: it would stop it)
+REAL_SESSION_OPS = {("GET", "/api/v1/sessions/{session_id}"),
+                    ("POST", "/api/v1/sessions/{session_id}/vouchers"),
+                    ("POST", "/api/v1/sessions/{session_id}/topup"),
+                    ("GET", "/api/v1/sessions/{session_id}/jobs"),
+                    ("GET", "/api/v1/sessions/{session_id}/jobs/{job_id}"),
+                    ("DELETE", "/api/v1/sessions/{session_id}/jobs/{job_id}"),
+                    ("GET", "/api/v1/sessions/{session_id}/jobs/{job_id}/results")}
+
+
+class Renter:
+    """The fuzzing renter: a key with one running session of its own on the node."""
+
+    def __init__(self, node: StackNode) -> None:
+        self.key = KeyPair.generate()
+        channel = open_channel(node.ledger, self.key, node, deposit=10**9)
+        created = signed_post(node, self.key, "/api/v1/sessions",
+                              json.dumps({"image": "python", "channel_id": channel}).encode())
+        assert created.status_code == 201, created.text
+        self.channel = channel
+        self.sid = created.json()["id"]
+        self.token = created.json()["access_token"]
+        node.run(node.client(self.key).wait_running(self.sid))
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    from jupyter_walnut.ledger import LocalLedger
-
     tmp = tmp_path_factory.mktemp("fuzz-api")
     with LocalLedger(tmp / "ledger.sqlite") as ledger:
-        provider = ThreadedProvider(tmp / "provider", ledger)
-        provider.ledger = ledger
+        config = provider_config(provider={"name": "fuzz-node", "runtime": stack_runtime()},
+                                 settlement={"grace_seconds": 3600})  # the renter pays little
+        stack = StackNode(tmp / "provider", ledger, config=config)
+        stack.audience = stack.fingerprint or stack.identity.address
+        stack.verify = str(tmp / "provider" / "provider" / "cert.pem") if stack.tls else True
         try:
-            yield provider
+            yield stack
         finally:
-            provider.stop()
+            stack.stop()
+
+
+@pytest.fixture(scope="module")
+def renter(node) -> Renter:
+    return Renter(node)
 
 
 def _schema():
     text = resources.files("jupyter_walnut.provider").joinpath("openapi.yaml").read_text()
-    import yaml
-
     return schemathesis.openapi.from_dict(yaml.safe_load(text))
 
 
@@ -65,7 +106,7 @@ class SignedAuth(requests.auth.AuthBase):
 
     def __init__(self, key: KeyPair, audience: str) -> None:
         self.key = key
-        self.audience = audience  # plain HTTP: the provider's address
+        self.audience = audience  # the pinned fingerprint (TLS) or the provider's address
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         body = request.body or b""
@@ -75,34 +116,70 @@ class SignedAuth(requests.auth.AuthBase):
         return request
 
 
+def check_error_body(response: requests.Response) -> str | None:
+    """What is wrong with a 4xx answer, or None: it must be JSON naming its status."""
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return f"{response.status_code} without a JSON error: {response.text[:200]!r}"
+    if error.get("status") != response.status_code or not isinstance(
+            error.get("message"), str) or not error["message"]:
+        return f"{response.status_code} with a bad error object: {error!r:.200}"
+    return None
+
+
+def test_the_document_names_every_route_of_the_node(node) -> None:
+    """A route missing from openapi.yaml is never fuzzed: each route of the node's app
+    matches a path of the document."""
+    samples = {"session_id": "s-" + "0" * 16, "job_id": "j-" + "0" * 16,
+               "path": "api/kernels/k/channels"}
+    documented = [op.ok().path.format(**samples) for op in _schema().get_all_operations()]
+    routes = [rule.matcher.regex for rule in make_app(node.node).wildcard_router.rules]
+    assert len(routes) >= 13
+    missing = [r.pattern for r in routes if not any(r.fullmatch(p) for p in documented)]
+    assert not missing, f"routes missing from openapi.yaml: {missing}"
+
+
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
-def test_schemathesis_every_operation_no_server_error(node, signed: bool) -> None:
+def test_schemathesis_every_operation_no_server_error(node, renter, signed: bool) -> None:
     from schemathesis.checks import not_a_server_error
     from schemathesis.generation import GenerationMode
     from schemathesis.specs.openapi.checks import response_schema_conformance
 
     schema = _schema()
     http = requests.Session()
+    http.verify = node.verify
     if signed:
-        http.auth = SignedAuth(KeyPair.generate(), node.identity.address)
+        http.auth = SignedAuth(renter.key, node.audience)
+    before = node.store.get(renter.sid).extra.get("voucher_mist")
     counts: dict[str, dict[int, int]] = {}
     failures: list[str] = []
     started = time.monotonic()
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 9, "every documented operation is fuzzed"
+    assert len(operations) == 16, "every documented operation is fuzzed"
 
     def fuzz(operation, mode, label: str, seen: dict[int, int]) -> None:
+        own = signed and (operation.method.upper(), operation.path) in REAL_SESSION_OPS
+        flip = iter(range(10**9))
+
         @settings(IO, max_examples=PER_OPERATION)
         @given(case=operation.as_strategy(generation_mode=mode))
         def run(case) -> None:
             if time.monotonic() - started > TOTAL_BUDGET_S:
                 return
-            response = case.call(base_url=node.url, session=http, timeout=15)
+            if own and next(flip) % 2 and isinstance(case.path_parameters, dict):
+                case.path_parameters["session_id"] = renter.sid
+            response = case.call(base_url=node.url, session=http, timeout=15,
+                                 verify=node.verify)
             seen[response.status_code] = seen.get(response.status_code, 0) + 1
             if response.status_code >= 500:
                 failures.append(f"{label}: {response.status_code} {response.text[:200]} "
                                 f"for {case.path_parameters} {case.body!r:.200}")
                 return
+            if 400 <= response.status_code < 500 and "/gateway/" not in operation.path:
+                problem = check_error_body(response)
+                if problem:
+                    failures.append(f"{label}: {problem}")
             try:
                 case.validate_response(response, checks=[not_a_server_error,
                                                          response_schema_conformance])
@@ -116,9 +193,12 @@ def test_schemathesis_every_operation_no_server_error(node, signed: bool) -> Non
             # negative cases
             assert mode == GenerationMode.NEGATIVE, label
 
+    with_input: set[str] = set()  # one example is all an operation without input has
     for operation in operations:
         label = f"{operation.method.upper()} {operation.path}"
         has_input = "{" in operation.path or operation.method.upper() in ("POST", "PUT")
+        if has_input:
+            with_input.add(label)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             if mode == GenerationMode.NEGATIVE and not has_input:
                 continue  # nothing to get wrong without parameters or a body
@@ -127,13 +207,19 @@ def test_schemathesis_every_operation_no_server_error(node, signed: bool) -> Non
     print(f"\n[fuzz] schemathesis ({'signed' if signed else 'unsigned'}): {total} requests "
           f"in {time.monotonic() - started:.1f}s")
     for label, seen in counts.items():
-        print(f"  {label:58s} {sum(seen.values()):4d}  {dict(sorted(seen.items()))}")
+        print(f"  {label:66s} {sum(seen.values()):4d}  {dict(sorted(seen.items()))}")
     assert not failures, "\n".join(failures[:20])
-    assert total >= 250
-    assert all(sum(seen.values()) > 0 for seen in counts.values())
-    # fuzz created nothing: unsigned, it never gets past the signature check; signed, the
-    # bodies name no open payment channel of this renter
-    assert node.store.list() == []
+    short = {label: sum(seen.values()) for label, seen in counts.items()
+             if sum(seen.values()) < (PER_OPERATION_FLOOR if label in with_input else 1)}
+    assert not short, f"operations that got fewer than {PER_OPERATION_FLOOR} requests: {short}"
+    if signed:  # the handlers were reached: not every answer is the signature's 401
+        reached = {label for label, seen in counts.items() if set(seen) - {401}}
+        assert reached == set(counts), set(counts) - reached
+    # fuzz created and paid nothing: unsigned, it never gets past the signature check;
+    # signed, the bodies name no open channel of this renter and no valid voucher
+    assert [r.id for r in node.store.list()] == [renter.sid]
+    assert node.store.get(renter.sid).status == "running"
+    assert node.store.get(renter.sid).extra.get("voucher_mist") == before
 
 
 # --- signed requests with fuzzed bodies ---------------------------------------------------
@@ -158,15 +244,17 @@ bodies = st.one_of(
 
 
 def signed_post(node, key: KeyPair, path: str, body: bytes) -> requests.Response:
-    headers = {**sign_request(key, "POST", path, body, audience=node.identity.address),
+    headers = {**sign_request(key, "POST", path, body, audience=node.audience),
                "Content-Type": "application/json"}
-    return requests.post(node.url + path, data=body, headers=headers, timeout=15)
+    return requests.post(node.url + path, data=body, headers=headers, timeout=15,
+                         verify=node.verify)
 
 
 def test_signed_session_requests_with_fuzzed_bodies_create_nothing(node) -> None:
     key = KeyPair.generate()
     seen: dict[int, int] = {}
     before = node.ledger.balance(key.address)
+    sessions_before = len(node.store.list())
 
     @settings(IO, max_examples=SIGNED_EXAMPLES)
     @given(body=bodies)
@@ -176,7 +264,7 @@ def test_signed_session_requests_with_fuzzed_bodies_create_nothing(node) -> None
         assert 400 <= response.status_code < 500, (response.status_code, response.text, body)
         error = response.json()["error"]
         assert error["status"] == response.status_code and error["message"]
-        assert node.store.list() == []
+        assert len(node.store.list()) == sessions_before
 
     run()
     tried = sum(seen.values())
@@ -185,13 +273,9 @@ def test_signed_session_requests_with_fuzzed_bodies_create_nothing(node) -> None
     assert node.ledger.balance(key.address) == before
 
 
-def test_signed_voucher_posts_with_fuzzed_bodies_change_nothing(node) -> None:
-    key = KeyPair.generate()
-    channel = open_channel(node.ledger, key, node)
-    body = json.dumps({"image": "python", "channel_id": channel}).encode()
-    created = signed_post(node, key, "/api/v1/sessions", body)
-    assert created.status_code == 201, created.text
-    sid = created.json()["id"]
+def test_signed_voucher_posts_with_fuzzed_bodies_change_nothing(node, renter) -> None:
+    key, channel, sid = renter.key, renter.channel, renter.sid
+    sessions_before = len(node.store.list())
     path = f"/api/v1/sessions/{sid}/vouchers"
     good = Voucher.sign(key, channel, 5000)  # one genuine voucher first
     ok = signed_post(node, key, path, json.dumps(
@@ -222,8 +306,59 @@ def test_signed_voucher_posts_with_fuzzed_bodies_change_nothing(node) -> None:
     tried = sum(seen.values())
     print(f"\n[fuzz] signed POST /vouchers: {tried} bodies, statuses {dict(sorted(seen.items()))}")
     assert tried >= 100
-    assert len(node.store.list()) == 1
+    assert len(node.store.list()) == sessions_before
     assert node.store.get(sid).extra["voucher_mist"] == 5000
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+BAD_PATHS = [".", "./", "", "/etc/passwd", "../x", "a/../../x", ".walnut/job.json",
+             "outputs/x", "a\\b", "a\0b"]
+job_bodies = st.one_of(
+    bodies,
+    # a file path the job may not write (".": a 500 once)
+    st.sampled_from(BAD_PATHS).flatmap(lambda path: st.fixed_dictionaries(
+        {"kind": st.sampled_from(["notebook", "script"]), "entry": st.just(path),
+         "files": st.just({path: b64(b"print(1)")})})),
+    # everything right but one field of the wrong type or shape
+    st.fixed_dictionaries(
+        {"kind": st.just("script"), "files": st.just({"run.py": b64(b"print(1)")})},
+        optional={"entry": json_any.filter(lambda v: v != "run.py")}),
+    st.sampled_from([{"stop_session": 1}, {"stop_session": "no"}, {"name": ["x"]},
+                     {"attempt": 0}, {"attempt": "1.5"}, {"cell_timeout_s": -1},
+                     {"vouchers": "x"}, {"vouchers": [[1, "ab"]]}, {"surprise": 1}])
+    .map(lambda bad: {"kind": "script", "entry": "run.py",
+                      "files": {"run.py": b64(b"print(1)")}, **bad}),
+    # a voucher ladder whose signature is 128 characters but not hex (passed once)
+    st.text(min_size=128, max_size=128).filter(
+        lambda t: any(c not in "0123456789abcdefABCDEF" for c in t)).map(
+        lambda sig: {"kind": "script", "entry": "run.py", "files": {"run.py": b64(b"x = 1")},
+                     "vouchers": [["5000", sig]]}),
+).map(lambda v: v if isinstance(v, bytes) else json.dumps(v).encode())
+
+
+def test_signed_job_submissions_with_bad_bodies_start_nothing(node, renter) -> None:
+    """The renter's own running session: every bad submission is a JSON 4xx, no job starts."""
+    path = f"/api/v1/sessions/{renter.sid}/jobs"
+    jobs = service(node.node).store
+    seen: dict[int, int] = {}
+
+    @settings(IO, max_examples=SIGNED_EXAMPLES)
+    @given(body=job_bodies)
+    def run(body: bytes) -> None:
+        response = signed_post(node, renter.key, path, body)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code == 400, (response.status_code, response.text, body)
+        assert check_error_body(response) is None, response.text
+        assert jobs.for_session(renter.sid) == []
+
+    run()
+    tried = sum(seen.values())
+    print(f"\n[fuzz] signed POST /jobs: {tried} bodies, statuses {dict(sorted(seen.items()))}")
+    assert tried >= 100
+    assert node.store.get(renter.sid).status == "running"
 
 
 # --- the kernel websocket through the gateway proxy ---------------------------------------
@@ -279,17 +414,9 @@ def random_frames(rng: random.Random, count: int) -> list[str | bytes]:
 
 
 @pytest.mark.asyncio
-async def test_arbitrary_websocket_frames_do_not_break_the_session(provider, renter_key) -> None:
-    from kernel_ws import KernelWS
-    from tornado.websocket import WebSocketClosedError
-
-    from jupyter_walnut.provider_client import ProviderClient
-
-    client = ProviderClient(provider.url, renter_key)
-    created = await client.create_session(
-        image="python", channel_id=open_channel(provider.ledger, renter_key, provider))
-    sid, token = created["id"], created["access_token"]
-    await client.wait_running(sid)
+async def test_arbitrary_websocket_frames_do_not_break_the_session(node, renter) -> None:
+    client = node.client(renter.key)
+    sid, token = renter.sid, renter.token
     kernel = await client.gateway(sid, token, "POST", "api/kernels", {"name": "python3"})
 
     # offset tables that claim billions of parts: jupyter_server itself would stall on

@@ -1,4 +1,8 @@
-"""Restart the renter's Jupyter Server: its remote kernels come back, same ids, same state."""
+"""Restart the renter's Jupyter Server: its remote kernels come back, same ids, same state.
+
+On the default stack (a Docker session behind TLS, the renter pinning the certificate);
+`WALNUT_TEST_RUNTIME=process` / `WALNUT_TEST_TLS=off` run the cheap leg.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import urllib.request
 
 import pytest
 from kernel_ws import KernelWS
+from stack import StackNode
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -29,14 +34,14 @@ def _port() -> int:
 
 
 class Server:
-    def __init__(self, tmp_path, provider, ledger) -> None:
+    def __init__(self, tmp_path, provider_url: str, ledger) -> None:
         self.token = "t" + os.urandom(8).hex()
         self.port = _port()
         config_dir = tmp_path / "config"
         config_dir.mkdir(exist_ok=True)
         (config_dir / "jupyter_server_config.json").write_text(json.dumps({
             "ServerApp": {"jpserver_extensions": {"jupyter_walnut": True}},
-            "WalnutApp": {"providers": [provider.url], "walnut_home": str(tmp_path / "renter"),
+            "WalnutApp": {"providers": [provider_url], "walnut_home": str(tmp_path / "renter"),
                           "ledger_path": str(ledger.path), "poll_interval": 0.2,
                           "challenge_period": 60, "stop_sessions_on_exit": False},
         }))
@@ -83,16 +88,22 @@ class Server:
             self.proc.wait(60)
 
 
-async def test_remote_kernels_survive_a_server_restart(tmp_path, threaded_provider, ledger):
+@pytest.fixture
+def node(tmp_path, ledger):
+    stack = StackNode(tmp_path / "provider", ledger)
+    yield stack
+    stack.stop()
+
+
+async def test_remote_kernels_survive_a_server_restart(tmp_path, node, ledger):
     key = KeyPair.generate()
     key.save(tmp_path / "renter" / "wallet.key")
     ledger.fund(key.address, 10**12)
-    server = Server(tmp_path, threaded_provider, ledger)
+    server = Server(tmp_path, node.pinned_url, ledger)
     server.start()
     try:
         session = server.call("POST", "/walnut/sessions", {
-            "provider_url": threaded_provider.url, "shape": "cpu-small",
-            "budget_mist": 600_000})
+            "provider_url": node.pinned_url, "shape": "cpu-small", "budget_mist": 600_000})
         kernel = server.call("POST", "/api/kernels", {"name": session["kernel_name"]})
         ws = await server.ws(kernel["id"])
         await ws.execute("state = 'remembered'")
@@ -108,7 +119,7 @@ async def test_remote_kernels_survive_a_server_restart(tmp_path, threaded_provid
             ws = await server.ws(kernel["id"])
             assert (await ws.execute("print(state)")).stdout == "remembered\n", how
             ws.conn.close()
-        assert len(threaded_provider.store.list()) == 1  # still the one paid session
-        assert threaded_provider.store.list()[0].status == "running"
+        records = node.store.list()
+        assert [(r.id, r.status) for r in records] == [(session["id"], "running")]  # one paid
     finally:
         server.stop()

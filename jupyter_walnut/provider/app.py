@@ -7,6 +7,7 @@
     GET    /api/v1/sessions/<id>                 one of the caller's sessions (signed)
     DELETE /api/v1/sessions/<id>                 stop it (signed)
     POST   /api/v1/sessions/<id>/topup           re-read its channel's deposit (signed)
+    *      /api/v1/sessions/<id>/jobs/...        batch jobs (signed; provider/jobs.py)
     *      /api/v1/sessions/<id>/gateway/<path>  the session's kernel gateway (session token)
     GET    /metrics                              Prometheus
 

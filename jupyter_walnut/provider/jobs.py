@@ -27,6 +27,7 @@ import binascii
 import io
 import json
 import logging
+import re
 import secrets
 import tarfile
 import time
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("walnut.provider.jobs")
 
 JOB_ID = r"(j-[0-9a-f]{16})"
+_HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{128}")  # Ed25519, checked here, not when paying
 MAX_JOB_BODY = 12 * 1024 * 1024  # under the HTTP server's 16 MiB cap; base64 inflates 4/3
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 MAX_VOUCHERS = 1024
@@ -90,7 +92,7 @@ def _safe_path(name: object) -> str:
     if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
         raise APIError(400, f"files: bad path {name!r}")
     p = PurePosixPath(name)
-    if p.is_absolute() or ".." in p.parts or p.parts[0] in (".walnut", "outputs"):
+    if not p.parts or p.is_absolute() or ".." in p.parts or p.parts[0] in (".walnut", "outputs"):
         raise APIError(400, f"files: path {name!r} must be relative, inside the job, and not "
                             "under .walnut/ or outputs/")
     return p.as_posix()
@@ -117,19 +119,25 @@ def parse_submission(body: Any) -> dict:
         except (binascii.Error, TypeError) as exc:
             raise APIError(400, f"files: {name!r} is not base64") from exc
     entry = body.get("entry")
-    if entry not in decoded:
+    if not isinstance(entry, str) or entry not in decoded:
         raise APIError(400, "entry: must name one of the files")
     attempt = optional_int(body, "attempt", 1, minimum=1, maximum=10**6)
     timeout = optional_int(body, "cell_timeout_s", minimum=1, maximum=MAX_SECONDS)
     vouchers = body.get("vouchers", [])
     if not isinstance(vouchers, list) or len(vouchers) > MAX_VOUCHERS or not all(
             isinstance(v, list) and len(v) == 2
-            and isinstance(v[1], str) and len(v[1]) == 128 for v in vouchers):
+            and isinstance(v[1], str) and _HEX_SIGNATURE.fullmatch(v[1]) for v in vouchers):
         raise APIError(400, f"vouchers: at most {MAX_VOUCHERS} [amount_mist, signature hex]")
     vouchers = [[parse_int(v[0], "vouchers: amount_mist"), v[1]] for v in vouchers]
+    stop_session = body.get("stop_session", True)
+    if not isinstance(stop_session, bool):
+        raise APIError(400, "stop_session: must be true or false")
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise APIError(400, "name: must be a string")
     return {"kind": kind, "entry": entry, "files": decoded, "attempt": attempt,
-            "cell_timeout_s": timeout, "stop_session": bool(body.get("stop_session", True)),
-            "vouchers": sorted(vouchers), "name": str(body.get("name") or entry)[:200]}
+            "cell_timeout_s": timeout, "stop_session": stop_session,
+            "vouchers": sorted(vouchers), "name": (name or entry)[:200]}
 
 
 class JobService:
@@ -397,7 +405,7 @@ def service(node: ProviderNode) -> JobService:
 class JobsHandler(BaseHandler):
     def prepare(self) -> None:
         self._t0 = time.perf_counter()
-        length = int(self.request.headers.get("Content-Length") or 0)
+        length = parse_int(self.request.headers.get("Content-Length") or "0", "Content-Length")
         if max(length, len(self.request.body or b"")) > MAX_JOB_BODY:
             raise APIError(413, f"job over {MAX_JOB_BODY} bytes: send fewer or smaller files")
 
