@@ -242,6 +242,9 @@ def test_a_queued_session_shows_its_position_and_is_not_billed(stack, site_job):
                           if j[1] == job_name(stack.node.runtime.provider_id, second.id)],
              what="the stopped session's job to leave the queue")
     assert second_job == "" or job_state(second_job) != "PENDING"
+    after = second.public()  # the renter's stop stands: not turned into a failed start
+    assert (after["status"], after["reason"], after["cost_mist"]) == (
+        "stopped", "stopped by renter", 0)
     assert first.public()["reason"] == "queued (position 1)"
     assert stack.store.get(first.id).running_ms == 0
     freed_at = time.time()
@@ -294,10 +297,11 @@ def test_a_restarted_provider_adopts_its_running_job(tmp_path, ledger):
         assert s.execute("state = 'kept'").status == "ok"
         job_id = s.job_id
         wait_for(lambda: first.store.get(s.id).running_ms >= 1000, what="1 s of metering")
+        metered = first.store.get(s.id).running_ms
     finally:
         first.stop(stop_sessions=False)  # the provider goes away; its Slurm job stays
-    metered = first.store.get(s.id).running_ms
     assert job_state(job_id) == "RUNNING"
+    shutil.rmtree(tmp_path / "provider" / "provider")  # the stack makes a fresh certificate
     second = SlurmStack(tmp_path / "provider", ledger, identity=identity)
     try:
         s.stack, s.ws = second, None
