@@ -16,6 +16,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -27,7 +28,8 @@ from stack import StackNode
 from jupyter_walnut.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.ledger.vouchers import Voucher
-from jupyter_walnut.provider.config import ConfigError
+from jupyter_walnut.provider.config import ConfigError, load_config
+from jupyter_walnut.provider.node import ProviderNode
 from jupyter_walnut.provider.runtimes.slurm import SlurmRuntime, gres_gpus, job_name
 from jupyter_walnut.provider_client import ProviderClient
 
@@ -331,3 +333,25 @@ def test_slurm_table_is_validated_with_the_key_named():
     assert config.slurm.placement("gpu-1").qos == "low"
     assert config.slurm.placement("cpu-small").partition == "cpu"
     assert gres_gpus("gpu:a100:4(S:0-1),gpu:2,shard:8") == 6
+
+
+def test_init_writes_a_config_for_the_cluster_it_sees(tmp_path, ledger):
+    slurm_or_skip()
+    home = tmp_path / "home"
+    out = subprocess.run([sys.executable, "-m", "jupyter_walnut.provider.cli", "--home",
+                          str(home), "init", "--runtime", "slurm"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    config = load_config(home / "provider.toml")
+    assert config.runtime == "slurm" and config.slurm.partition == "walnut"
+    assert [s.gpus for s in config.shapes] == [0, 1]  # the cluster's fake GPUs, not this host's
+    node = ProviderNode(config, KeyPair.load(home / "identity.key"), tmp_path / "state",
+                        ledger=ledger)
+    try:
+        assert isinstance(node.runtime, SlurmRuntime)
+        offer = node.offer()
+        assert offer["runtime"] == "slurm"
+        assert offer["cluster"]["gpus"] == 2 and offer["cluster"]["nodes"] == 1
+        assert {s["name"] for s in offer["shapes"] if s["available"]} == {"cpu-small", "gpu-1"}
+    finally:
+        node.store.close()

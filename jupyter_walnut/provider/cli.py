@@ -17,8 +17,10 @@ from pathlib import Path
 from ..keys import KeyError_, KeyPair
 from ..numbers import cli_int
 from ..tls import fingerprint, generate_self_signed, server_context
-from .config import ConfigError, default_config_text, load_config
+from .config import ConfigError, default_config_text, load_config, slurm_config_text
 from .hardware import detect
+from .runtimes.base import RuntimeError_
+from .runtimes.slurm import cluster_nodes
 
 
 def default_home() -> Path:
@@ -49,8 +51,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     hw = detect()
     name = args.name or socket.gethostname().lower().split(".")[0][:40] or "walnut-node"
     name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name.lower()).strip("-._")
-    text = default_config_text(name or "walnut-node", len(hw.gpus), hw.cpu_count, hw.memory_mb,
-                               port=args.port)
+    if args.runtime == "slurm":  # shapes sized to the cluster's nodes, not this host
+        try:
+            text = slurm_config_text(name or "walnut-node", cluster_nodes(), port=args.port)
+        except (RuntimeError_, ConfigError) as exc:
+            return fail(f"--runtime slurm: {exc}")
+    else:
+        text = default_config_text(name or "walnut-node", len(hw.gpus), hw.cpu_count,
+                                   hw.memory_mb, port=args.port)
     load_config_text_check(text)
     key = KeyPair.generate()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -93,8 +101,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     state_dir = args.home / "state"
     runtime = ProcessRuntime(state_dir / "sessions") if args.runtime == "process" else None
-    if args.runtime == "docker":
-        config = config.__class__(**{**config.__dict__, "runtime": "docker"})
+    if args.runtime in ("docker", "slurm"):
+        config = config.__class__(**{**config.__dict__, "runtime": args.runtime})
 
     try:
         ssl_context = tls_context(config, args.home)
@@ -218,12 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create the provider identity and config")
     p.add_argument("--name", help="node name (default: host name)")
     p.add_argument("--port", type=cli_int("--port", maximum=65535), default=8765)
+    p.add_argument("--runtime", choices=("auto", "slurm"), default="auto",
+                   help="slurm: sessions are jobs on the cluster sinfo shows")
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("serve", help="run the provider service")
     p.add_argument("--host")
     p.add_argument("--port", type=cli_int("--port", maximum=65535),
                    help="listen port (0: any free port)")
-    p.add_argument("--runtime", choices=("auto", "docker", "process"),
+    p.add_argument("--runtime", choices=("auto", "docker", "process", "slurm"),
                    help="override the config's runtime")
     p.add_argument("--port-file", help="write the bound port to this file")
     p.add_argument("--log-format", choices=("json", "text"), default="json")

@@ -402,3 +402,30 @@ def default_config_text(name: str, gpu_count: int, cpu_count: int, memory_mb: in
         "",
     ]
     return "\n".join(lines)
+
+
+def slurm_config_text(name: str, nodes: list[dict], port: int = 8765) -> str:
+    """A provider.toml for the cluster sinfo showed: shapes sized to its largest node, jobs
+    sent to its default partition (the owner picks partition, account and QoS)."""
+    up = [n for n in nodes if n["state"].rstrip("*~#!%$@") in ("idle", "mix", "alloc")]
+    if not up:
+        raise ConfigError("slurm: sinfo shows no node that is up")
+    biggest = max(up, key=lambda n: (n["gpus"], n["cpus"], n["memory_mb"]))
+    partition = next((n["partition"] for n in up if n["default_partition"]),
+                     biggest["partition"])
+    text = default_config_text(name, biggest["gpus"], biggest["cpus"], biggest["memory_mb"],
+                               port=port)
+    runtime_line = next(line for line in text.splitlines() if line.startswith("runtime ="))
+    text = text.replace(runtime_line, 'runtime = "slurm"  # sessions are Slurm jobs ([slurm])')
+    return text + "\n".join([
+        "",
+        "[slurm]",
+        f'partition = "{partition}"  # where session jobs go; per shape: [slurm.shapes.NAME]',
+        '# account = "walnut"  # the Slurm account that is charged',
+        '# qos = "scavenger"  # e.g. a preemptible QoS for sold hours',
+        '# container = "apptainer exec /images/walnut.sif"  # the gateway inside a container',
+        '# state_dir = "/shared/walnut"  # must be on a file system the nodes share',
+        '# bind = "0.0.0.0"  # the gateway listens here on its node; the provider proxies to it',
+        '# python = "/opt/walnut/bin/python"  # a Python on the nodes with walnut_gateway',
+        "",
+    ])

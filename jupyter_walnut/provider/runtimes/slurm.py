@@ -376,6 +376,7 @@ def cluster_nodes(partition: str = "", timeout: float = 10.0) -> list[dict]:
         alloc, idle = (int(x) for x in cpu_use.split("/")[:2])
         nodes.append({
             "node": name, "state": state, "partition": part.rstrip("*"),
+            "default_partition": part.endswith("*"),
             "cpus": int(cpus), "cpus_idle": idle, "cpus_allocated": alloc,
             "memory_mb": int(memory), "gpus": gres_gpus(gres),
             "features": [] if features == "(null)" else features.split(","),
@@ -404,3 +405,4 @@ def cluster_capacity(nodes: list[dict]) -> dict:
         "gpus": sum(n["gpus"] for n in up),
         "features": sorted({f for n in up for f in n["features"]}),
     }
+
