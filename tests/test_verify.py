@@ -1,6 +1,8 @@
-"""Node verification with real local providers: a provider whose offer claims more than its
-container gives is caught at session start and paid only for the check; an honest one
-passes; the checks and the attestation's signature are exercised on figures too."""
+"""Node verification against the default stack (Docker sessions behind TLS, the renter
+pinning the certificate): a provider whose offer claims more than its container gives is
+caught at session start and paid only for the check; an honest one passes; the checks and
+the attestation's signature are exercised on figures too. `WALNUT_TEST_RUNTIME=process` /
+`WALNUT_TEST_TLS=off` run the cheap leg."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import asyncio
 import copy
 import json
 import os
+import threading
 
 import pytest
 from conftest import FUNDS, provider_config
+from stack import StackNode, stack_runtime
 
 from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.provider.runtimes.docker import DockerRuntime
 from jupyter_walnut.renter.manager import RenterError, RenterManager
 from jupyter_walnut.verify.check import check, make_attestation, verify_attestation
 from jupyter_walnut.verify.probe import run_probe
@@ -42,9 +47,10 @@ def renter(tmp_path, ledger, monkeypatch):
     return make
 
 
-def settled_event(node) -> asyncio.Event:
-    """Set when the provider settles a channel (the node's own session event hook)."""
-    event, chained = asyncio.Event(), node.sessions.on_event
+def settled_event(node: StackNode) -> threading.Event:
+    """Set when the provider settles a channel (the node's own session event hook; the node
+    runs in its own thread)."""
+    event, chained = threading.Event(), node.sessions.on_event
 
     def on_event(kind, rec):
         chained(kind, rec)
@@ -55,34 +61,69 @@ def settled_event(node) -> asyncio.Event:
     return event
 
 
+class HalfCPUDockerRuntime(DockerRuntime):
+    """A cheating provider: sells the shape's CPUs, starts the container with half."""
+
+    def _container_kwargs(self, spec, name: str) -> dict:
+        kwargs = super()._container_kwargs(spec, name)
+        kwargs["nano_cpus"] //= 2
+        return kwargs
+
+
+class CheatingNode(StackNode):
+    def _make_runtime(self):
+        if self.runtime_name != "docker":
+            return super()._make_runtime()  # the process leg cheats in its offer alone
+        return HalfCPUDockerRuntime(self.docker, provider_id="stack-" + self.identity.address[2:12])
+
+
+@pytest.fixture
+def stack_factory(tmp_path, ledger):
+    """Start default-stack provider nodes; stopped (sessions too) after the test."""
+    nodes: list[StackNode] = []
+
+    def start(shapes: list[dict], kind: type[StackNode] = StackNode) -> StackNode:
+        config = provider_config(provider={"name": "verify-node", "runtime": stack_runtime()},
+                                 settlement=SETTLE, shapes=shapes)
+        node = kind(tmp_path / f"provider-{len(nodes)}", ledger, config=config)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
 @pytest.mark.asyncio
 async def test_a_provider_claiming_more_cpus_is_caught_and_paid_only_for_the_check(
-        provider_factory, renter, ledger):
-    claimed = HOST_CPUS + 6  # e.g. 8 CPUs offered on this 2-CPU machine
-    node = await provider_factory(provider_config(settlement=SETTLE,
-                                                  shapes=[shape("big", claimed)]))
+        stack_factory, renter, ledger):
+    if stack_runtime() == "docker":  # sells every CPU here, its containers get half
+        claimed, has = HOST_CPUS, HOST_CPUS / 2
+    else:  # a process cannot be limited: the offer claims more than the machine has
+        claimed, has = HOST_CPUS + 6, HOST_CPUS
+    node = stack_factory([shape("big", claimed)], CheatingNode)
     settled = settled_event(node)
-    manager = renter([node.url])
+    manager = renter([node.pinned_url])
     before = ledger.balance(manager.key.address)
 
     with pytest.raises(RenterError) as caught:
-        await manager.launch(node.url, "big", budget_mist=300 * PRICE)
+        await manager.launch(node.pinned_url, "big", budget_mist=300 * PRICE)
 
     err = caught.value
     assert err.status == 409
-    assert f"promises {claimed} CPUs, the container has {HOST_CPUS}" in err.message
+    assert f"promises {claimed:g} CPUs, the container has {has:g}" in err.message, err.message
     assert "you paid only for the check" in err.message
     [session] = manager.store.list()
     assert session.status == "stopped"
     assert session.reason.startswith("verification failed")
     result = session.extra["verification"]
     assert result["ok"] is False and result["status"] == "failed"
-    assert result["measured"]["cpus"] == HOST_CPUS
+    assert result["measured"]["cpus"] == has
     rec = node.store.get(session.id)
     assert rec.status == "stopped"  # stopped on the provider too: no more metering
     assert not (manager.home / "kernels").exists()
     # the money: the final voucher covers the check's seconds, the rest comes back
-    await asyncio.wait_for(settled.wait(), 30)
+    assert await asyncio.to_thread(settled.wait, 60), "the provider never settled"
     channel = ledger.get_channel(session.channel_id)
     assert channel.closed
     assert 0 < channel.claimed == rec.cost_mist == session.extra["voucher_mist"]
@@ -93,20 +134,19 @@ async def test_a_provider_claiming_more_cpus_is_caught_and_paid_only_for_the_che
 
 @pytest.mark.asyncio
 async def test_an_honest_provider_passes_and_the_session_is_usable(
-        provider_factory, renter, ledger, tmp_path):
-    node = await provider_factory(provider_config(
-        settlement=SETTLE, shapes=[shape("fair", max(1, HOST_CPUS))]))
-    manager = renter([node.url])
+        stack_factory, renter, ledger, tmp_path):
+    node = stack_factory([shape("fair", HOST_CPUS)])
+    manager = renter([node.pinned_url])
     steps: list[str] = []
 
-    session = await manager.launch(node.url, "fair", budget_mist=300 * PRICE,
+    session = await manager.launch(node.pinned_url, "fair", budget_mist=300 * PRICE,
                                    on_progress=steps.append)
 
     assert "verifying the hardware" in steps
     assert session.status == "running"
     result = session.extra["verification"]
     assert result["ok"] is True, result["reasons"]
-    assert result["measured"]["cpus"] >= HOST_CPUS
+    assert result["measured"]["cpus"] == HOST_CPUS
     assert result["measured"]["benchmark_device"] == "cpu"
     assert result["measured"]["gflops"] >= result["expected"]["gflops_floor"]
     assert result["attestation"] == "none"
@@ -117,18 +157,19 @@ async def test_an_honest_provider_passes_and_the_session_is_usable(
 
 @pytest.mark.asyncio
 async def test_a_published_attestation_is_compared_with_the_measurement(
-        provider_factory, renter, ledger):
-    node = await provider_factory(provider_config(settlement=SETTLE, shapes=[shape("fair", 1)]))
+        stack_factory, renter, ledger):
+    node = stack_factory([shape("fair", 1)])
     report = run_probe(0.3)
     inflated = copy.deepcopy(report)  # the provider attests 10x what it gives
     inflated["benchmark"]["gflops"] = report["benchmark"]["gflops"] * 10
     attestation = make_attestation(inflated, node.identity)
-    ledger.register_provider(node.identity, endpoint=node.url, tls_fingerprint="00" * 32,
+    ledger.register_provider(node.identity, endpoint=node.url,
+                             tls_fingerprint=node.fingerprint or "00" * 32,
                              specs=json.dumps({"attestation": attestation}),
                              price_per_second_mist=PRICE)
-    manager = renter([node.url])
+    manager = renter([node.pinned_url])
 
-    session = await manager.launch(node.url, "fair", budget_mist=300 * PRICE)
+    session = await manager.launch(node.pinned_url, "fair", budget_mist=300 * PRICE)
 
     result = session.extra["verification"]
     assert result["ok"] is True  # the container gives what the offer says...
