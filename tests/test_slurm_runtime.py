@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -290,13 +292,51 @@ def test_the_clusters_time_limit_ends_the_session_with_the_reason(stack):
     assert view["cost_mist"] == stack.store.get(s.id).running_ms * PRICE // 1000
 
 
-def test_a_restarted_provider_adopts_its_running_job(tmp_path, ledger):
+REWRITE_ENDPOINT = """
+import json, os
+path = os.path.join(os.environ["HOME"], "..", "endpoint.json")
+data = json.load(open(path))
+data["port"] = {port}
+json.dump(data, open(path, "w"))
+"""
+
+
+class Canary:
+    """A loopback listener that counts the connections it is sent."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+
+@pytest.fixture
+def canary():
+    listener = Canary()
+    yield listener
+    listener.sock.close()
+
+
+def test_a_restarted_provider_adopts_its_running_job(tmp_path, ledger, canary):
     slurm_or_skip()
     identity = KeyPair.generate()
     first = SlurmStack(tmp_path / "provider", ledger, identity=identity)
     try:
         s = Session(first)
         assert s.execute("state = 'kept'").status == "ok"
+        # the renter's code points the job's address file at a listener of its own
+        result = s.execute(REWRITE_ENDPOINT.format(port=canary.port))
+        assert result.status == "ok", result.error
         job_id = s.job_id
         wait_for(lambda: first.store.get(s.id).running_ms >= 1000, what="1 s of metering")
         metered = first.store.get(s.id).running_ms
@@ -312,6 +352,7 @@ def test_a_restarted_provider_adopts_its_running_job(tmp_path, ledger):
         assert view["status"] == "running" and second.store.get(s.id).runtime_ref == job_id
         assert view["running_seconds"] >= metered // 1000  # the metered time carried over
         assert s.execute("print(state)").stdout.strip() == "kept"
+        assert canary.connections == 0  # the proxy went to the recorded gateway, not there
         assert s.stop()["status"] == "stopped"
         assert job_state(job_id) != "RUNNING"
     finally:

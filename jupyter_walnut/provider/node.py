@@ -82,6 +82,7 @@ class ProviderNode:
         self.sessions.on_event = self._on_session_event
         if hasattr(runtime, "on_queued"):  # Slurm: a queued session tells its renter where
             runtime.on_queued = self._on_queued
+            runtime.recorded_url = lambda sid: getattr(self.store.get(sid), "gateway_url", None)
         self.started_at = time.time()
         self.server: HTTPServer | None = None
         self._loops: asyncio.Task | None = None

@@ -35,6 +35,7 @@ log = logging.getLogger("walnut.provider")
 ENDPOINT_FILE = "endpoint.json"
 ENV_FILE = "env.json"
 LOG_FILE = "gateway.log"
+ENDPOINT_TIMEOUT_S = 90.0  # from RUNNING to host:port published
 LIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
         "RESIZING", "SIGNALING", "STAGE_OUT")
 # why Slurm ended a job, in words a renter understands
@@ -175,6 +176,8 @@ class SlurmRuntime(Runtime):
         self.poll_interval_s = 0.5
         # set by the node: (session id, "queued (position N)" or "") -> whether to keep waiting
         self.on_queued: Callable[[str, str], bool] = lambda session_id, text: True
+        # set by the node: the gateway URL its store recorded for a session, for adoption
+        self.recorded_url: Callable[[str], str | None] = lambda session_id: None
         self._jobs: dict[str, Job] = {}
         self._jobs_at = 0.0
         self._snapshot_lock = asyncio.Lock()
@@ -233,7 +236,10 @@ class SlurmRuntime(Runtime):
 
     def _submit_argv(self, spec: SessionSpec, session_dir: Path) -> list[str]:
         placement = self.settings.placement(spec.env.get("WALNUT_SHAPE", ""))
-        gateway = [*shlex.split(self.settings.container), self.python, "-m", "walnut_gateway"]
+        # {session_dir} in the prefix names the one directory a container should bind
+        prefix = [part.replace("{session_dir}", str(session_dir))
+                  for part in shlex.split(self.settings.container)]
+        gateway = [*prefix, self.python, "-m", "walnut_gateway"]
         argv = [
             "sbatch", "--parsable", "--export=NONE",
             f"--job-name={job_name(self.provider_id, spec.session_id)}",
@@ -280,6 +286,7 @@ class SlurmRuntime(Runtime):
     async def _wait_running(self, session_id: str, job_id: str) -> RuntimeHandle:
         """Wait while the job is queued (telling the renter its position) until its gateway
         published host:port."""
+        running_since: float | None = None
         while True:
             job = await self._job(job_id)
             if job is None or job.state not in LIVE:
@@ -293,19 +300,31 @@ class SlurmRuntime(Runtime):
             elif job.state == "RUNNING":
                 if not self.on_queued(session_id, ""):
                     raise RuntimeError_("the session was stopped before it started")
-                endpoint = self._endpoint(session_id, job_id)
+                endpoint = self._endpoint(session_id, job)
                 if endpoint is not None:
                     return RuntimeHandle(session_id, endpoint, job_id)
+                running_since = running_since or time.monotonic()
+                if time.monotonic() - running_since > ENDPOINT_TIMEOUT_S:
+                    raise RuntimeError_("the Slurm job runs but its gateway published no "
+                                        f"address on its node in {ENDPOINT_TIMEOUT_S:.0f}s")
             await asyncio.sleep(self.poll_interval_s)  # polling Slurm; ends with the job
 
-    def _endpoint(self, session_id: str, job_id: str) -> str | None:
+    def _endpoint(self, session_id: str, job: Job) -> str | None:
+        """The gateway's address from the job's file, read before any session code ran, and
+        only if it names the job's own node."""
         try:
             data = json.loads((self._dir(session_id) / ENDPOINT_FILE).read_text())
-        except (OSError, ValueError):
+            host, port = str(data["host"]), int(data["port"])
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        if str(data.get("job")) != job_id:
-            return None  # an earlier job's file
-        return f"http://{data['host']}:{int(data['port'])}"
+        if str(data.get("job")) != job.job_id or not 0 < port < 65536:
+            return None  # an earlier job's file, or not an address
+        allowed = {job.nodes} if self.settings.bind in ("0.0.0.0", "") else {self.settings.bind}
+        if host not in allowed:
+            log.warning("session %s: endpoint %s is not its node %s; ignored", session_id,
+                        host, job.nodes)
+            return None
+        return f"http://{host}:{port}"
 
     async def _cancel(self, job_id: str) -> None:
         try:
@@ -341,7 +360,9 @@ class SlurmRuntime(Runtime):
             if job.state not in LIVE:
                 continue
             session_id = job.name[len(prefix):]
-            url = self._endpoint(session_id, job.job_id) or ""
+            # the address recorded when it started, never the job's file, which the
+            # session's code could have rewritten to point the proxy elsewhere
+            url = self.recorded_url(session_id) or ""
             handles.append(RuntimeHandle(session_id, url, job.job_id))
         return handles
 
