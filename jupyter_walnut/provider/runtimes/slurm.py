@@ -252,7 +252,9 @@ class SlurmRuntime(Runtime):
         if spec.gpus:
             argv.append(f"--gres=gpu:{len(spec.gpus)}")
         script = session_dir / "job.py"
-        script.write_text(f"#!{self.python}\n" + JOB_SCRIPT.format(
+        # the launcher needs only the standard library: any Python 3 of the node runs it,
+        # also where `python` names the one inside a container
+        script.write_text("#!/usr/bin/env python3\n" + JOB_SCRIPT.format(
             env=ENV_FILE, endpoint=ENDPOINT_FILE))
         script.chmod(0o700)
         return [*argv, str(script), str(session_dir), json.dumps(gateway)]
