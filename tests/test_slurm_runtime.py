@@ -280,6 +280,25 @@ def test_scancel_by_the_site_ends_the_session_with_the_reason_and_settles(stack)
     assert stack.ledger.balance(stack.identity.address) - provider_before == cost
 
 
+def test_a_node_failure_ends_the_session_with_the_reason(stack):
+    s = Session(stack)
+    node = subprocess.run(["squeue", "-h", "-j", s.job_id, "-o", "%N"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    try:  # the site's node goes down under the session
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=down",
+                        "reason=walnut-test"], check=True)
+        view = wait_for(lambda: (v := s.public())["status"] != "running" and v,
+                        what="the node failure to end the session")
+    finally:
+        # ReturnToService=2 may have brought it back already; then resume is refused
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
+        wait_for(lambda: subprocess.run(["sinfo", "-h", "-n", node, "-o", "%t"],
+                                        capture_output=True, text=True).stdout.strip()
+                 == "idle", what="the node to come back")
+    assert "the cluster node running the session failed" in view["reason"]
+    assert view["cost_mist"] == stack.store.get(s.id).running_ms * PRICE // 1000
+
+
 def test_the_clusters_time_limit_ends_the_session_with_the_reason(stack):
     s = Session(stack)
     assert s.execute("print('up')").stdout.strip() == "up"

@@ -241,7 +241,8 @@ class SlurmRuntime(Runtime):
                   for part in shlex.split(self.settings.container)]
         gateway = [*prefix, self.python, "-m", "walnut_gateway"]
         argv = [
-            "sbatch", "--parsable", "--export=NONE",
+            # a requeued job would be a fresh gateway with the kernel's state lost: it ends
+            "sbatch", "--parsable", "--export=NONE", "--no-requeue",
             f"--job-name={job_name(self.provider_id, spec.session_id)}",
             f"--comment=walnut provider={self.provider_id} session={spec.session_id}",
             f"--cpus-per-task={max(1, round(spec.cpus))}", f"--mem={spec.memory_mb}M",
