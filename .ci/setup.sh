@@ -35,7 +35,8 @@ if [ "${WALNUT_NO_DOCKER:-0}" != "1" ] && command -v dockerd >/dev/null; then
   fi
 fi
 
-[ "${WALNUT_NO_SLURM:-0}" = "1" ] || source "$ROOT/.ci/slurm.sh" || log "error: the one-node Slurm cluster did not start (see above); tests/test_slurm_runtime.py fails under WALNUT_REQUIRE_SLURM=1"
+# The one-node Slurm cluster only for the tests (.ci/run sets WALNUT_WITH_SLURM=1), not the demo.
+[ "${WALNUT_WITH_SLURM:-0}" != "1" ] || [ "${WALNUT_NO_SLURM:-0}" = "1" ] || source "$ROOT/.ci/slurm.sh" || log "error: the one-node Slurm cluster did not start (see above); tests/test_slurm_runtime.py fails under WALNUT_REQUIRE_SLURM=1"
 
 # The labextension builds with rspack, which needs node >= 20.19.
 node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' \

@@ -177,6 +177,32 @@ PROVIDER_KEYS = {
     "shapes[].memory_mb": ("required", "Memory limit in MiB (at least 64)."),
     "shapes[].price_mist_per_second": ("required", "Price, integer MIST per second "
                                        "(1 SUI = 10^9 MIST); a float is refused."),
+    "shapes[].disk_mb": ("`10240`", "Workspace allowance in MiB (at least 64); on Docker a "
+                         "loop-mounted ext4 image and a bounded `/tmp`: writing past it fails "
+                         "inside the session."),
+    "network.egress": ('`"internet"`', "What session containers may reach: `internet` (not "
+                       "this host, private, shared or link-local ranges, cloud metadata, IPv6) "
+                       "or `offline` (nothing)."),
+    "slurm.partition": ('`""` (the default partition)', "Partition Walnut's jobs go to."),
+    "slurm.account": ('`""`', "Slurm account charged for Walnut's jobs."),
+    "slurm.qos": ('`""`', "Quality of service of Walnut's jobs."),
+    "slurm.container": ('`""`', "Command prefix running the gateway inside a container "
+                        "(e.g. `apptainer exec IMAGE`; `{session_dir}` is replaced). Needed "
+                        "to rent to strangers."),
+    "slurm.state_dir": ("the provider home's `slurm/`", "Absolute path on a file system the "
+                        "nodes share: per-session files and endpoints."),
+    "slurm.bind": ('`"0.0.0.0"`', "Address the gateway binds to on its node."),
+    "slurm.python": ("the provider's interpreter", "Absolute path of the Python that runs "
+                     "the gateway on the nodes."),
+    "slurm.shapes": ("`{}`", "Per-shape placement: `[slurm.shapes.NAME]` tables."),
+    "slurm.shapes.<name>.partition": ('`""`', "Partition for this shape's jobs."),
+    "slurm.shapes.<name>.account": ('`""`', "Account for this shape's jobs."),
+    "slurm.shapes.<name>.qos": ('`""`', "QoS for this shape's jobs."),
+    "settlement.channel_check_interval_s": ("`5`", "Read each running session's channel on "
+                                            "the ledger this often: a close request is claimed "
+                                            "at once (below `min_challenge_period_s`)."),
+    "settlement.claim_interval_s": ("`600`", "Claim the newest voucher of a long session "
+                                    "this often."),
     "images[].name": ("required", "Image name renters ask for (e.g. `python`)."),
     "images[].reference": ("required", "Docker image reference, or `builtin` for the Walnut "
                            "gateway image built on this machine."),
@@ -209,6 +235,22 @@ PROVIDER_KEYS = {
                                   "renter's final voucher, then claim."),
 }
 
+def _key_names(node: ast.expr) -> list[str]:
+    """The keys of an `_unknown` call's set: literals, or names config.py defines
+    (`{*_SLURM_PLACEMENT, "bind"}`, `set(SETTLEMENT_KEYS)`)."""
+    from jupyter_walnut.provider import config
+
+    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "set":
+        return _key_names(node.args[0])
+    if isinstance(node, ast.Name):
+        return list(getattr(config, node.id))
+    keys: list[str] = []
+    for element in node.elts:
+        keys += _key_names(element.value) if isinstance(element, ast.Starred) \
+            else [ast.literal_eval(element)]
+    return keys
+
+
 def provider_toml_keys(source: str | None = None) -> dict[str, list[str]]:
     """{table: [keys]} as config.py accepts them, read from its `_unknown` calls."""
     tree = ast.parse(source if source is not None else CONFIG_PY.read_text())
@@ -216,7 +258,7 @@ def provider_toml_keys(source: str | None = None) -> dict[str, list[str]]:
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_unknown"):
             continue
-        keys = [ast.literal_eval(e) for e in node.args[1].elts]  # source order
+        keys = _key_names(node.args[1])  # source order
         where = node.args[2]
         if isinstance(where, ast.Constant):
             table = where.value.rstrip(".")
@@ -226,6 +268,8 @@ def provider_toml_keys(source: str | None = None) -> dict[str, list[str]]:
             table = "images[]"
         elif "start" in keys:
             table = "availability.schedule[]"
+        elif "partition" in keys and "shapes" not in keys:
+            table = "slurm.shapes.<name>"
         else:
             raise RuntimeError(f"config.py: unrecognised table with keys {keys}")
         tables[table] = keys

@@ -90,9 +90,10 @@ class Watchdog:
         self._timer = asyncio.get_running_loop().call_later(self._period, self._check)
 
     def _check(self) -> None:
-        stream = self.conn.protocol.stream
-        if stream.closed():
+        protocol = self.conn.protocol  # None once tornado has closed the connection
+        if protocol is None or protocol.stream.closed():
             return
+        stream = protocol.stream
         if self.conn.read_queue.qsize():
             self.last_heard = time.monotonic()  # our consumer is behind: we are not reading
         elif time.monotonic() - self.last_heard > self.timeout_s:

@@ -101,7 +101,9 @@ class ProviderClient:
     async def _fetch(request: httpclient.HTTPRequest) -> httpclient.HTTPResponse:
         try:
             return await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-        except (OSError, httpclient.HTTPClientError) as exc:  # refused, reset, closed mid-way
+        # refused, reset, closed mid-way; tornado raises ValueError("IOStream is not idle")
+        # for a reset during the TLS handshake
+        except (OSError, ValueError, httpclient.HTTPClientError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise ProviderAPIError(0, f"provider unreachable: {reason}") from exc
 

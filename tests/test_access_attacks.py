@@ -9,6 +9,7 @@ gateway's), error messages must never carry tokens or keys. `WALNUT_TEST_RUNTIME
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -266,5 +267,9 @@ async def test_a_token_wrongly_sent_in_the_url_is_not_logged(node, alice, caplog
     url = f"{node.url}/api/v1/sessions/{alice.sid}/gateway/api/kernels?token={alice.token}"
     resp = await Responses(node).fetch(url)
     assert resp.code == 401
-    assert any(alice.sid in r.getMessage() for r in caplog.records)  # the request was logged
+    # the node logs on its own thread after the response left: wait for that record
+    deadline = time.monotonic() + 10
+    while not any(alice.sid in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the refused request was never logged"
+        await asyncio.sleep(0.05)
     assert not [r for r in caplog.records if alice.token in r.getMessage()]

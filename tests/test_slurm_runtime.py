@@ -177,7 +177,8 @@ def site_job():
 
     def submit(cpus: int = 2) -> str:
         out = subprocess.run(["sbatch", "--parsable", "-p", "walnut", "-c", str(cpus),
-                              "--mem=100", "-J", "site-work", "--wrap", "sleep 600"],
+                              "--mem=100", "-J", "site-work", "--output=/dev/null",
+                              "--wrap", "sleep 600"],
                              capture_output=True, text=True, check=True).stdout
         jobs.append(out.strip().split(";")[0])
         wait_for(lambda: job_state(jobs[-1]) == "RUNNING", what="the site's job to run")
