@@ -19,7 +19,7 @@ from pathlib import Path
 from conftest import docker_or_skip, provider_config
 
 from jupyter_walnut.keys import KeyPair
-from jupyter_walnut.tls import generate_self_signed, server_context
+from jupyter_walnut.tls import fingerprint, generate_self_signed, server_context
 
 
 def stack_runtime() -> str:
@@ -31,9 +31,11 @@ def stack_tls() -> bool:
 
 
 def tls_context(directory: Path, name: str = "provider"):
-    """A server context for a fresh self-signed certificate, its fingerprint attached."""
+    """A server context for a self-signed certificate, its fingerprint attached; the one
+    already in `directory` is kept, so a restarted node keeps the pin renters hold."""
     cert, key = directory / name / "cert.pem", directory / name / "key.pem"
-    fp = generate_self_signed(name, cert, key)
+    fp = fingerprint(cert.read_bytes()) if cert.exists() else generate_self_signed(
+        name, cert, key)
     context = server_context(cert, key)
     context.walnut_fingerprint = fp
     return context, fp

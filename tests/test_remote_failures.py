@@ -1,5 +1,8 @@
 """Remote kernels when the provider goes away: a clear dead state with the reason, no hang,
-no charge after the end; and a short network cut that heals by itself."""
+no charge after the end; and a short network cut that heals by itself.
+
+On the default stack (tests/stack.py: Docker sessions, TLS pinned through the cut relay);
+WALNUT_TEST_RUNTIME=process WALNUT_TEST_TLS=off is the cheaper leg."""
 
 from __future__ import annotations
 
@@ -7,22 +10,43 @@ import asyncio
 import json
 
 import pytest
+from conftest import provider_config
 from kernel_ws import KernelWS
 from netcut import NetCut
+from stack import StackNode, stack_runtime
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
+
+
+def start_node(tmp_path, ledger, identity=None) -> StackNode:
+    config = provider_config(provider={"name": "test-node", "runtime": stack_runtime()})
+    return StackNode(tmp_path / "provider", ledger, config=config, identity=identity,
+                     metering_interval_s=0.2)
 
 
 @pytest.fixture
-def netcut(threaded_provider):
-    port = int(threaded_provider.url.rsplit(":", 1)[1])
-    cut = NetCut("127.0.0.1", port)
+def stack_node(tmp_path, ledger):
+    node = start_node(tmp_path, ledger)
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def netcut(stack_node):
+    cut = NetCut("127.0.0.1", stack_node.port)
     yield cut
     cut.close()
 
 
+def relayed_url(node: StackNode, cut: NetCut) -> str:
+    """The provider as the renter reaches it: through the relay, pinned when TLS is on."""
+    scheme = "https" if node.tls else "http"
+    pin = f"#sha256={node.fingerprint}" if node.fingerprint else ""
+    return f"{scheme}://127.0.0.1:{cut.port}{pin}"
+
+
 @pytest.fixture
-def jp_server_config(netcut, tmp_path, ledger, request):
+def jp_server_config(netcut, stack_node, tmp_path, ledger, request):
     marker = request.node.get_closest_marker("reconnect_timeout")
     reconnect_timeout = marker.args[0] if marker else 60.0
     from jupyter_walnut.keys import KeyPair
@@ -32,15 +56,15 @@ def jp_server_config(netcut, tmp_path, ledger, request):
     key.save(home / "wallet.key")
     ledger.fund(key.address, 10**12)
     return {"ServerApp": {"jpserver_extensions": {"jupyter_walnut": True}},
-            "WalnutApp": {"providers": [f"http://127.0.0.1:{netcut.port}"],
+            "WalnutApp": {"providers": [relayed_url(stack_node, netcut)],
                           "walnut_home": str(home), "ledger_path": str(ledger.path),
                           "poll_interval": 0.2, "challenge_period": 60},
             "WalnutProvisioner": {"reconnect_timeout": reconnect_timeout}}
 
 
-async def _kernel(jp_fetch, jp_ws_fetch, netcut):
+async def _kernel(jp_fetch, jp_ws_fetch, netcut, node: StackNode):
     resp = await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(
-        {"provider_url": f"http://127.0.0.1:{netcut.port}", "shape": "cpu-small",
+        {"provider_url": relayed_url(node, netcut), "shape": "cpu-small",
          "budget_mist": 300_000}))
     session = json.loads(resp.body)
     kernel = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps(
@@ -51,8 +75,8 @@ async def _kernel(jp_fetch, jp_ws_fetch, netcut):
 
 @pytest.mark.reconnect_timeout(3.0)
 async def test_unreachable_provider_kills_the_kernel_with_a_reason(jp_fetch, jp_ws_fetch,
-                                                                   netcut, threaded_provider):
-    session, kernel, ws = await _kernel(jp_fetch, jp_ws_fetch, netcut)
+                                                                   netcut, stack_node):
+    session, kernel, ws = await _kernel(jp_fetch, jp_ws_fetch, netcut, stack_node)
     started = asyncio.Event()
     cell = asyncio.ensure_future(ws.execute(
         "import time\nprint('go', flush=True)\ntime.sleep(300)",
@@ -67,8 +91,8 @@ async def test_unreachable_provider_kills_the_kernel_with_a_reason(jp_fetch, jp_
 
 
 async def test_a_network_cut_mid_stream_loses_and_duplicates_nothing(jp_fetch, jp_ws_fetch,
-                                                                     netcut):
-    session, kernel, ws = await _kernel(jp_fetch, jp_ws_fetch, netcut)
+                                                                     netcut, stack_node):
+    session, kernel, ws = await _kernel(jp_fetch, jp_ws_fetch, netcut, stack_node)
     assert (await ws.execute("x = 1; print('before')")).stdout == "before\n"
     ticks = asyncio.Event()
     seen = []
@@ -95,17 +119,15 @@ async def test_a_network_cut_mid_stream_loses_and_duplicates_nothing(jp_fetch, j
 
 
 async def test_provider_restart_keeps_the_kernel_usable(jp_fetch, jp_ws_fetch, netcut,
-                                                       threaded_provider, tmp_path, ledger):
-    from conftest import ThreadedProvider
-
-    session, kernel, ws = await _kernel(jp_fetch, jp_ws_fetch, netcut)
+                                                       stack_node, tmp_path, ledger):
+    session, kernel, ws = await _kernel(jp_fetch, jp_ws_fetch, netcut, stack_node)
     assert (await ws.execute("x = 'kept'; print('ok')")).stdout == "ok\n"
-    # the provider process restarts: same state and identity, a new port behind the link
-    await asyncio.to_thread(threaded_provider.stop, False)
-    restarted = ThreadedProvider(tmp_path / "provider", ledger,
-                                 identity=threaded_provider.identity)
+    # the provider process restarts: same state, identity and certificate, a new port
+    # behind the link; its session (container or process) is adopted, not restarted
+    await asyncio.to_thread(stack_node.stop, False)
+    restarted = await asyncio.to_thread(start_node, tmp_path, ledger, stack_node.identity)
     try:
-        netcut.target = ("127.0.0.1", int(restarted.url.rsplit(":", 1)[1]))
+        netcut.target = ("127.0.0.1", restarted.port)
         result = await ws.execute("print(x)", timeout=90)
         assert result.stdout == "kept\n"
         assert restarted.store.get(session["id"]).status == "running"

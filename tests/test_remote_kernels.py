@@ -385,7 +385,7 @@ async def test_v1_protocol_comms_with_binary_buffers_and_debugger(jp_fetch, jp_w
     conn.close()
 
 
-async def test_browser_reconnect_loses_no_output(jp_fetch, jp_ws_fetch, provider):
+async def test_browser_reconnect_loses_no_output(jp_fetch, jp_ws_fetch, provider, tmp_path):
     session = await launch(jp_fetch, provider)
     kernel = await start_kernel(jp_fetch, session["kernel_name"])
     import uuid
@@ -397,14 +397,23 @@ async def test_browser_reconnect_loses_no_output(jp_fetch, jp_ws_fetch, provider
     ws.session = ws_session
     from kernel_ws import message
 
-    code = ("import time\nfor i in range(6):\n    print('tick', i, flush=True)\n"
-            "    time.sleep(0.3)")
+    # the cell prints once, then goes on printing once the server holds the dropped tab's
+    # output (the process runtime's kernel sees this machine's files)
+    resume = tmp_path / "tab-dropped"
+    code = ("import os, time\nprint('tick', 0, flush=True)\n"
+            f"while not os.path.exists({str(resume)!r}):\n    time.sleep(0.05)\n"
+            "for i in range(1, 6):\n    print('tick', i, flush=True)\n    time.sleep(0.1)")
     msg = message("execute_request", {"code": code, "silent": False}, ws_session)
     await ws.send(msg)
     first = await ws.recv()
     while first["header"]["msg_type"] != "stream":
         first = await ws.recv()
     conn.close()  # the browser tab drops while the cell keeps printing
+    deadline = asyncio.get_running_loop().time() + 30
+    while json.loads((await jp_fetch("api", "kernels", kernel["id"])).body)["connections"]:
+        assert asyncio.get_running_loop().time() < deadline, "the server never saw the drop"
+        await asyncio.sleep(0.05)
+    resume.touch()
     conn = await jp_ws_fetch("api", "kernels", kernel["id"], "channels",
                              params={"session_id": ws_session})
     ws = KernelWS(conn)

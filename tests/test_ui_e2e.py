@@ -1,5 +1,5 @@
 """End to end in a real JupyterLab, driven by Playwright with Debian's Chromium, against a real
-local provider (process runtime) and the local ledger.
+local provider (Docker runtime, TLS with pinning) and the local ledger.
 
 Screenshots of each step land in test-artifacts/ui/ (git-ignored). Skipped, with the reason,
 when /usr/bin/chromium, Python Playwright or the built labextension is missing, unless

@@ -1,4 +1,4 @@
-"""A real Walnut stack for browser tests: a local provider (process runtime), the local
+"""A real Walnut stack for browser tests: a local provider (Docker runtime, TLS), the local
 ledger, and JupyterLab with the jupyter_walnut server extension, on random loopback ports.
 
 Usage (also handy by hand: `python -m tests.ui_helpers` keeps one running):
@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# the default stack: Docker sessions behind TLS; WALNUT_TEST_RUNTIME=process is the cheap leg
+RUNTIME = os.environ.get("WALNUT_TEST_RUNTIME", "docker")
 
 
 def free_port() -> int:
@@ -116,7 +118,7 @@ class WalnutStack:
         port_file = self.root / "provider.port"
         prov = self._spawn("provider", [str(BIN / "walnut-provider"), "--home", str(home), "serve",
                                         "--port", "0", "--port-file", str(port_file),
-                                        "--runtime", "process", "--log-format", "text"])
+                                        "--runtime", RUNTIME, "--log-format", "text"])
 
         def provider_ready() -> str | None:
             # re-read the port each time: the file may be caught half written
