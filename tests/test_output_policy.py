@@ -344,7 +344,7 @@ def test_trust_is_per_provider_and_honours_the_pin(monkeypatch):
     pin = "#sha256=" + "ab" * 32
     renter = SimpleNamespace(trusted_output_providers={"https://mine:8765"})
     monkeypatch.setattr(WalnutProvisioner, "renter", property(lambda self: renter))
-    provisioner = WalnutProvisioner(kernel_id="k", kernel_spec=None, connection_info={})
+    provisioner = WalnutProvisioner(kernel_id="k", kernel_spec=None)
 
     def trusts(url: str) -> bool:
         return provisioner._trusts_outputs(SimpleNamespace(provider_url=url))

@@ -197,7 +197,7 @@ async def test_stopping_the_session_kills_the_kernel_with_a_reason(jp_fetch, jp_
     # and no new kernel can start on the ended session, paid or not
     from jupyter_walnut.kernel.provisioner import WalnutKernelError, WalnutProvisioner
 
-    provisioner = WalnutProvisioner(kernel_id="k", kernel_spec=None, connection_info={},
+    provisioner = WalnutProvisioner(kernel_id="k", kernel_spec=None,
                                     walnut_session=session["id"])
     with pytest.raises(WalnutKernelError, match="is stopped: stopped by the provider"):
         await provisioner.launch_kernel([])
