@@ -12,13 +12,16 @@ processes, plain HTTP); CI runs the default leg.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from pathlib import Path
 
 from conftest import docker_or_skip, provider_config
+from kernel_ws import KernelWS
 
 from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.tls import fingerprint, generate_self_signed, server_context
 
 
@@ -116,3 +119,31 @@ class StackNode:
         self.thread.join(10)
         if self.docker is not None:
             self.docker.close()
+
+
+def renter_server_config(home: Path, ledger_path: Path | str, providers: list[str], *,
+                         poll_interval: float = 0.5, **extra: dict) -> dict:
+    """A pytest-jupyter server config: the Walnut extension with a funded wallet in `home`
+    (funded on the local ledger at `ledger_path`) and these providers."""
+    key = KeyPair.generate()
+    key.save(home / "wallet.key")
+    with LocalLedger(ledger_path) as ledger:
+        ledger.fund(key.address, 10**12)
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_walnut": True}},
+            "WalnutApp": {"providers": providers, "walnut_home": str(home),
+                          "ledger_path": str(ledger_path), "poll_interval": poll_interval,
+                          "challenge_period": 60},
+            **extra}
+
+
+async def launch_kernel(jp_fetch, jp_ws_fetch, provider_url: str, budget_mist: int):
+    """A paid session through the renter's /walnut API, a kernel on it and its websocket,
+    as JupyterLab opens them: (session, kernel, KernelWS)."""
+    resp = await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(
+        {"provider_url": provider_url, "shape": "cpu-small", "budget_mist": budget_mist}),
+        request_timeout=180)
+    session = json.loads(resp.body)
+    kernel = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps(
+        {"name": session["kernel_name"]}))).body)
+    ws = KernelWS(await jp_ws_fetch("api", "kernels", kernel["id"], "channels"))
+    return session, kernel, ws

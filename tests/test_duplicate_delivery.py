@@ -14,9 +14,8 @@ import json
 import time
 
 import pytest
-from kernel_ws import KernelWS
 from netcut import NetCut
-from stack import StackNode
+from stack import StackNode, launch_kernel, renter_server_config
 
 from jupyter_walnut.provider import app as provider_app
 from jupyter_walnut.provider.links import ResumableLink
@@ -56,17 +55,9 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 def jp_server_config(stack, tmp_path):
-    from jupyter_walnut.keys import KeyPair
-
     node, cut, ledger = stack
-    home = tmp_path / "renter"
-    key = KeyPair.generate()
-    key.save(home / "wallet.key")
-    ledger.fund(key.address, 10**12)
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_walnut": True}},
-            "WalnutApp": {"providers": [cut.relayed(node.pinned_url)], "walnut_home": str(home),
-                          "ledger_path": str(ledger.path), "poll_interval": 0.5,
-                          "challenge_period": 60}}
+    return renter_server_config(tmp_path / "renter", ledger.path,
+                                [cut.relayed(node.pinned_url)])
 
 
 async def wait_for_link_state(jp_fetch, session_id: str, state: str, timeout: float) -> None:
@@ -81,13 +72,8 @@ async def wait_for_link_state(jp_fetch, session_id: str, state: str, timeout: fl
 
 async def test_a_replayed_frame_reaches_the_client_once(jp_fetch, jp_ws_fetch, stack):
     node, cut, _ = stack
-    resp = await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(
-        {"provider_url": cut.relayed(node.pinned_url), "shape": "cpu-small",
-         "budget_mist": 300_000}), request_timeout=180)
-    session = json.loads(resp.body)
-    kernel = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps(
-        {"name": session["kernel_name"]}))).body)
-    ws = KernelWS(await jp_ws_fetch("api", "kernels", kernel["id"], "channels"))
+    session, kernel, ws = await launch_kernel(jp_fetch, jp_ws_fetch,
+                                              cut.relayed(node.pinned_url), 300_000)
     assert (await ws.execute("print('before')", timeout=60)).stdout == "before\n"
 
     received: list[str] = []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import docker_or_skip
-from kernel_ws import KernelWS
+from stack import launch_kernel, renter_server_config
 
 from jupyter_walnut.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger
@@ -125,15 +125,8 @@ def served(tmp_path):
 
 @pytest.fixture
 def jp_server_config(served, tmp_path):
-    home = tmp_path / "renter"
-    key = KeyPair.generate()
-    key.save(home / "wallet.key")
-    with LocalLedger(served.env["WALNUT_LEDGER"]) as ledger:
-        ledger.fund(key.address, 10**12)
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_walnut": True}},
-            "WalnutApp": {"providers": [served.pinned_url], "walnut_home": str(home),
-                          "ledger_path": served.env["WALNUT_LEDGER"], "poll_interval": 0.5,
-                          "challenge_period": 60}}
+    return renter_server_config(tmp_path / "renter", served.env["WALNUT_LEDGER"],
+                                [served.pinned_url])
 
 
 async def wait_for(condition, what: str, timeout: float) -> None:
@@ -162,14 +155,9 @@ def container_of(served: ServedNode, session_id: str):
 
 async def test_sigkilled_provider_adopts_its_container_and_meters_no_outage(
         jp_fetch, jp_ws_fetch, served):
-    resp = await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(
-        {"provider_url": served.pinned_url, "shape": "cpu-small",
-         "budget_mist": 2000 * 900}), request_timeout=180)
-    session = json.loads(resp.body)
+    session, kernel, ws = await launch_kernel(jp_fetch, jp_ws_fetch, served.pinned_url,
+                                              2000 * 900)
     sid = session["id"]
-    kernel = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps(
-        {"name": session["kernel_name"]}))).body)
-    ws = KernelWS(await jp_ws_fetch("api", "kernels", kernel["id"], "channels"))
     assert (await ws.execute("kept = 'before the crash'", timeout=90)).status == "ok"
 
     received: list[str] = []

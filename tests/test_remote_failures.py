@@ -11,9 +11,8 @@ import json
 
 import pytest
 from conftest import provider_config
-from kernel_ws import KernelWS
 from netcut import NetCut
-from stack import StackNode, stack_runtime
+from stack import StackNode, launch_kernel, renter_server_config, stack_runtime
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,39 +37,18 @@ def netcut(stack_node):
     cut.close()
 
 
-def relayed_url(node: StackNode, cut: NetCut) -> str:
-    """The provider as the renter reaches it: through the relay, pinned when TLS is on."""
-    scheme = "https" if node.tls else "http"
-    pin = f"#sha256={node.fingerprint}" if node.fingerprint else ""
-    return f"{scheme}://127.0.0.1:{cut.port}{pin}"
-
-
 @pytest.fixture
 def jp_server_config(netcut, stack_node, tmp_path, ledger, request):
     marker = request.node.get_closest_marker("reconnect_timeout")
     reconnect_timeout = marker.args[0] if marker else 60.0
-    from jupyter_walnut.keys import KeyPair
-
-    home = tmp_path / "renter"
-    key = KeyPair.generate()
-    key.save(home / "wallet.key")
-    ledger.fund(key.address, 10**12)
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_walnut": True}},
-            "WalnutApp": {"providers": [relayed_url(stack_node, netcut)],
-                          "walnut_home": str(home), "ledger_path": str(ledger.path),
-                          "poll_interval": 0.2, "challenge_period": 60},
-            "WalnutProvisioner": {"reconnect_timeout": reconnect_timeout}}
+    return renter_server_config(
+        tmp_path / "renter", ledger.path, [netcut.relayed(stack_node.pinned_url)],
+        poll_interval=0.2, WalnutProvisioner={"reconnect_timeout": reconnect_timeout})
 
 
 async def _kernel(jp_fetch, jp_ws_fetch, netcut, node: StackNode):
-    resp = await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(
-        {"provider_url": relayed_url(node, netcut), "shape": "cpu-small",
-         "budget_mist": 300_000}))
-    session = json.loads(resp.body)
-    kernel = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps(
-        {"name": session["kernel_name"]}))).body)
-    conn = await jp_ws_fetch("api", "kernels", kernel["id"], "channels")
-    return session, kernel, KernelWS(conn)
+    return await launch_kernel(jp_fetch, jp_ws_fetch, netcut.relayed(node.pinned_url),
+                               300_000)
 
 
 @pytest.mark.reconnect_timeout(3.0)

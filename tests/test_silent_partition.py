@@ -13,7 +13,7 @@ import pytest
 from conftest import provider_config
 from kernel_ws import KernelWS
 from netcut import NetCut
-from stack import StackNode
+from stack import StackNode, launch_kernel, renter_server_config, stack_runtime
 
 from jupyter_walnut.keepalive import INTERVAL_ENV, TIMEOUT_ENV, Keepalive
 
@@ -39,7 +39,7 @@ def stack(tmp_path_factory, keepalive_env):
     tmp = tmp_path_factory.mktemp("silent")
     with LocalLedger(tmp / "ledger.sqlite") as ledger:
         # vouchers cannot reach the provider during the partition: its grace must outlast it
-        config = provider_config(provider={"name": "stack-node", "runtime": "docker"},
+        config = provider_config(provider={"name": "stack-node", "runtime": stack_runtime()},
                                  settlement={"grace_seconds": 600})
         node = StackNode(tmp / "provider", ledger, config=config)
         cut = NetCut("127.0.0.1", node.port)
@@ -52,17 +52,9 @@ def stack(tmp_path_factory, keepalive_env):
 
 @pytest.fixture
 def jp_server_config(stack, tmp_path):
-    from jupyter_walnut.keys import KeyPair
-
     node, cut, ledger = stack
-    home = tmp_path / "renter"
-    key = KeyPair.generate()
-    key.save(home / "wallet.key")
-    ledger.fund(key.address, 10**12)
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_walnut": True}},
-            "WalnutApp": {"providers": [cut.relayed(node.pinned_url)], "walnut_home": str(home),
-                          "ledger_path": str(ledger.path), "poll_interval": 0.5,
-                          "challenge_period": 60}}
+    return renter_server_config(tmp_path / "renter", ledger.path,
+                                [cut.relayed(node.pinned_url)])
 
 
 async def link_states(jp_fetch, session_id: str) -> set[str]:
@@ -109,13 +101,8 @@ async def run_through_partition(jp_fetch, ws: KernelWS, cut: NetCut, session_id:
 
 async def test_a_cell_runs_through_silent_partitions(jp_fetch, jp_ws_fetch, stack):
     node, cut, _ = stack
-    resp = await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(
-        {"provider_url": cut.relayed(node.pinned_url), "shape": "cpu-small",
-         "budget_mist": 1_000_000}), request_timeout=180)
-    session = json.loads(resp.body)
-    kernel = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps(
-        {"name": session["kernel_name"]}))).body)
-    ws = KernelWS(await jp_ws_fetch("api", "kernels", kernel["id"], "channels"))
+    session, kernel, ws = await launch_kernel(jp_fetch, jp_ws_fetch,
+                                              cut.relayed(node.pinned_url), 1_000_000)
     assert (await ws.execute("x = 'kept'; print('ready')", timeout=60)).stdout == "ready\n"
     assert await link_states(jp_fetch, session["id"]) == {"connected"}
 
