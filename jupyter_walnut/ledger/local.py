@@ -83,7 +83,11 @@ class LocalLedger(Ledger):
         self._db = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
+        # One lock for every use of the connection, reads included: CPython's sqlite3
+        # module crashes (SIGSEGV) when two threads step statements of one connection at
+        # once, or when one closes it while another is inside a call.
         self._lock = threading.Lock()
+        self._closed = False
         self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
@@ -93,7 +97,10 @@ class LocalLedger(Ledger):
         os.chmod(self.path, 0o600)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
 
     def __enter__(self) -> LocalLedger:
         return self
@@ -106,6 +113,7 @@ class LocalLedger(Ledger):
         """One all-or-nothing transaction; a locked or full database is a clear LedgerError
         (E_NODE) and leaves nothing half-written."""
         with self._lock:
+            self._check_open()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -124,6 +132,20 @@ class LocalLedger(Ledger):
                 self._rollback()
                 raise LedgerError("E_NODE", f"the local ledger is unavailable: {exc}") from exc
 
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads: WAL readers need no transaction, only the lock."""
+        with self._lock:
+            self._check_open()
+            try:
+                yield self._db
+            except sqlite3.OperationalError as exc:
+                raise LedgerError("E_NODE", f"the local ledger is unavailable: {exc}") from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LedgerError("E_NODE", "the local ledger is closed")
+
     def _rollback(self) -> None:
         try:
             self._db.execute("ROLLBACK")
@@ -138,24 +160,24 @@ class LocalLedger(Ledger):
 
     def events(self, since: int = 0) -> list[dict[str, object]]:
         """Every state change after sequence number `since`, oldest first."""
-        rows = self._db.execute(
-            "SELECT seq, at_ms, kind, data FROM events WHERE seq > ? ORDER BY seq", (since,)
-        ).fetchall()
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT seq, at_ms, kind, data FROM events WHERE seq > ? ORDER BY seq", (since,)
+            ).fetchall()
         return [{"seq": s, "at_ms": t, "kind": k, **json.loads(d)} for s, t, k, d in rows]
 
     # --- accounts ---------------------------------------------------------
     def balance(self, address: str) -> int:
-        row = self._db.execute(
-            "SELECT balance FROM accounts WHERE address = ?", (normalize(address),)
-        ).fetchone()
-        return row[0] if row else 0
+        with self._read() as db:
+            return self._balance_in(db, normalize(address))
 
     def total_supply(self) -> int:
         """All MIST in accounts plus all MIST locked in channels."""
-        accounts = self._db.execute("SELECT COALESCE(SUM(balance), 0) FROM accounts").fetchone()
-        locked = self._db.execute(
-            "SELECT COALESCE(SUM(deposited - claimed - refunded), 0) FROM channels"
-        ).fetchone()
+        with self._read() as db:
+            accounts = db.execute("SELECT COALESCE(SUM(balance), 0) FROM accounts").fetchone()
+            locked = db.execute(
+                "SELECT COALESCE(SUM(deposited - claimed - refunded), 0) FROM channels"
+            ).fetchone()
         return accounts[0] + locked[0]
 
     def fund(self, address: str, amount: int) -> int:
@@ -276,11 +298,13 @@ class LocalLedger(Ledger):
         return self.get_provider(entry.provider_id)
 
     def get_provider(self, provider_id: str) -> ProviderEntry:
-        return self._provider_in(self._db, provider_id)
+        with self._read() as db:
+            return self._provider_in(db, provider_id)
 
     def list_providers(self, *, include_retired: bool = False) -> list[ProviderEntry]:
         query = "SELECT * FROM providers" + ("" if include_retired else " WHERE active = 1")
-        return [_provider_row(row) for row in self._db.execute(query + " ORDER BY rowid")]
+        with self._read() as db:
+            return [_provider_row(row) for row in db.execute(query + " ORDER BY rowid")]
 
     @staticmethod
     def _provider_in(db: sqlite3.Connection, provider_id: str) -> ProviderEntry:
@@ -376,7 +400,8 @@ class LocalLedger(Ledger):
             return self._channel_in(db, channel.channel_id)
 
     def get_channel(self, channel_id: str) -> Channel:
-        return self._channel_in(self._db, channel_id)
+        with self._read() as db:
+            return self._channel_in(db, channel_id)
 
     def channels(self, *, renter: str | None = None, provider: str | None = None) -> list[Channel]:
         query, args = "SELECT * FROM channels WHERE 1=1", []
@@ -384,7 +409,8 @@ class LocalLedger(Ledger):
             query, args = query + " AND renter = ?", [*args, normalize(renter)]
         if provider is not None:
             query, args = query + " AND provider = ?", [*args, normalize(provider)]
-        return [_channel_row(row) for row in self._db.execute(query + " ORDER BY rowid", args)]
+        with self._read() as db:
+            return [_channel_row(row) for row in db.execute(query + " ORDER BY rowid", args)]
 
     def claim(self, provider: Signer, channel_id: str, amount: int, signature: bytes) -> int:
         sender = address_of(provider)
