@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 from tornado import httpclient, websocket
 
-from jupyter_walnut.jobs.kernel import new_message as message  # the one message builder
+from jupyter_walnut.common.remote_kernel import new_message as message  # the one message builder
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -516,7 +516,7 @@ def start_provider(procs: Procs, home: Path, runtime: str = "process", max_sessi
     when the provider requires payment channels."""
     import re
 
-    from jupyter_walnut.keys import KeyPair
+    from jupyter_walnut.common.keys import KeyPair
 
     cli = str(VENV_BIN / "walnut-provider")
     ledger_path = ledger_path or home.parent / "ledger.sqlite"

@@ -30,9 +30,9 @@ if __package__ in (None, ""):  # `python benchmarks/bench_load.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import pct  # noqa: E402
-from jupyter_walnut.keys import KeyPair  # noqa: E402
+from jupyter_walnut.common.keys import KeyPair  # noqa: E402
 from jupyter_walnut.provider.config import parse_config  # noqa: E402
-from jupyter_walnut.provider_client import ProviderClient  # noqa: E402
+from jupyter_walnut.renter.provider_client import ProviderClient  # noqa: E402
 
 EXECUTE_TIMEOUT_S = 30.0
 PRICE = 1  # MIST per second: deposits last for the whole run

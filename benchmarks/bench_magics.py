@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 def start_provider(state: Path, ledger):
     from conftest import provider_config
 
-    from jupyter_walnut.keys import KeyPair
+    from jupyter_walnut.common.keys import KeyPair
     from jupyter_walnut.provider.node import ProviderNode
     from jupyter_walnut.provider.runtimes.process import ProcessRuntime
 
@@ -58,9 +58,9 @@ def main() -> int:
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
 
-    from jupyter_walnut.jobs import loop as wloop
-    from jupyter_walnut.keys import KeyPair
+    from jupyter_walnut.common.keys import KeyPair
     from jupyter_walnut.ledger import LocalLedger
+    from jupyter_walnut.renter.jobs import loop as wloop
 
     tmp = Path(tempfile.mkdtemp(prefix="walnut-bench-"))
     ledger = LocalLedger(tmp / "ledger.sqlite")

@@ -60,8 +60,8 @@ from benchmarks._common import (  # noqa: E402
     stream_throughput,
     write_json,
 )
-from jupyter_walnut.keys import KeyPair  # noqa: E402
-from jupyter_walnut.provider_client import ProviderClient  # noqa: E402
+from jupyter_walnut.common.keys import KeyPair  # noqa: E402
+from jupyter_walnut.renter.provider_client import ProviderClient  # noqa: E402
 
 GROUP = "#2 provider"
 CODE = "pass"

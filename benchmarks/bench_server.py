@@ -363,7 +363,7 @@ async def hop_breakdown(walnut: Server, provider, kid_a: str, kid_b: str, count:
 
 def fund_renter(home: Path, ledger_path: Path) -> None:
     """The server's renter wallet, funded on the shared local ledger (issue #4 channels)."""
-    from jupyter_walnut.keys import KeyPair
+    from jupyter_walnut.common.keys import KeyPair
 
     key = KeyPair.generate()
     key.save(home / "wallet.key")

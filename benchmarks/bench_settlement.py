@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger, Voucher
 from jupyter_walnut.ledger.vouchers import verify_voucher
 

@@ -30,13 +30,13 @@ if __package__ in (None, ""):  # `python benchmarks/bench_slurm.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_load import execute  # noqa: E402
-from jupyter_walnut.keys import KeyPair  # noqa: E402
+from jupyter_walnut.common.keys import KeyPair  # noqa: E402
 from jupyter_walnut.ledger import LocalLedger  # noqa: E402
 from jupyter_walnut.provider.config import parse_config  # noqa: E402
 from jupyter_walnut.provider.node import ProviderNode  # noqa: E402
 from jupyter_walnut.provider.runtimes.process import ProcessRuntime  # noqa: E402
 from jupyter_walnut.provider.runtimes.slurm import SlurmRuntime  # noqa: E402
-from jupyter_walnut.provider_client import ProviderClient  # noqa: E402
+from jupyter_walnut.renter.provider_client import ProviderClient  # noqa: E402
 
 PRICE = 1  # MIST per second
 

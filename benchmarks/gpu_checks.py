@@ -28,16 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from jupyter_walnut.jobs.kernel import RemoteKernel
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common import probe
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.remote_kernel import RemoteKernel
+from jupyter_walnut.common.tls import fingerprint, generate_self_signed, server_context
 from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.provider import hardware
 from jupyter_walnut.provider.config import parse_config
 from jupyter_walnut.provider.node import ProviderNode
 from jupyter_walnut.provider.runtimes.process import ProcessRuntime
 from jupyter_walnut.renter.manager import RenterError, RenterManager
-from jupyter_walnut.tls import fingerprint, generate_self_signed, server_context
-from jupyter_walnut.verify import probe
 
 FUNDS_MIST = 10**12
 BUDGET_SECONDS = 600  # each session's deposit buys this long; the check needs far less

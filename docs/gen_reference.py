@@ -325,9 +325,9 @@ def _traits_markdown(cls, intro: str) -> list[str]:
 
 
 def configuration_markdown() -> str:
-    from jupyter_walnut.extension.app import WalnutApp
-    from jupyter_walnut.kernel.provisioner import WalnutProvisioner
-    from jupyter_walnut.magics import WalnutMagics
+    from jupyter_walnut.renter.extension.app import WalnutApp
+    from jupyter_walnut.renter.kernel.provisioner import WalnutProvisioner
+    from jupyter_walnut.renter.magics import WalnutMagics
 
     out = ["# Configuration reference", "",
            "!!! note \"Generated\"",

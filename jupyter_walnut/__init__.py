@@ -4,18 +4,18 @@ __all__ = ["__version__"]
 
 
 def _jupyter_server_extension_points() -> list[dict]:
-    from .extension.app import WalnutApp
+    from .renter.extension.app import WalnutApp
 
-    return [{"module": "jupyter_walnut.extension.app", "app": WalnutApp}]
+    return [{"module": "jupyter_walnut.renter.extension.app", "app": WalnutApp}]
 
 
 def load_ipython_extension(ipython) -> None:  # %load_ext jupyter_walnut
-    from .magics import load_ipython_extension as load
+    from .renter.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
-    from .magics import unload_ipython_extension as unload
+    from .renter.magics import unload_ipython_extension as unload
 
     unload(ipython)

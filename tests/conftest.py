@@ -10,7 +10,7 @@ import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers (kernel_ws)
 
-from jupyter_walnut.keys import KeyPair  # noqa: E402
+from jupyter_walnut.common.keys import KeyPair  # noqa: E402
 from jupyter_walnut.provider.config import parse_config  # noqa: E402
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]

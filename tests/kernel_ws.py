@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from tornado.websocket import WebSocketClientConnection
 
-from jupyter_walnut.jobs.kernel import new_message as message  # the one message builder
+from jupyter_walnut.common.remote_kernel import new_message as message  # the one message builder
 
 __all__ = ["ExecResult", "KernelWS", "message"]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from conftest import docker_or_skip, provider_config
 from kernel_ws import KernelWS
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.tls import fingerprint, generate_self_signed, server_context
 from jupyter_walnut.ledger import LocalLedger
-from jupyter_walnut.tls import fingerprint, generate_self_signed, server_context
 
 
 def stack_runtime() -> str:
@@ -104,7 +104,7 @@ class StackNode:
         return f"{self.url}#sha256={self.fingerprint}" if self.fingerprint else self.url
 
     def client(self, key: KeyPair):
-        from jupyter_walnut.provider_client import ProviderClient
+        from jupyter_walnut.renter.provider_client import ProviderClient
 
         return ProviderClient(self.pinned_url, key)
 

@@ -23,10 +23,10 @@ from stack import StackNode, stack_runtime
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.signed_requests import sign_request
 from jupyter_walnut.ledger import LocalLedger
-from jupyter_walnut.provider_client import ProviderClient
-from jupyter_walnut.signed_requests import sign_request
+from jupyter_walnut.renter.provider_client import ProviderClient
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300)]
 

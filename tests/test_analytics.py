@@ -15,7 +15,7 @@ import pytest
 from conftest import FUNDS, ThreadedProvider, on_settled, provider_config
 from tornado.httpclient import AsyncHTTPClient
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.provider.analytics import day_of, history
 from jupyter_walnut.provider.config import default_config_text
 from jupyter_walnut.provider.runtimes.base import RuntimeError_

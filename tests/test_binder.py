@@ -26,9 +26,9 @@ START = ROOT / "binder" / "start"
 # Runs inside `binder/start`: what the renter side (the server extension) would see.
 CHECK = """
 import asyncio, json, os
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger, default_ledger_path, walnut_home
-from jupyter_walnut.provider_client import ProviderClient
+from jupyter_walnut.renter.provider_client import ProviderClient
 
 url = os.environ["WALNUT_PROVIDERS"]
 key = KeyPair.load(walnut_home() / "wallet.key")

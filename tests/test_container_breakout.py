@@ -23,9 +23,9 @@ import pytest
 from conftest import docker_or_skip, open_channel, provider_config
 from kernel_ws import KernelWS
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.provider.runtimes.docker import resource_name
-from jupyter_walnut.provider_client import ProviderClient
+from jupyter_walnut.renter.provider_client import ProviderClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 

@@ -21,10 +21,10 @@ import pytest
 from conftest import open_channel, provider_config
 from stack import StackNode, stack_runtime
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger
-from jupyter_walnut.provider_client import ProviderAPIError
 from jupyter_walnut.renter.manager import RenterError, RenterManager
+from jupyter_walnut.renter.provider_client import ProviderAPIError
 
 pytestmark = pytest.mark.asyncio
 

@@ -34,12 +34,12 @@ from kernel_ws import KernelWS
 from stack import StackNode, stack_runtime
 from tornado.websocket import WebSocketClosedError
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.signed_requests import sign_request
 from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.ledger.vouchers import Voucher
 from jupyter_walnut.provider.app import make_app
 from jupyter_walnut.provider.jobs import service
-from jupyter_walnut.signed_requests import sign_request
 
 schemathesis = pytest.importorskip("schemathesis")
 

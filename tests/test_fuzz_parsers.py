@@ -15,8 +15,16 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from jupyter_walnut.kernel import wire
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.signed_requests import (
+    HEADER_KEY,
+    HEADER_NONCE,
+    HEADER_SIG,
+    HEADER_TS,
+    RequestVerifier,
+    SignatureError,
+    sign_request,
+)
 from jupyter_walnut.ledger import bcs
 from jupyter_walnut.ledger.vouchers import (
     DOMAIN,
@@ -28,15 +36,7 @@ from jupyter_walnut.ledger.vouchers import (
 )
 from jupyter_walnut.provider.config import ConfigError, load_config, parse_config
 from jupyter_walnut.provider.sessions import SessionError, SessionRequest
-from jupyter_walnut.signed_requests import (
-    HEADER_KEY,
-    HEADER_NONCE,
-    HEADER_SIG,
-    HEADER_TS,
-    RequestVerifier,
-    SignatureError,
-    sign_request,
-)
+from jupyter_walnut.renter.kernel import wire
 
 FAST = settings(max_examples=400, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import gpu_checks  # noqa: E402
 
+from jupyter_walnut.common import probe  # noqa: E402
+from jupyter_walnut.common.probe_check import check  # noqa: E402
 from jupyter_walnut.provider import hardware  # noqa: E402
-from jupyter_walnut.verify import probe  # noqa: E402
-from jupyter_walnut.verify.check import check  # noqa: E402
 
 H200 = {"gpus": 1, "gpu_model": "NVIDIA H200", "gpu_memory_mb": 143771, "cpus": 16,
         "memory_mb": 64000}

@@ -23,12 +23,12 @@ from tornado import httpclient, web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from jupyter_walnut.keys import KeyPair
-from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.tls import pinned_context
 from jupyter_walnut.renter.manager import RenterManager
+from jupyter_walnut.renter.provider_client import ProviderAPIError, ProviderClient
+from jupyter_walnut.renter.reputation import provider_reputation
 from jupyter_walnut.renter.store import RenterSession
-from jupyter_walnut.reputation import provider_reputation
-from jupyter_walnut.tls import pinned_context
 
 pytestmark = pytest.mark.timeout(240)
 

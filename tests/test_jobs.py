@@ -14,8 +14,8 @@ import nbformat
 import pytest
 from conftest import FUNDS, ThreadedProvider, docker_or_skip, provider_config
 
-from jupyter_walnut.jobs.manager import JobError, JobManager
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.renter.jobs.manager import JobError, JobManager
 from jupyter_walnut.renter.manager import RenterManager
 
 pytestmark = pytest.mark.timeout(300)
@@ -103,7 +103,7 @@ def test_notebook_job_end_to_end_survives_the_renter_leaving(tmp_path, ledger,
     # a new process later: `walnut job status` follows it, downloads and verifies
     env = {**os.environ, "WALNUT_HOME": str(home), "WALNUT_LEDGER": str(tmp_path /
                                                                        "ledger.sqlite")}
-    out = subprocess.run([sys.executable, "-m", "jupyter_walnut.cli", "job", "status",
+    out = subprocess.run([sys.executable, "-m", "jupyter_walnut.renter.cli", "job", "status",
                           job["id"], "--json"], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
@@ -203,7 +203,7 @@ def test_bad_input_is_one_clear_error(tmp_path, ledger, threaded_provider):
 
 
 def test_sweep_over_two_providers(tmp_path, ledger, two_providers):
-    from jupyter_walnut.jobs.sweep import expand_grid, run_sweep, summary
+    from jupyter_walnut.renter.jobs.sweep import expand_grid, run_sweep, summary
 
     nb = notebook(tmp_path / "sweep.ipynb",
                   "import json, os, time\n"
@@ -353,7 +353,7 @@ def jp_root_dir(tmp_path):
 async def test_jobs_rest_for_the_sidebar(jp_fetch, jp_serverapp, tmp_path, ledger):
     from tornado.httpclient import HTTPClientError
 
-    from jupyter_walnut.extension.jobs_handlers import jobs_handlers
+    from jupyter_walnut.renter.extension.jobs_handlers import jobs_handlers
 
     jp_serverapp.web_app.add_handlers(".*$", [(jp_serverapp.base_url.rstrip("/") + p, h)
                                               for p, h in jobs_handlers()])

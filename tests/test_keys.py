@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from jupyter_walnut.keys import (
+from jupyter_walnut.common.keys import (
     KeyError_,
     KeyPair,
     load_sui_keystore,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import ABORT_CODES, LedgerError, LocalLedger, Voucher
 from jupyter_walnut.ledger.base import normalize_channel_id
 from jupyter_walnut.ledger.local import LOCAL_MAX_MIST

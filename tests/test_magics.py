@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(240)
 
 def funded_home(path, ledger):
     """A renter home whose wallet holds FUNDS on the shared test ledger."""
-    from jupyter_walnut.keys import KeyPair
+    from jupyter_walnut.common.keys import KeyPair
 
     path.mkdir(parents=True, exist_ok=True)
     key = KeyPair.generate()

@@ -18,11 +18,11 @@ import pytest
 from conftest import FUNDS, open_channel, provider_config
 from stack import StackNode, stack_runtime
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LedgerError, LocalLedger
 from jupyter_walnut.ledger.vouchers import Voucher
-from jupyter_walnut.provider_client import ProviderAPIError
 from jupyter_walnut.renter.manager import RenterManager
+from jupyter_walnut.renter.provider_client import ProviderAPIError
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.docker, pytest.mark.timeout(300)]
 

@@ -22,7 +22,7 @@ from conftest import provider_config
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LedgerError, LocalLedger
 from jupyter_walnut.ledger.vouchers import Voucher
 from jupyter_walnut.provider import sessions as sessions_module

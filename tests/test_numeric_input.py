@@ -19,10 +19,10 @@ from stack import StackNode
 from tornado import httpclient
 from tornado.websocket import websocket_connect
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.signed_requests import HEADER_TS, sign_request
+from jupyter_walnut.common.tls import pinned_context
 from jupyter_walnut.provider.links import RESUME_SUBPROTOCOL
-from jupyter_walnut.signed_requests import HEADER_TS, sign_request
-from jupyter_walnut.tls import pinned_context
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -214,7 +214,7 @@ async def test_renter_api_refuses_malformed_numbers(jp_fetch, jp_serverapp, stac
 # --- the command lines --------------------------------------------------------------------
 
 CLI_CASES = [  # (main, argv before the number, the flag)
-    ("jupyter_walnut.cli", ["wallet", "fund", "--mist"], "--mist"),
+    ("jupyter_walnut.renter.cli", ["wallet", "fund", "--mist"], "--mist"),
     ("jupyter_walnut.provider.cli", ["init", "--port"], "--port"),
     ("jupyter_walnut.provider.cli", ["serve", "--port"], "--port"),
     ("jupyter_walnut.provider.cli", ["benchmark", "--seconds"], "--seconds"),
@@ -245,7 +245,7 @@ def test_cli_numeric_flags_refuse_malformed_numbers(module, argv, flag, tmp_path
 
 
 def test_a_sui_amount_in_other_digits_is_refused(tmp_path, capsys, monkeypatch):
-    main = importlib.import_module("jupyter_walnut.cli").main
+    main = importlib.import_module("jupyter_walnut.renter.cli").main
     monkeypatch.setenv("WALNUT_HOME", str(tmp_path / "walnut"))
     ledger = tmp_path / "ledger.sqlite"
     for value in ("²", "١٢", "1.²", "1e3", "0x10", "-1", "9" * 5000):

@@ -20,9 +20,9 @@ from conftest import FUNDS
 from kernel_ws import KernelWS
 from stack import StackNode
 
-from jupyter_walnut.kernel.output_policy import ALLOWED
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger
+from jupyter_walnut.renter.kernel.output_policy import ALLOWED
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from jupyter_walnut.kernel.output_policy import OutputPolicy, clean_html, clean_svg, sanitize
+from jupyter_walnut.renter.kernel.output_policy import OutputPolicy, clean_html, clean_svg, sanitize
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32).decode()
 
@@ -274,7 +274,7 @@ def test_walnut_run_republishes_through_the_policy(monkeypatch):
     outputs JupyterLab trusts: they pass the same policy."""
     import IPython.display
 
-    from jupyter_walnut import magics
+    from jupyter_walnut.renter import magics
 
     published: list[tuple[dict, dict]] = []
     monkeypatch.setattr(IPython.display, "publish_display_data",
@@ -307,8 +307,8 @@ def _frames(msg_type: str, content: bytes) -> list[bytes]:
 
 @pytest.mark.parametrize("trust", [False, True])
 def test_the_bridge_relays_bytes_and_re_encodes_only_what_it_cleans(trust):
-    from jupyter_walnut.kernel.bridge import KernelBridge
-    from jupyter_walnut.kernel.wire import sign
+    from jupyter_walnut.renter.kernel.bridge import KernelBridge
+    from jupyter_walnut.renter.kernel.wire import sign
 
     async def never(*args):
         raise AssertionError("not used")
@@ -339,7 +339,7 @@ def test_the_bridge_relays_bytes_and_re_encodes_only_what_it_cleans(trust):
 def test_trust_is_per_provider_and_honours_the_pin(monkeypatch):
     from types import SimpleNamespace
 
-    from jupyter_walnut.kernel.provisioner import WalnutProvisioner
+    from jupyter_walnut.renter.kernel.provisioner import WalnutProvisioner
 
     pin = "#sha256=" + "ab" * 32
     renter = SimpleNamespace(trusted_output_providers={"https://mine:8765"})

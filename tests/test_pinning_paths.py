@@ -27,11 +27,11 @@ from test_magics import run
 from test_pull_attacks import BUDGET, close_shell, renter_shell, stack_node
 from tornado import httpclient, httpserver, web
 
-from jupyter_walnut.jobs import client as jobs_api
-from jupyter_walnut.jobs.kernel import KernelError, RemoteKernel
-from jupyter_walnut.jobs.manager import JobManager
-from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
-from jupyter_walnut.tls import server_context
+from jupyter_walnut.common.remote_kernel import KernelError, RemoteKernel
+from jupyter_walnut.common.tls import server_context
+from jupyter_walnut.renter.jobs import client as jobs_api
+from jupyter_walnut.renter.jobs.manager import JobManager
+from jupyter_walnut.renter.provider_client import ProviderAPIError, ProviderClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 

@@ -11,8 +11,8 @@ from conftest import open_channel
 from kernel_ws import KernelWS
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from jupyter_walnut.keys import KeyPair
-from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.renter.provider_client import ProviderAPIError, ProviderClient
 
 pytestmark = pytest.mark.asyncio
 
@@ -192,7 +192,7 @@ async def test_bad_requests_get_clear_4xx(provider, renter_key):
 
     code, msg = await call("POST", "/sessions", b"{}")
     assert code == 401 and "missing signature" in msg
-    from jupyter_walnut.signed_requests import sign_request
+    from jupyter_walnut.common.signed_requests import sign_request
 
     def sign(*args, **kwargs):  # on plain HTTP a request names the provider's address
         return sign_request(renter_key, *args, audience=provider.identity.address, **kwargs)

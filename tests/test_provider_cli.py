@@ -14,8 +14,8 @@ import pytest
 from conftest import open_channel
 from kernel_ws import KernelWS
 
-from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
-from jupyter_walnut.tls import fingerprint
+from jupyter_walnut.common.tls import fingerprint
+from jupyter_walnut.renter.provider_client import ProviderAPIError, ProviderClient
 
 CLI = [sys.executable, "-m", "jupyter_walnut.provider.cli"]
 
@@ -77,7 +77,7 @@ def start_serve(home: Path, env: dict, port_file: Path) -> subprocess.Popen:
 
 @pytest.mark.asyncio
 async def test_serve_status_and_restart_adopts_sessions(tmp_path, env, renter_key):
-    from jupyter_walnut.keys import KeyPair
+    from jupyter_walnut.common.keys import KeyPair
     from jupyter_walnut.ledger import LocalLedger
 
     home = tmp_path / "prov"

@@ -22,9 +22,9 @@ import pytest
 from conftest import docker_or_skip
 from stack import launch_kernel, renter_server_config
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.tls import fingerprint
 from jupyter_walnut.ledger import LocalLedger
-from jupyter_walnut.tls import fingerprint
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(420)]
 

@@ -10,8 +10,8 @@ import pytest_asyncio
 from conftest import docker_or_skip, open_channel, provider_config
 from kernel_ws import KernelWS
 
-from jupyter_walnut.keys import KeyPair
-from jupyter_walnut.provider_client import ProviderClient
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.renter.provider_client import ProviderClient
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.docker, pytest.mark.timeout(600)]
 

@@ -8,13 +8,13 @@ import time
 import pytest
 from conftest import open_channel, provider_config
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LedgerError
 from jupyter_walnut.ledger.vouchers import Voucher
 from jupyter_walnut.provider.config import ConfigError
 from jupyter_walnut.provider.node import ProviderNode
 from jupyter_walnut.provider.runtimes.process import ProcessRuntime
-from jupyter_walnut.provider_client import ProviderAPIError, ProviderClient
+from jupyter_walnut.renter.provider_client import ProviderAPIError, ProviderClient
 
 pytestmark = pytest.mark.asyncio
 

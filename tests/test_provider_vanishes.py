@@ -14,7 +14,7 @@ import time
 import pytest
 from stack import StackNode
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.renter.manager import RenterError, RenterManager
 

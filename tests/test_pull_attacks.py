@@ -29,8 +29,8 @@ from stack import StackNode
 from test_jobs import notebook, renter
 from test_magics import funded_home, run
 
-from jupyter_walnut.jobs.manager import JobManager
 from jupyter_walnut.ledger import LocalLedger
+from jupyter_walnut.renter.jobs.manager import JobManager
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -275,7 +275,7 @@ FORMULA = "=1+1+cmd|' /C calc'!A0"
 def test_history_csv_neutralises_formulas(tmp_path):
     """GET /walnut/analytics/history.csv writes `history_csv(renter_history(manager))`: a
     provider that calls itself by a formula gets a text cell in the renter's spreadsheet."""
-    from jupyter_walnut.extension.analytics_handlers import history_csv, renter_history
+    from jupyter_walnut.renter.extension.analytics_handlers import history_csv, renter_history
 
     with LocalLedger(tmp_path / "ledger.sqlite") as ledger:
         node = ThreadedProvider(tmp_path / "provider", ledger,

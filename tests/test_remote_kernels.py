@@ -21,7 +21,7 @@ def provider(threaded_provider):
 @pytest.fixture
 def renter_home(tmp_path, ledger):
     """The renter's Walnut home with a wallet funded on the shared local ledger."""
-    from jupyter_walnut.keys import KeyPair
+    from jupyter_walnut.common.keys import KeyPair
 
     home = tmp_path / "renter"
     key = KeyPair.generate()
@@ -195,7 +195,7 @@ async def test_stopping_the_session_kills_the_kernel_with_a_reason(jp_fetch, jp_
     kernels = json.loads((await jp_fetch("api", "kernels")).body)
     assert [k["execution_state"] for k in kernels if k["id"] == kernel["id"]] == ["dead"]
     # and no new kernel can start on the ended session, paid or not
-    from jupyter_walnut.kernel.provisioner import WalnutKernelError, WalnutProvisioner
+    from jupyter_walnut.renter.kernel.provisioner import WalnutKernelError, WalnutProvisioner
 
     provisioner = WalnutProvisioner(kernel_id="k", kernel_spec=None,
                                     walnut_session=session["id"])
@@ -326,7 +326,7 @@ class V1WS:
     async def send(self, channel, msg_type, content, buffers=()):
         import uuid
 
-        from jupyter_walnut.kernel.wire import to_ws_v1
+        from jupyter_walnut.renter.kernel.wire import to_ws_v1
 
         header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "username": "t",
                   "session": self.session, "date": "", "version": "5.3"}
@@ -335,7 +335,7 @@ class V1WS:
         return header["msg_id"]
 
     async def recv(self):
-        from jupyter_walnut.kernel.wire import from_ws_v1
+        from jupyter_walnut.renter.kernel.wire import from_ws_v1
 
         frame = await asyncio.wait_for(self.conn.read_message(), 30)
         channel, parts = from_ws_v1(frame)

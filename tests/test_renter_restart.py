@@ -22,7 +22,7 @@ from stack import StackNode
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300)]
 

@@ -9,11 +9,11 @@ import os
 import pytest
 from conftest import FUNDS, on_settled, provider_config
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.renter.manager import RenterError, RenterManager
-from jupyter_walnut.reputation import health_log
-from jupyter_walnut.reputation.health import HealthLog
-from jupyter_walnut.reputation.score import Evidence, reliability
+from jupyter_walnut.renter.reputation import health_log
+from jupyter_walnut.renter.reputation.health import HealthLog
+from jupyter_walnut.renter.reputation.score import Evidence, reliability
 
 pytestmark = pytest.mark.timeout(240)
 

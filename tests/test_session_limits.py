@@ -23,11 +23,11 @@ from conftest import docker_or_skip, provider_config
 from stack import StackNode
 from test_container_breakout import Session
 
-from jupyter_walnut.jobs.kernel import KernelError, RemoteKernel, new_message
-from jupyter_walnut.kernel.wire import to_ws_v1
+from jupyter_walnut.common.remote_kernel import KernelError, RemoteKernel, new_message
 from jupyter_walnut.provider.config import ConfigError
 from jupyter_walnut.provider.links import RESUME_SUBPROTOCOL, SEQ, LinkLimits
 from jupyter_walnut.provider.runtimes.docker import resource_name
+from jupyter_walnut.renter.kernel.wire import to_ws_v1
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 

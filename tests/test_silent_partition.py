@@ -15,7 +15,7 @@ from kernel_ws import KernelWS
 from netcut import NetCut
 from stack import StackNode, launch_kernel, renter_server_config, stack_runtime
 
-from jupyter_walnut.keepalive import INTERVAL_ENV, TIMEOUT_ENV, Keepalive
+from jupyter_walnut.common.keepalive import INTERVAL_ENV, TIMEOUT_ENV, Keepalive
 
 pytestmark = pytest.mark.timeout(480)
 

@@ -27,13 +27,13 @@ from conftest import open_channel, provider_config
 from kernel_ws import KernelWS
 from stack import StackNode
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.ledger.vouchers import Voucher
 from jupyter_walnut.provider.config import ConfigError, load_config
 from jupyter_walnut.provider.node import ProviderNode
 from jupyter_walnut.provider.runtimes.slurm import SlurmRuntime, gres_gpus, job_name
-from jupyter_walnut.provider_client import ProviderClient
+from jupyter_walnut.renter.provider_client import ProviderClient
 
 pytestmark = [pytest.mark.timeout(600)]
 

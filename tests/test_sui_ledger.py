@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sui_standin import SuiStandIn
 
-from jupyter_walnut.keys import KeyPair, verify
+from jupyter_walnut.common.keys import KeyPair, verify
 from jupyter_walnut.ledger import ABORT_CODES, LedgerError, Voucher, bcs
 from jupyter_walnut.ledger.sui import (
     GasSplit,

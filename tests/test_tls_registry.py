@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.tls import generate_self_signed, server_context
 from jupyter_walnut.renter.manager import RenterManager
-from jupyter_walnut.tls import generate_self_signed, server_context
 
 pytestmark = pytest.mark.asyncio
 

@@ -16,11 +16,11 @@ import pytest
 from conftest import FUNDS, provider_config
 from stack import StackNode, stack_runtime
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.probe import run_probe
+from jupyter_walnut.common.probe_check import check, make_attestation, verify_attestation
 from jupyter_walnut.provider.runtimes.docker import DockerRuntime
 from jupyter_walnut.renter.manager import RenterError, RenterManager
-from jupyter_walnut.verify.check import check, make_attestation, verify_attestation
-from jupyter_walnut.verify.probe import run_probe
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -277,7 +277,7 @@ def test_an_image_without_numpy_is_judged_on_counts_with_a_warning():
 def test_gpus_are_read_through_nvidia_smi_without_the_nvml_binding(tmp_path, monkeypatch):
     import sys
 
-    from jupyter_walnut.verify import probe
+    from jupyter_walnut.common import probe
 
     smi = tmp_path / "nvidia-smi"  # what nvidia-smi prints for these query flags
     smi.write_text("#!/bin/sh\necho '0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559'\n"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jupyter_walnut.keys import KeyPair
+from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import bcs, vectors
 from jupyter_walnut.ledger.vouchers import (
     DOMAIN,

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from jupyter_walnut.cli import main
-from jupyter_walnut.keys import KeyPair, to_sui_keystore_entry
+from jupyter_walnut.common.keys import KeyPair, to_sui_keystore_entry
 from jupyter_walnut.ledger import LocalLedger, Voucher, parse_sui
 from jupyter_walnut.provider.cli_ledger import add_ledger_commands, cert_fingerprint
+from jupyter_walnut.renter.cli import main
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_ledger_env_lets_two_homes_share_one_file(home, tmp_path, capsys, monkey
 
 def test_subprocess_exit_codes(home):
     env = {**os.environ, "WALNUT_HOME": str(home)}
-    cmd = [sys.executable, "-m", "jupyter_walnut.cli", "wallet"]
+    cmd = [sys.executable, "-m", "jupyter_walnut.renter.cli", "wallet"]
     done = subprocess.run([*cmd, "balance"], env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "no wallet" in done.stderr
     done = subprocess.run([*cmd, "bogus"], env=env, capture_output=True, text=True)

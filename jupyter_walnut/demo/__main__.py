@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_demo(args, root: Path, env: dict, spawn) -> int:
-    from ..keys import KeyPair
+    from ..common.keys import KeyPair
     from ..ledger import LocalLedger, format_sui
 
     exe = Path(sys.executable).parent
@@ -143,7 +143,7 @@ def run_demo(args, root: Path, env: dict, spawn) -> int:
     wait_for("the provider", lambda: port_file.exists() and port_file.read_text(), 60, provider)
     import ssl
 
-    from ..tls import fingerprint
+    from ..common.tls import fingerprint
 
     cert = provider_home / "tls" / "cert.pem"
     pin = fingerprint(cert.read_bytes())

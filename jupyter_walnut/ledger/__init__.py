@@ -9,14 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import (
-    ABORT_CODES,
-    MIST_PER_SUI,
-    Channel,
-    Ledger,
-    LedgerError,
-    ProviderEntry,
-)
+from .base import ABORT_CODES, MIST_PER_SUI, Channel, Ledger, LedgerError, ProviderEntry
 from .local import LocalLedger
 from .vouchers import Voucher, parse_voucher_message, verify_voucher, voucher_message
 

@@ -10,7 +10,8 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..keys import KeyPair
+from ..common.errors import WalnutError
+from ..common.keys import KeyPair
 from . import bcs
 
 # Move abort codes (contracts/sources/*.move use the same numbers) and off-chain codes
@@ -44,7 +45,7 @@ MIST_PER_SUI = 1_000_000_000
 FINGERPRINT_LENGTH = 32  # SHA-256 of the provider's TLS certificate (DER)
 
 
-class LedgerError(Exception):
+class LedgerError(WalnutError):
     """A refused ledger operation. `code` is the stable name, `abort_code` its number."""
 
     def __init__(self, code: str, message: str) -> None:

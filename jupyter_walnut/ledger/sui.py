@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..keys import ED25519_FLAG, KeyPair
+from ..common.keys import ED25519_FLAG, KeyPair
 from . import bcs
 from .base import (
     Channel,

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..keys import KeyPair
+from ..common.keys import KeyPair
 from . import bcs
 from .vouchers import DOMAIN, MESSAGE_LENGTH, voucher_message
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..keys import KeyPair, verify
+from ..common.keys import KeyPair, verify
 from . import bcs
 
 DOMAIN = b"walnut-voucher-v1"

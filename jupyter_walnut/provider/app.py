@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from tornado import httpclient, web, websocket
 
 from .._version import __version__
-from ..keepalive import Keepalive
-from ..numbers import NumberError, loads_json, parse_int
-from ..signed_requests import HEADER_KEY, SignatureError
-from ..sqlite_store import StorageError
+from ..common.keepalive import Keepalive
+from ..common.numbers import NumberError, loads_json, parse_int
+from ..common.signed_requests import HEADER_KEY, SignatureError
+from ..common.sqlite_store import StorageError
 from .links import RESUME_SUBPROTOCOL, ResumableLink
 from .proxy import (
     MAX_MESSAGE_SIZE,

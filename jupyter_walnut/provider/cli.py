@@ -14,9 +14,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..keys import KeyError_, KeyPair
-from ..numbers import cli_int
-from ..tls import fingerprint, generate_self_signed, server_context
+from ..common.keys import KeyError_, KeyPair
+from ..common.numbers import cli_int
+from ..common.tls import fingerprint, generate_self_signed, server_context
 from .config import ConfigError, default_config_text, load_config, slurm_config_text
 from .hardware import detect
 from .runtimes.base import RuntimeError_
@@ -108,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssl_context = tls_context(config, args.home)
     except (OSError, ValueError) as exc:
         return fail(f"TLS certificate: {exc}")
-    from ..tls import is_loopback
+    from ..common.tls import is_loopback
 
     if ssl_context is None and not is_loopback(args.host or config.listen_host):
         return fail("plain HTTP is allowed only on a loopback address (tls.mode = \"off\")")
@@ -131,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await stop.wait()
         await node.stop(stop_sessions=args.stop_sessions_on_exit)
 
-    from ..sqlite_store import StorageError
+    from ..common.sqlite_store import StorageError
 
     try:
         asyncio.run(main())

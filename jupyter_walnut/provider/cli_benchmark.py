@@ -16,8 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from ..keys import KeyPair
-from ..numbers import cli_duration
+from ..common.keys import KeyPair
+from ..common.numbers import cli_duration
 
 
 def add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
@@ -35,14 +35,14 @@ def add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _guarded(args: argparse.Namespace) -> int:
-    from ..cli import run_command
+    from ..common.cli import run_command
 
     return run_command(cmd_benchmark, args, prog="walnut-provider")
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from ..verify.check import make_attestation, summarize
-    from ..verify.probe import run_probe
+    from ..common.probe import run_probe
+    from ..common.probe_check import make_attestation, summarize
 
     if not 0.1 <= args.seconds <= 60:
         raise ValueError("--seconds must be between 0.1 and 60")

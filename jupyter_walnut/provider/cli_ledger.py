@@ -14,9 +14,9 @@ import os
 import sys
 from pathlib import Path
 
-from ..keys import KeyPair
+from ..common.keys import KeyPair
+from ..common.numbers import cli_int
 from ..ledger import LocalLedger, Voucher, format_sui
-from ..numbers import cli_int
 
 
 def add_ledger_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _guarded(func):
     def run(args: argparse.Namespace) -> int:
-        from ..cli import run_command
+        from ..common.cli import run_command
 
         return run_command(func, args, prog="walnut-provider")
 

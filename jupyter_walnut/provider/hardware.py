@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 
-from ..verify import probe
+from ..common import probe
 
 
 @dataclass(frozen=True)

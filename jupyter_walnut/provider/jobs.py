@@ -34,11 +34,11 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from ..jobs import archive as result_archive
-from ..jobs import digest as result_digest
-from ..jobs.kernel import KernelError, RemoteKernel
-from ..numbers import MAX_SECONDS, optional_int, parse_int
-from ..sqlite_store import SQLiteStore
+from ..common import archive as result_archive
+from ..common import digest as result_digest
+from ..common.numbers import MAX_SECONDS, optional_int, parse_int
+from ..common.remote_kernel import KernelError, RemoteKernel
+from ..common.sqlite_store import SQLiteStore
 from .app import API, SESSION_ID, APIError, BaseHandler
 from .sessions import SessionError
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from tornado.httpserver import HTTPServer
 
 from .._version import __version__
-from ..keys import KeyPair
+from ..common.keys import KeyPair
+from ..common.signed_requests import RequestVerifier
 from ..ledger import Ledger, LocalLedger, default_ledger_path
-from ..signed_requests import RequestVerifier
 from .config import ProviderConfig
 from .hardware import GPU, Hardware, detect
 from .links import LinkTable

@@ -14,7 +14,7 @@ import logging
 from tornado import httpclient, websocket
 from tornado.httputil import HTTPHeaders
 
-from ..keepalive import Keepalive, Watchdog
+from ..common.keepalive import Keepalive, Watchdog
 from .sessions import SessionError
 
 log = logging.getLogger("walnut.provider.proxy")

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..common.numbers import MAX_SECONDS, NumberError, optional_int
+from ..common.sqlite_store import StorageError
 from ..ledger import Channel, LedgerError
 from ..ledger.base import normalize_channel_id
-from ..numbers import MAX_SECONDS, NumberError, optional_int
-from ..sqlite_store import StorageError
 from .config import ProviderConfig, Shape
 from .hardware import Hardware
 from .runtimes import Runtime, RuntimeError_, RuntimeHandle, SessionSpec

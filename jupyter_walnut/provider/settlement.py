@@ -21,7 +21,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, fields
 
-from ..keys import KeyPair
+from ..common.keys import KeyPair
 from ..ledger import Channel, Ledger, LedgerError
 from ..ledger.vouchers import verify_voucher
 from .store import SessionRecord

@@ -11,9 +11,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..common.sqlite_store import SQLiteStore, storage_error
 from ..ledger import LedgerError
 from ..ledger.base import normalize_channel_id
-from ..sqlite_store import SQLiteStore, storage_error
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (

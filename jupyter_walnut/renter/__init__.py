@@ -1,2 +1,2 @@
 """The renter's side: offers, sessions on providers, their kernelspecs. No Jupyter Server
-imports here; `jupyter_walnut.extension` is the thin layer on top."""
+imports here; `jupyter_walnut.renter.extension` is the thin layer on top."""

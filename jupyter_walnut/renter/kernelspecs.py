@@ -29,7 +29,7 @@ def write_kernelspec(s: RenterSession, remote_kernel: str = "python3") -> Path:
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
         # never executed: the provisioner starts the kernel on the provider
-        "argv": ["python", "-m", "jupyter_walnut.kernel.placeholder", "{connection_file}"],
+        "argv": ["python", "-m", "jupyter_walnut.renter.kernel.placeholder", "{connection_file}"],
         "display_name": display_name(s),
         "language": "python",
         "interrupt_mode": "signal",

@@ -11,14 +11,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..keys import KeyPair
+from ..common.keys import KeyPair
+from ..common.sqlite_store import StorageError
+from ..common.tls import TLSError
 from ..ledger import Ledger, LocalLedger, default_ledger_path
-from ..provider_client import ProviderAPIError, ProviderClient
-from ..reputation import decorate_offers, identities
-from ..sqlite_store import StorageError
-from ..tls import TLSError
 from .kernelspecs import remove_kernelspec, write_kernelspec
 from .payments import PaymentError, RenterPayments
+from .provider_client import ProviderAPIError, ProviderClient
+from .reputation import decorate_offers, identities
 from .store import ACTIVE, RenterSession, RenterStore
 
 log = logging.getLogger("walnut.renter")
@@ -227,7 +227,7 @@ class RenterManager:
                           cost_mist=remote["cost_mist"])
         session = self.store.get(session.id)
         if verify:  # issue #9: check the container against the offer; stops it if it lies
-            from ..verify.runner import verify_session
+            from .verify.runner import verify_session
 
             await verify_session(self, session, on_progress=progress)
             session = self.store.get(session.id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ..keys import KeyPair
+from ..common.keys import KeyPair
 from ..ledger import Channel, Ledger, LedgerError
 from ..ledger.vouchers import Voucher
 from .store import RenterSession

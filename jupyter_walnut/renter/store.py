@@ -7,7 +7,7 @@ import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
 
-from ..sqlite_store import SQLiteStore
+from ..common.sqlite_store import SQLiteStore
 from . import kernel_links
 
 SCHEMA = """

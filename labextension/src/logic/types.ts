@@ -1,4 +1,4 @@
-/** The JSON shapes of the /walnut REST API (see jupyter_walnut/extension/handlers.py). */
+/** The JSON shapes of the /walnut REST API (see jupyter_walnut/renter/extension/handlers.py). */
 
 export interface IOffer {
   provider_url: string;
@@ -22,7 +22,7 @@ export interface IOffer {
   images?: string[];
   max_session_seconds?: number;
   version?: string | null;
-  /** 0-100 from evidence (jupyter_walnut/reputation), null without any. */
+  /** 0-100 from evidence (jupyter_walnut/renter/reputation), null without any. */
   reliability?: number | null;
   /** The last session-start check on this provider: passed, failed or never run. */
   verified?: boolean | null;

@@ -1,0 +1,177 @@
+"""REST handlers under /walnut/: thin glue over `RenterManager`, errors mapped in one place."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from ...common.numbers import MAX_SECONDS, U64_MAX, NumberError, loads_json, optional_int
+from ...common.sqlite_store import StorageError
+from ..manager import RenterError, RenterManager
+from ..provider_client import ProviderAPIError
+from ..store import ACTIVE
+
+
+class WalnutHandler(APIHandler):
+    @property
+    def walnut(self) -> RenterManager:
+        return self.settings["walnut_manager"]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, RenterError | StorageError):
+            status, message = exc.status, exc.message
+        elif isinstance(exc, NumberError):
+            status, message = 400, exc.message
+        elif isinstance(exc, ProviderAPIError):
+            status = exc.status if 400 <= exc.status < 500 else 502
+            message = exc.message
+        elif isinstance(exc, web.HTTPError):
+            status, message = exc.status_code, exc.log_message or self._reason
+        else:
+            status, message = 500, "internal error in jupyter-walnut (see the server log)"
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message, "status": status}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, RenterError | ProviderAPIError | StorageError | NumberError):
+            self.log.warning("%s %s: %s", self.request.method, self.request.path, value)
+            return  # expected failures, already answered in words: no traceback
+        super().log_exception(typ, value, tb)
+
+    def body(self) -> dict:
+        try:
+            data = loads_json(self.request.body or b"{}")
+        except (ValueError, RecursionError) as exc:
+            raise RenterError(400, "request body is not valid JSON") from exc
+        if not isinstance(data, dict):
+            raise RenterError(400, "request body must be a JSON object")
+        return data
+
+
+def positive_int(data: dict, key: str, maximum: int = U64_MAX) -> int | None:
+    """An optional count or amount of the request body (None when absent)."""
+    return optional_int(data, key, minimum=1, maximum=maximum)
+
+
+def _str_field(data: dict, key: str, required: bool = True, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value:
+        raise RenterError(400, f"{key} is required")
+    return value
+
+
+class OffersHandler(WalnutHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        self.finish(json.dumps({"offers": await self.walnut.offers()}))
+
+
+class SessionsHandler(WalnutHandler):
+    @web.authenticated
+    def get(self) -> None:
+        self.finish(json.dumps({"sessions": [s.public() for s in self.walnut.store.list()]}))
+
+    @web.authenticated
+    async def post(self) -> None:
+        data = self.body()
+        unknown = sorted(set(data) - {"provider_url", "shape", "image", "max_seconds",
+                                      "budget_mist"})
+        if unknown:
+            raise RenterError(400, f"unknown field: {unknown[0]}")
+        session = await self.walnut.launch(
+            provider_url=_str_field(data, "provider_url"),
+            shape=_str_field(data, "shape"),
+            image=_str_field(data, "image", default="python"),
+            max_seconds=positive_int(data, "max_seconds", MAX_SECONDS),
+            budget_mist=positive_int(data, "budget_mist"),
+        )
+        self.set_status(201)
+        self.finish(json.dumps(session.public()))
+
+
+class SessionHandler(WalnutHandler):
+    @web.authenticated
+    def get(self, session_id: str) -> None:
+        self.finish(json.dumps(self.walnut.get(session_id).public()))
+
+    @web.authenticated
+    async def delete(self, session_id: str) -> None:
+        session = await self.walnut.stop(session_id)
+        self.finish(json.dumps(session.public()))
+
+
+class StatusHandler(WalnutHandler):
+    """What the status bar shows: active sessions and their running cost."""
+
+    @web.authenticated
+    def get(self) -> None:
+        active = self.walnut.store.list(statuses=ACTIVE)
+        self.finish(json.dumps({
+            "active_sessions": len(active),
+            "cost_mist": sum(s.cost_mist for s in active),
+            "budget_mist": sum(s.budget_mist for s in active),
+            "remaining_mist": sum(s.remaining_mist for s in active),
+            "address": self.walnut.key.address,
+        }))
+
+
+class WalletHandler(WalnutHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        self.finish(json.dumps({"address": self.walnut.key.address,
+                                "public_key": self.walnut.key.public_key.hex(),
+                                "network": self.walnut.network,
+                                "balance_mist": await self.walnut.payments.balance()}))
+
+
+class FundHandler(WalnutHandler):
+    """The local ledger's faucet, for demos; a real network has no such thing."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        amount = positive_int(self.body(), "amount_mist")
+        if amount is None:
+            raise RenterError(400, "amount_mist is required")
+        if self.walnut.network != "local":
+            raise RenterError(400, "funding is only possible on the local ledger")
+        from ...ledger import LedgerError
+
+        try:
+            balance = self.walnut.ledger.fund(self.walnut.key.address, amount)
+        except LedgerError as exc:
+            raise RenterError(400, exc.message) from exc
+        self.finish(json.dumps({"address": self.walnut.key.address, "balance_mist": balance,
+                                "network": self.walnut.network}))
+
+
+class TopUpHandler(WalnutHandler):
+    @web.authenticated
+    async def post(self, session_id: str) -> None:
+        amount = positive_int(self.body(), "amount_mist")
+        if amount is None:
+            raise RenterError(400, "amount_mist is required")
+        session = await self.walnut.top_up(session_id, amount)
+        self.finish(json.dumps(session.public()))
+
+
+def handlers() -> list[tuple[str, type]]:
+    from .analytics_handlers import analytics_handlers  # issue #9
+    from .jobs_handlers import jobs_handlers  # it imports this module's base handler
+
+    sid = r"(s-[0-9a-f]{16})"
+    return [*jobs_handlers(), *analytics_handlers(),
+        (r"/walnut/offers", OffersHandler),
+        (r"/walnut/sessions", SessionsHandler),
+        (rf"/walnut/sessions/{sid}", SessionHandler),
+        (r"/walnut/status", StatusHandler),
+        (rf"/walnut/sessions/{sid}/topup", TopUpHandler),
+        (r"/walnut/wallet", WalletHandler),
+        (r"/walnut/wallet/fund", FundHandler),
+    ]
