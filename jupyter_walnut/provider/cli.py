@@ -153,14 +153,14 @@ def tls_context(config, home: Path):
 def cmd_status(args: argparse.Namespace) -> int:
     import ssl
 
+    if args.history:  # earnings and utilisation from the node's own records, config or not
+        from .analytics import print_history
+
+        return print_history(args.home, as_json=args.json)
     try:
         config = load_config(args.home / "provider.toml")
     except ConfigError as exc:
         return fail(str(exc))
-    if args.history:  # issue #9: earnings and utilisation from the node's own records
-        from .analytics import print_history
-
-        return print_history(args.home, as_json=args.json)
     scheme = "http" if config.tls == "off" else "https"
     url = args.url or f"{scheme}://127.0.0.1:{config.listen_port}"
     context = None
