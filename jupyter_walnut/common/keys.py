@@ -7,7 +7,9 @@ form in files readable by their owner only.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +81,6 @@ class KeyPair:
     @classmethod
     def from_sui_keystore_entry(cls, entry: str) -> KeyPair:
         """A `sui.keystore` entry: base64 of flag || 32-byte seed (or the Bech32 form)."""
-        import base64
-
         entry = entry.strip()
         if entry.startswith(SUI_PRIVKEY_HRP):
             return cls.from_bech32(entry)
@@ -211,15 +211,11 @@ def sui_config_dir() -> Path:
 
 def to_sui_keystore_entry(key: KeyPair) -> str:
     """The `sui.keystore` form: base64 of flag || 32-byte seed."""
-    import base64
-
     return base64.b64encode(bytes([ED25519_FLAG]) + key.seed).decode()
 
 
 def load_sui_keystore(path: Path | None = None) -> list[KeyPair]:
     """The Ed25519 keys of a `sui.keystore` (a JSON list); other schemes are skipped."""
-    import json
-
     path = Path(path) if path is not None else sui_config_dir() / "sui.keystore"
     try:
         entries = json.loads(path.read_text())
