@@ -42,6 +42,15 @@ CREATE TABLE IF NOT EXISTS sessions (
     channel_id TEXT,
     extra TEXT NOT NULL DEFAULT '{}'
 );
+-- the launch pipeline's steps of a session (renter/launch.py), one row per step
+CREATE TABLE IF NOT EXISTS launch_steps (
+    session_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL,
+    PRIMARY KEY (session_id, step)
+);
 """
 
 ACTIVE = ("starting", "running")
@@ -118,6 +127,23 @@ class RenterStore(SQLiteStore):
         with self._db_locked():
             rows = self._db.execute(query + " ORDER BY created_at DESC", args).fetchall()
         return [self._row(r) for r in rows]
+
+    # --- the launch pipeline's steps (renter/launch.py) -------------------------------------
+
+    def save_launch_step(self, session_id: str, step: str, state: str, detail: str,
+                         at: float) -> None:
+        """A step's latest state; its row keeps its place, so steps list in the order run."""
+        with self._db_locked() as db:
+            db.execute("INSERT INTO launch_steps VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT (session_id, step) DO UPDATE SET state = excluded.state, "
+                       "detail = excluded.detail, at = excluded.at",
+                       (session_id, step, state, detail, at))
+
+    def launch_steps(self, session_id: str) -> list[dict]:
+        with self._db_locked() as db:
+            rows = db.execute("SELECT step, state, detail, at FROM launch_steps "
+                              "WHERE session_id = ? ORDER BY rowid", (session_id,)).fetchall()
+        return [dict(r) for r in rows]
 
     # --- which server kernel is which remote kernel (re-adopted after a server restart) ---
 
