@@ -12,6 +12,8 @@ import json
 import math
 import os
 import platform
+import shutil
+import subprocess
 import time
 
 PROBE_VERSION = 1
@@ -77,9 +79,6 @@ def _visible(index: int, uuid: str) -> bool:
 
 def _gpus_from_smi() -> dict:
     """Without the NVML binding: nvidia-smi, which the NVIDIA container runtime mounts."""
-    import shutil
-    import subprocess
-
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return {"devices": [], "error": "neither nvidia-ml-py nor nvidia-smi is available"}
@@ -100,7 +99,7 @@ def _gpus_from_smi() -> dict:
 
 def gpus() -> dict:
     try:
-        import pynvml
+        import pynvml  # noqa: PLC0415  (optional: not in every session image)
     except ImportError:
         return _gpus_from_smi()
     try:
@@ -173,7 +172,7 @@ def benchmark(seconds: float = 1.0, use_gpu: bool = True) -> dict:
     float32 only; without a GPU library: numpy on the CPU."""
     if use_gpu:
         try:
-            import torch
+            import torch  # noqa: PLC0415  (optional: only in GPU images)
 
             if torch.cuda.is_available():
                 dev = torch.device("cuda:0")
@@ -186,7 +185,7 @@ def benchmark(seconds: float = 1.0, use_gpu: bool = True) -> dict:
         except ImportError:
             pass
         try:
-            import cupy
+            import cupy  # noqa: PLC0415  (optional: only in GPU images)
 
             if cupy.cuda.runtime.getDeviceCount() > 0:
                 result = _timed_matmuls(
@@ -197,7 +196,7 @@ def benchmark(seconds: float = 1.0, use_gpu: bool = True) -> dict:
         except Exception:  # ImportError, or a CUDA runtime that cannot start
             pass
     try:
-        import numpy as np
+        import numpy as np  # noqa: PLC0415  (optional: not in every session image)
     except ImportError:
         return {"device": "none", "error": "neither numpy nor a GPU library in the image"}
     rng = np.random.default_rng(0)

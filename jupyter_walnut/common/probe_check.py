@@ -20,6 +20,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from .keys import sui_address, verify
+
 # (pattern on the NVML model name, FP32 peak TFLOP/s of the slowest variant, of the fastest)
 GPU_CLASSES: list[tuple[str, float, float]] = [
     (r"\bH200\b|\bGH200\b", 60.0, 67.0),
@@ -219,8 +221,6 @@ def make_attestation(report: dict, key) -> dict:
 
 def verify_attestation(attestation: dict, owner: str) -> str | None:
     """None if the attestation is the owner's and intact, else what is wrong, in words."""
-    from .keys import sui_address, verify
-
     try:
         public_key = bytes.fromhex(attestation["public_key"])
         signature = bytes.fromhex(attestation["signature"])
