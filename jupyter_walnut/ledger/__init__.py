@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from jupyter_core.paths import jupyter_data_dir
+
 from .base import ABORT_CODES, MIST_PER_SUI, Channel, Ledger, LedgerError, ProviderEntry
 from .local import LocalLedger
 from .vouchers import Voucher, parse_voucher_message, verify_voucher, voucher_message
@@ -37,8 +39,6 @@ def walnut_home() -> Path:
     env = os.environ.get("WALNUT_HOME")
     if env:
         return Path(env).expanduser()
-    from jupyter_core.paths import jupyter_data_dir
-
     return Path(jupyter_data_dir()) / "walnut"
 
 

@@ -7,6 +7,7 @@ same order, the same abort codes. Money is integer MIST everywhere.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -101,8 +102,6 @@ def check_amount(amount: int, *, what: str = "amount", allow_zero: bool = False)
 
 
 def now_ms() -> int:
-    import time
-
     return time.time_ns() // 1_000_000
 
 

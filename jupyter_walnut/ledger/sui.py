@@ -279,8 +279,8 @@ def build_transaction_data(
     `shared_versions` maps each shared object id to its initial shared version (which
     a node reports once, when the object is created).
     """
-    from pysui.sui.sui_bcs import bcs as sbcs
-    from pysui.sui.sui_common.txn_transaction_builder import ProgrammableTransactionBuilder
+    from pysui.sui.sui_bcs import bcs as sbcs  # noqa: PLC0415  (optional: the sui extra)
+    from pysui.sui.sui_common.txn_transaction_builder import ProgrammableTransactionBuilder  # noqa: PLC0415  (optional: the sui extra)
 
     builder = ProgrammableTransactionBuilder()
     package = sbcs.Address.from_str(normalize(package_id))
@@ -472,8 +472,8 @@ class SuiLedger(Ledger):
         return self._run(self._execute(self._signing_key(signer), calls))
 
     async def _execute(self, key: KeyPair, calls: list[MoveCall]) -> dict:
-        from pysui.sui.sui_bcs import bcs as sbcs
-        from pysui.sui.sui_common import sui_commands as cmd
+        from pysui.sui.sui_bcs import bcs as sbcs  # noqa: PLC0415  (optional: the sui extra)
+        from pysui.sui.sui_common import sui_commands as cmd  # noqa: PLC0415  (optional: the sui extra)
 
         txn = await self._client.transaction(initial_sender=key.address)
         for call in calls:
@@ -508,7 +508,7 @@ class SuiLedger(Ledger):
 
     # --- reads --------------------------------------------------------------------
     async def _query(self, document: str, variables: dict) -> dict:
-        from gql import GraphQLRequest
+        from gql import GraphQLRequest  # noqa: PLC0415  (optional: pysui's, the sui extra)
 
         request = GraphQLRequest(document, variable_values=variables)
         result = await self._client.execute_document_node(with_node=request)
@@ -595,7 +595,7 @@ class SuiLedger(Ledger):
 
     # --- Ledger -----------------------------------------------------------------
     def balance(self, address: str) -> int:
-        from pysui.sui.sui_common import sui_commands as cmd
+        from pysui.sui.sui_common import sui_commands as cmd  # noqa: PLC0415  (optional: the sui extra)
 
         result = self._run(
             self._client.execute(command=cmd.GetAddressCoinBalance(owner=normalize(address)))
@@ -697,8 +697,8 @@ def _decoded(decode: Callable[[bytes], object], contents: bytes | None):
 
 def _make_client(rpc_url: str, config_dir: Path):
     """pysui's GraphQL client for `rpc_url`, configured in `config_dir` (keys stay ours)."""
-    from pysui import PysuiConfiguration, client_factory
-    from pysui.sui.sui_common.config.confgroup import GroupProtocol, NetworkType
+    from pysui import PysuiConfiguration, client_factory  # noqa: PLC0415  (optional: the sui extra)
+    from pysui.sui.sui_common.config.confgroup import GroupProtocol, NetworkType  # noqa: PLC0415  (optional: the sui extra)
 
     config = PysuiConfiguration.initialize_config(
         in_folder=config_dir, init_groups=[{"name": "walnut", "make_active": True}]
