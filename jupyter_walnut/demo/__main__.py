@@ -14,12 +14,20 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import nbformat
+
+from ..common.keys import KeyPair
+from ..common.tls import fingerprint
+from ..ledger import LocalLedger, format_sui
+from .notebook import demo_notebook
 
 DEMO_FUNDS_MIST = 100 * 10**9  # 100 SUI on the local ledger
 DEMO_BUDGET_MIST = 2 * 10**9  # the session's deposit: 2 SUI
@@ -124,9 +132,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_demo(args, root: Path, env: dict, spawn) -> int:
-    from ..common.keys import KeyPair
-    from ..ledger import LocalLedger, format_sui
-
     exe = Path(sys.executable).parent
     provider_home = root / "provider"
     if not (provider_home / "identity.key").exists():
@@ -141,10 +146,6 @@ def run_demo(args, root: Path, env: dict, spawn) -> int:
                                   "--stop-sessions-on-exit"])
     say("starting the provider (the first Docker run builds the gateway image: ~1-2 min)")
     wait_for("the provider", lambda: port_file.exists() and port_file.read_text(), 60, provider)
-    import ssl
-
-    from ..common.tls import fingerprint
-
     cert = provider_home / "tls" / "cert.pem"
     pin = fingerprint(cert.read_bytes())
     context = ssl.create_default_context(cafile=str(cert))
@@ -197,11 +198,7 @@ def run_demo(args, root: Path, env: dict, spawn) -> int:
                          "budget_mist": DEMO_BUDGET_MIST})
     say(f"session {session['id']} running on {session['node']} ({shape}); "
         f"deposit {format_sui(session['budget_mist'])}")
-    from .notebook import demo_notebook
-
     nb_path = notebooks / "walnut-demo.ipynb"
-    import nbformat
-
     nbformat.write(demo_notebook(session["kernel_name"],
                                  f"Python 3 — walnut: {session['node']}"), nb_path)
     if args.smoke:
@@ -230,8 +227,6 @@ def smoke(exe: Path, env: dict, nb_path: Path, session: dict, base: str, token: 
     if done.returncode != 0:
         print(done.stderr[-3000:], file=sys.stderr)
         return 1
-    import nbformat
-
     nb = nbformat.read(nb_path, as_version=4)
     for cell in nb.cells:
         for out in cell.get("outputs", []):
