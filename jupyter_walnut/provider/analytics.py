@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .config import ConfigError, load_config
 from .store import ACTIVE, SessionRecord, SessionStore
 
 DAY = 86400
@@ -88,8 +89,6 @@ def history(store: SessionStore, max_sessions: int = 1, days: int = 30,
 
 def history_from_home(home: Path, days: int = 30) -> dict | None:
     """The history of the provider whose home this is, or None if it never ran."""
-    from .config import ConfigError, load_config
-
     db = Path(home) / "state" / "provider.sqlite"
     if not db.exists():
         return None
@@ -104,9 +103,13 @@ def history_from_home(home: Path, days: int = 30) -> dict | None:
         store.close()
 
 
-def format_history(h: dict) -> str:
-    from .cli import format_sui
+def format_sui(mist: int) -> str:
+    """Exact decimal SUI from integer MIST, trailing zeros trimmed."""
+    whole, frac = divmod(int(mist), 10**9)
+    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".")
 
+
+def format_history(h: dict) -> str:
     lines = [
         f"Since     {h['since']} ({h['days']} days)",
         f"Sessions  {h['sessions_served']} served, {h['failed_starts']} failed to start, "

@@ -9,17 +9,25 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from ..common.keys import KeyError_, KeyPair
 from ..common.numbers import cli_int
-from ..common.tls import fingerprint, generate_self_signed, server_context
-from .config import ConfigError, default_config_text, load_config, slurm_config_text
+from ..common.sqlite_store import StorageError
+from ..common.tls import fingerprint, generate_self_signed, is_loopback, server_context
+from .analytics import format_sui, print_history
+from .cli_benchmark import add_benchmark_command
+from .cli_ledger import add_ledger_commands
+from .config import ConfigError, default_config_text, load_config, parse_config, slurm_config_text
 from .hardware import detect
+from .node import ProviderNode
 from .runtimes.base import RuntimeError_
+from .runtimes.process import ProcessRuntime
 from .runtimes.slurm import cluster_nodes
 
 
@@ -78,17 +86,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def load_config_text_check(text: str) -> None:
-    import tomllib
-
-    from .config import parse_config
-
     parse_config(tomllib.loads(text))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .node import ProviderNode
-    from .runtimes.process import ProcessRuntime
-
     try:
         config = load_config(args.home / "provider.toml")
         identity = KeyPair.load(args.home / "identity.key")
@@ -108,8 +109,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssl_context = tls_context(config, args.home)
     except (OSError, ValueError) as exc:
         return fail(f"TLS certificate: {exc}")
-    from ..common.tls import is_loopback
-
     if ssl_context is None and not is_loopback(args.host or config.listen_host):
         return fail("plain HTTP is allowed only on a loopback address (tls.mode = \"off\")")
 
@@ -131,8 +130,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await stop.wait()
         await node.stop(stop_sessions=args.stop_sessions_on_exit)
 
-    from ..common.sqlite_store import StorageError
-
     try:
         asyncio.run(main())
     except StorageError as exc:  # e.g. the state directory's disk is full
@@ -151,11 +148,7 @@ def tls_context(config, home: Path):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import ssl
-
     if args.history:  # earnings and utilisation from the node's own records, config or not
-        from .analytics import print_history
-
         return print_history(args.home, as_json=args.json)
     try:
         config = load_config(args.home / "provider.toml")
@@ -210,12 +203,6 @@ def format_status(offer: dict) -> str:
     return "\n".join(lines)
 
 
-def format_sui(mist: int) -> str:
-    """Exact decimal SUI from integer MIST, trailing zeros trimmed."""
-    whole, frac = divmod(int(mist), 10**9)
-    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="walnut-provider",
                                      description="Share this machine's GPUs/CPUs on Walnut.")
@@ -246,14 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", action="store_true",
                    help="earnings, utilisation and sessions by day (works with the node down)")
     p.set_defaults(func=cmd_status)
-    try:
-        from .cli_ledger import add_ledger_commands
-    except ImportError:
-        pass
-    else:
-        add_ledger_commands(sub)
-    from .cli_benchmark import add_benchmark_command
-
+    add_ledger_commands(sub)
     add_benchmark_command(sub)
     return parser
 
