@@ -300,8 +300,18 @@ def test_constructor_refuses_what_it_cannot_use():
         SuiLedger("http://127.0.0.1:9/graphql", "not-an-id")
     with pytest.raises(LedgerError, match="E_INVALID_ARGUMENT"):
         SuiLedger("file:///etc/passwd", PACKAGE)
-    with pytest.raises(LedgerError, match="E_NODE"):
-        SuiLedger("http://127.0.0.1:9/graphql", PACKAGE)  # nothing listens there
+
+
+
+def test_a_node_that_does_not_answer_fails_the_first_call_naming_it():
+    # construction does not connect: a process configured for Sui starts without its node
+    with SuiLedger("http://127.0.0.1:9/graphql", PACKAGE) as ledger:  # nothing listens there
+        for _ in range(2):  # and keeps saying so, instead of caching a broken client
+            with pytest.raises(LedgerError) as refused:
+                ledger.balance(RENTER)
+            assert refused.value.code == "E_NODE"
+            assert "http://127.0.0.1:9/graphql" in refused.value.message
+            assert "\n" not in refused.value.message
 
 
 # --- live: only with a node ---------------------------------------------------------

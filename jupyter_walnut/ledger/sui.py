@@ -27,6 +27,7 @@ import base64
 import hashlib
 import re
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,17 +431,41 @@ class SuiLedger(Ledger):
         self.key = key
         self.gas_budget = gas_budget
         self.clock = clock  # used only for display; the chain's Clock decides
-        self._loop = asyncio.new_event_loop()
+        # The client connects on first use, so a process configured for Sui starts without
+        # its node and the first ledger call says which node did not answer.
+        self._client_made: object | None = client
+        self._client_lock = threading.Lock()
         self._config_dir: tempfile.TemporaryDirectory | None = None
-        if client is None:
-            self._config_dir = tempfile.TemporaryDirectory(prefix="walnut-pysui-")
-            client = _make_client(rpc_url, Path(self._config_dir.name))
-        self._client = client
+        # pysui is async; its coroutines run on one loop in a thread of ours, so any thread
+        # may call (the server's event loop thread, asyncio.to_thread workers, at once).
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="walnut-sui", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def _client(self):
+        with self._client_lock:
+            if self._client_made is None:
+                config_dir = tempfile.TemporaryDirectory(prefix="walnut-pysui-")
+                try:
+                    self._client_made = _make_client(self.rpc_url, Path(config_dir.name))
+                except LedgerError:
+                    config_dir.cleanup()  # pysui refuses to configure a used folder again
+                    raise
+                self._config_dir = config_dir
+            return self._client_made
 
     def close(self) -> None:
-        closer = getattr(self._client, "close", None)
+        closer = getattr(self._client_made, "close", None)
         if closer is not None:
-            self._run(closer())
+            try:
+                self._run(closer())
+            except LedgerError:
+                pass  # a node gone at close: nothing of ours is left to flush
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
         self._loop.close()
         if self._config_dir is not None:
             self._config_dir.cleanup()
@@ -452,7 +477,21 @@ class SuiLedger(Ledger):
         self.close()
 
     def _run(self, coro):
-        return self._loop.run_until_complete(coro)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except LedgerError:
+            raise
+        except Exception as exc:  # httpx, gql and pysui each raise their own kinds
+            raise self.unreachable(exc) from exc
+
+    def unreachable(self, exc: BaseException) -> LedgerError:
+        """E_NODE naming the node, in one line."""
+        return LedgerError(
+            "E_NODE",
+            f"the Sui node at {self.rpc_url} did not answer: "
+            f"{_first_line(str(exc) or type(exc).__name__)}",
+        )
 
     def move_type(self, module: str, name: str) -> str:
         return f"{self.package_id}::{module}::{name}"
@@ -513,7 +552,10 @@ class SuiLedger(Ledger):
         request = GraphQLRequest(document, variable_values=variables)
         result = await self._client.execute_document_node(with_node=request)
         if not result.is_ok():
-            raise LedgerError("E_NODE", str(result.result_string)[:300])
+            raise LedgerError(
+                "E_NODE",
+                f"the Sui node at {self.rpc_url} refused: {_first_line(str(result.result_string))}",
+            )
         return _as_dict(result.result_data)
 
     def _multi_get_size(self) -> int:
@@ -601,7 +643,10 @@ class SuiLedger(Ledger):
             self._client.execute(command=cmd.GetAddressCoinBalance(owner=normalize(address)))
         )
         if not result.is_ok():
-            raise LedgerError("E_NODE", str(result.result_string)[:300])
+            raise LedgerError(
+                "E_NODE",
+                f"the Sui node at {self.rpc_url} refused: {_first_line(str(result.result_string))}",
+            )
         return _total_balance(result.result_data)
 
     def register_provider(self, owner, *, endpoint, tls_fingerprint, specs, price_per_second_mist):
@@ -714,7 +759,8 @@ def _make_client(rpc_url: str, config_dir: Path):
     try:  # the client reads the service's schema and configuration here
         return client_factory(config, group_name="walnut", protocol=GroupProtocol.GRAPHQL)
     except Exception as exc:  # httpx, gql and pysui each raise their own kinds
-        raise LedgerError("E_NODE", f"no Sui GraphQL service at {rpc_url}: {exc}") from exc
+        detail = _first_line(str(exc) or type(exc).__name__)
+        raise LedgerError("E_NODE", f"no Sui GraphQL service at {rpc_url}: {detail}") from exc
 
 
 # --- result shapes (pysui's messages or GraphQL dicts) ------------------------------
