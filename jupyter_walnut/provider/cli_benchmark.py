@@ -16,8 +16,13 @@ import json
 import time
 from pathlib import Path
 
+from ..common.cli import run_command
 from ..common.keys import KeyPair
 from ..common.numbers import cli_duration
+from ..common.probe import run_probe
+from ..common.probe_check import make_attestation, summarize
+from ..ledger import LocalLedger, default_ledger_path
+from .config import load_config
 
 
 def add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
@@ -35,15 +40,10 @@ def add_benchmark_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _guarded(args: argparse.Namespace) -> int:
-    from ..common.cli import run_command
-
     return run_command(cmd_benchmark, args, prog="walnut-provider")
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from ..common.probe import run_probe
-    from ..common.probe_check import make_attestation, summarize
-
     if not 0.1 <= args.seconds <= 60:
         raise ValueError("--seconds must be between 0.1 and 60")
     identity = KeyPair.load(args.home / "identity.key")
@@ -74,9 +74,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def publish(args: argparse.Namespace, identity: KeyPair, attestation: dict):
     """Merge the attestation into this provider's registry entry (other specs kept)."""
-    from ..ledger import LocalLedger, default_ledger_path
-    from .config import load_config
-
     path = args.ledger
     if path is None:
         config = load_config(args.home / "provider.toml")

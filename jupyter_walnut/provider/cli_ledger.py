@@ -14,6 +14,10 @@ import os
 import sys
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..common.cli import run_command
 from ..common.keys import KeyPair
 from ..common.numbers import cli_int
 from ..ledger import LocalLedger, Voucher, format_sui
@@ -62,8 +66,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _guarded(func):
     def run(args: argparse.Namespace) -> int:
-        from ..common.cli import run_command
-
         return run_command(func, args, prog="walnut-provider")
 
     return run
@@ -88,9 +90,6 @@ def _ledger(args: argparse.Namespace) -> LocalLedger:
 
 def cert_fingerprint(path: Path) -> str:
     """SHA-256 over the certificate's DER bytes, as `openssl x509 -fingerprint -sha256`."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
