@@ -21,6 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import docker
+import docker.errors
+import requests
+from docker.types import DeviceRequest, LogConfig
+
 from . import egress
 from .base import (
     GATEWAY_CONTAINER_PORT,
@@ -45,10 +50,6 @@ T = TypeVar("T")
 def docker_available() -> tuple[bool, str]:
     """Whether a Docker engine answers here; the reason in words when not."""
     try:
-        import docker
-    except ImportError:
-        return False, "the `docker` Python package is not installed"
-    try:
         client = docker.from_env(timeout=5)
         try:
             client.ping()
@@ -67,8 +68,6 @@ def resource_name(session_id: str) -> str:
 
 def _describe(exc: Exception, image: str | None = None) -> RuntimeError_:
     """A Docker SDK error as a message a renter or operator can act on."""
-    import docker.errors
-
     if isinstance(exc, RuntimeError_):
         return exc
     if isinstance(exc, docker.errors.ImageNotFound) and image:
@@ -87,10 +86,6 @@ def _describe(exc: Exception, image: str | None = None) -> RuntimeError_:
 
 
 def _is_connection_error(exc: Exception) -> bool:
-    try:
-        import requests
-    except ImportError:  # pragma: no cover - docker depends on requests
-        return False
     return isinstance(exc, requests.exceptions.ConnectionError | ConnectionError)
 
 
@@ -132,8 +127,6 @@ class DockerRuntime(Runtime):
     @property
     def client(self):
         if self._client is None:
-            import docker
-
             try:
                 self._client = docker.from_env()
             except Exception as exc:
@@ -159,8 +152,6 @@ class DockerRuntime(Runtime):
     # --- Runtime --------------------------------------------------------------------------
 
     def _container_kwargs(self, spec: SessionSpec, name: str) -> dict[str, Any]:
-        from docker.types import DeviceRequest, LogConfig
-
         env = spec.gateway_env(
             "0.0.0.0", GATEWAY_CONTAINER_PORT, home=WORKSPACE,
             runtime_dir="/tmp/jupyter-runtime",  # the root fs is read-only
@@ -232,8 +223,6 @@ class DockerRuntime(Runtime):
         return await self._call(self._start, spec, image=spec.image)
 
     def _remove(self, session_id: str, ref: str) -> None:
-        import docker.errors
-
         client = self.client
         name = resource_name(session_id)
         containers = []
@@ -271,8 +260,6 @@ class DockerRuntime(Runtime):
         await self._call(self._remove, handle.session_id, handle.ref)
 
     def _state(self, handle: RuntimeHandle) -> RuntimeState:
-        import docker.errors
-
         try:
             container = self.client.containers.get(handle.ref)
         except docker.errors.NotFound:
@@ -308,8 +295,6 @@ class DockerRuntime(Runtime):
         return await self._call(self._adopt)
 
     def _logs(self, handle: RuntimeHandle, tail: int) -> str:
-        import docker.errors
-
         try:
             container = self.client.containers.get(handle.ref)
         except docker.errors.NotFound:
