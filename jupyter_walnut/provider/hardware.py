@@ -72,7 +72,7 @@ def _decode(value) -> str:
 def detect_gpus() -> tuple[tuple[GPU, ...], str | None, str | None, str | None]:
     """(gpus, driver, cuda, error). Safe to call on machines without NVIDIA drivers."""
     try:
-        import pynvml
+        import pynvml  # noqa: PLC0415  (optional: without nvidia-ml-py the node reads nvidia-smi)
     except ImportError:
         return detect_gpus_smi("nvidia-ml-py is not installed")
     with _nvml_lock:

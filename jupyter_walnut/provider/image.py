@@ -37,6 +37,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker
+import docker.errors
+
 from .runtimes.base import GATEWAY_CONTAINER_PORT, RuntimeError_
 
 # Bump when the steps below change in a way that changes the image.
@@ -210,8 +213,6 @@ def _build_lock(root: Path) -> Iterator[None]:
 
 
 def _image_exists(client, tag: str) -> bool:
-    import docker.errors
-
     try:
         client.images.get(tag)
         return True
@@ -355,8 +356,6 @@ def ensure_gateway_image(client=None, progress: Progress | None = None,
     """Return the tag of the gateway image for the current inputs, building it if missing."""
     progress = progress or _quiet
     if client is None:
-        import docker
-
         try:
             client = docker.from_env()
         except docker.errors.DockerException as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -55,8 +56,6 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 def _limits(spec: SessionSpec):
     def apply() -> None:
-        import resource
-
         os.setsid()  # own process group: stop() kills kernels too
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         nproc = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
