@@ -8,31 +8,49 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..common.keys import KeyPair
+from ..common.models import Settlement
+from ..common.errors import StatusError
 from ..common.sqlite_store import StorageError
 from ..common.tls import TLSError
-from ..ledger import Ledger, LocalLedger, default_ledger_path
+from ..ledger import Channel, Ledger, LocalLedger, default_ledger_path
 from .kernelspecs import remove_kernelspec, write_kernelspec
-from .payments import PaymentError, RenterPayments
+from .launch import OnStep, StepLog, fan_out, progress_reporter, run_steps
+from .payments import RenterPayments
 from .provider_client import ProviderAPIError, ProviderClient
 from .reputation import decorate_offers, identities
-from .store import ACTIVE, RenterSession, RenterStore
+from .store import ACTIVE, RenterSession, RenterStore, kernel_name
+from .verify.runner import verify_session
 
 log = logging.getLogger("walnut.renter")
 
 _current: RenterManager | None = None
 
 
-class RenterError(Exception):
+class RenterError(StatusError):
     """A renter operation that cannot be done; `status` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+
+@dataclass
+class _Launch:
+    """A launch under way: what its steps find out and hand on to the next ones."""
+
+    provider_url: str
+    shape: str
+    image: str
+    max_seconds: int | None
+    budget_mist: int | None
+    steps: StepLog
+    client: ProviderClient | None = None
+    status: dict = field(default_factory=dict)
+    offer: dict = field(default_factory=dict)
+    budget: int = 0
+    channel: Channel | None = None
+    session: RenterSession | None = None
 
 
 def load_or_create_key(path: Path) -> KeyPair:
@@ -152,21 +170,40 @@ class RenterManager:
     async def launch(self, provider_url: str, shape: str, image: str = "python",
                      max_seconds: int | None = None, budget_mist: int | None = None,
                      on_progress: Callable[[str], None] | None = None,
-                     verify: bool = True) -> RenterSession:
-        progress = on_progress or (lambda step: None)
-        provider_url = provider_url.rstrip("/")
-        if provider_url not in self.provider_urls:
-            raise RenterError(400, f"unknown provider {provider_url!r}")
-        client = self.client(provider_url)
-        progress("contacting provider")
+                     verify: bool = True, on_step: OnStep | None = None) -> RenterSession:
+        """The launch pipeline (renter/launch.py): each step is reported to `on_step`
+        (and as a line to `on_progress`) and stored with the session once it has one."""
+        job = _Launch(provider_url=provider_url.rstrip("/"), shape=shape, image=image,
+                      max_seconds=max_seconds, budget_mist=budget_mist,
+                      steps=StepLog(self.store))
+        steps: list[tuple[str, Callable[[], Awaitable[str | None]]]] = [
+            ("quote", lambda: self._quote(job)),
+            ("open_channel", lambda: self._open_channel(job)),
+            ("create_session", lambda: self._create_session(job)),
+            ("await_running", lambda: self._await_running(job)),
+        ]
+        if verify:  # issue #9: check the container against the offer; stops it if it lies
+            steps.append(("verify", lambda: self._verify(job)))
+        steps.append(("kernelspec", lambda: self._kernelspec(job)))
+        await run_steps(steps, fan_out(job.steps, on_step,
+                                       on_progress and progress_reporter(on_progress)))
+        log.info("walnut session %s running on %s", job.session.id, job.session.node)
+        return job.session
+
+    async def _quote(self, job: _Launch) -> str:
+        """The offer's price and the budget, from the provider's live status."""
+        if job.provider_url not in self.provider_urls:
+            raise RenterError(400, f"unknown provider {job.provider_url!r}")
+        client = self.client(job.provider_url)
         try:
             status = await client.status()
         except ProviderAPIError as exc:
             raise RenterError(502, f"provider unreachable: {exc.message}") from exc
-        offer = next((s for s in status["shapes"] if s["name"] == shape), None)
+        offer = next((s for s in status["shapes"] if s["name"] == job.shape), None)
         if offer is None:
-            raise RenterError(400, f"provider {status['node']} has no shape {shape!r}")
+            raise RenterError(400, f"provider {status['node']} has no shape {job.shape!r}")
         price = offer["price_mist_per_second"]
+        max_seconds, budget_mist = job.max_seconds, job.budget_mist
         if budget_mist is not None and max_seconds is None:
             if budget_mist <= 0:
                 raise RenterError(400, "budget must be a positive amount of MIST")
@@ -179,62 +216,71 @@ class RenterManager:
         minimum = price * status.get("settlement", {}).get("min_prepaid_seconds", 0)
         if budget < minimum:
             raise RenterError(400, f"this offer needs a budget of at least {minimum} MIST")
-        try:  # a full disk is found before any money moves
-            self.store.check_writable()
-        except StorageError as exc:
-            raise RenterError(exc.status, exc.message) from exc
-        progress("opening payment channel")
+        self.store.check_writable()  # a full disk is found before any money moves
+        job.client, job.status, job.offer = client, status, offer
+        job.max_seconds, job.budget = max_seconds, budget
+        return f"{price} MIST/s, budget {budget} MIST for up to {max_seconds} s"
+
+    async def _open_channel(self, job: _Launch) -> str:
+        job.channel = await self.payments.open(job.status["provider_address"],
+                                               job.offer["price_mist_per_second"],
+                                               job.budget)  # or LedgerError
+        return job.channel.channel_id
+
+    async def _create_session(self, job: _Launch) -> str:
+        status, offer, channel_id = job.status, job.offer, job.channel.channel_id
         try:
-            channel = await self.payments.open(status["provider_address"], price, budget)
-        except PaymentError as exc:
-            raise RenterError(exc.status, exc.message) from exc
-        progress("starting session container")
-        try:
-            created = await client.create_session(image=image, shape=shape,
-                                                  max_seconds=max_seconds,
-                                                  channel_id=channel.channel_id)
+            created = await job.client.create_session(image=job.image, shape=job.shape,
+                                                      max_seconds=job.max_seconds,
+                                                      channel_id=channel_id)
         except ProviderAPIError as exc:
             # a provider that refused closes the channel itself; if it could not be
             # reached, the refresh loop recovers the deposit after the challenge period
-            self._record_unused_channel(channel.channel_id, provider_url, status, exc.message)
+            job.steps.attach(self._record_unused_channel(channel_id, job.provider_url,
+                                                         status, exc.message))
             raise RenterError(exc.status if 400 <= exc.status < 500 else 502,
                               exc.message) from exc
         session = RenterSession(
-            id=created["id"], provider_url=provider_url,
+            id=created["id"], provider_url=job.provider_url,
             provider_address=status["provider_address"], node=status["node"],
-            shape=shape, image=image, gpus=offer["gpus"], gpu_model=offer["gpu_model"],
-            cpus=offer["cpus"], memory_mb=offer["memory_mb"], price_mist_per_second=price,
-            max_seconds=max_seconds, budget_mist=budget, status="starting",
+            shape=job.shape, image=job.image, gpus=offer["gpus"],
+            gpu_model=offer["gpu_model"], cpus=offer["cpus"], memory_mb=offer["memory_mb"],
+            price_mist_per_second=offer["price_mist_per_second"],
+            max_seconds=job.max_seconds, budget_mist=job.budget, status="starting",
             created_at=time.time(), access_token=created["access_token"],
-            channel_id=channel.channel_id,
-            extra={"deposit_mist": budget, "voucher_mist": 0, "settlement": "open"},
+            channel_id=channel_id, deposit_mist=job.budget, settlement=Settlement.OPEN,
         )
         try:
             self.store.insert(session)
-        except StorageError as exc:
+        except StorageError:
             # unrecorded, the session could not be paid for or stopped later: stop it now,
             # and the provider's settlement refunds the channel
-            await self._stop_unrecorded(client, session.id)
-            raise RenterError(exc.status, exc.message) from exc
+            await self._stop_unrecorded(job.client, session.id)
+            raise
+        job.session = session
+        job.steps.attach(session.id)  # from here on, the steps are stored with it
+        return session.id
+
+    async def _await_running(self, job: _Launch) -> None:
+        session_id = job.session.id
         try:
-            remote = await client.wait_running(session.id)
+            remote = await job.client.wait_running(session_id)
         except ProviderAPIError as exc:
-            self.store.update(session.id, status="failed", reason=exc.message,
+            self.store.update(session_id, status="failed", reason=exc.message,
                               ended_at=time.time())
             raise RenterError(502, f"session failed to start: {exc.message}") from exc
-        self.store.update(session.id, status="running", started_at=time.time(),
+        self.store.update(session_id, status="running", started_at=time.time(),
                           running_seconds=remote["running_seconds"],
                           cost_mist=remote["cost_mist"])
-        session = self.store.get(session.id)
-        if verify:  # issue #9: check the container against the offer; stops it if it lies
-            from .verify.runner import verify_session
+        job.session = self.store.get(session_id)
 
-            await verify_session(self, session, on_progress=progress)
-            session = self.store.get(session.id)
-        write_kernelspec(session)
-        progress("ready")
-        log.info("walnut session %s running on %s", session.id, session.node)
-        return session
+    async def _verify(self, job: _Launch) -> None:
+        await verify_session(self, job.session)  # a session that fails it is stopped
+        job.session = self.store.get(job.session.id)
+
+    async def _kernelspec(self, job: _Launch) -> str:
+        write_kernelspec(job.session)
+        return kernel_name(job.session.id)
 
     async def _stop_unrecorded(self, client: ProviderClient, session_id: str) -> None:
         try:
@@ -243,17 +289,19 @@ class RenterManager:
             log.error("could not stop unrecorded session %s: %s", session_id, exc.message)
 
     def _record_unused_channel(self, channel_id: str, provider_url: str, status: dict,
-                               reason: str) -> None:
+                               reason: str) -> str:
         """Keep a refused launch's channel on disk so its deposit is recovered."""
         now = time.time()
+        session_id = "x-" + channel_id[2:18]
         self.store.insert(RenterSession(
-            id="x-" + channel_id[2:18], provider_url=provider_url,
+            id=session_id, provider_url=provider_url,
             provider_address=status["provider_address"], node=status["node"], shape="-",
             image="-", gpus=0, cpus=0, memory_mb=0, price_mist_per_second=0, max_seconds=0,
             budget_mist=0, status="failed", reason=f"launch refused: {reason}",
             created_at=now, started_at=None, ended_at=now, access_token="",
-            channel_id=channel_id, extra={"settlement": "open", "launch_failed": True},
+            channel_id=channel_id, settlement=Settlement.OPEN, extra={"launch_failed": True},
         ))
+        return session_id
 
     async def top_up(self, session_id: str, amount_mist: int) -> RenterSession:
         s = self.get(session_id)
@@ -261,12 +309,9 @@ class RenterManager:
             raise RenterError(409, f"session {session_id} is {s.status}")
         if isinstance(amount_mist, bool) or not isinstance(amount_mist, int) or amount_mist <= 0:
             raise RenterError(400, "amount_mist must be a positive integer")
-        try:
-            channel = await self.payments.top_up(s.channel_id, amount_mist)
-        except PaymentError as exc:
-            raise RenterError(exc.status, exc.message) from exc
-        self.store.update(s.id, budget_mist=s.budget_mist + amount_mist,
-                          extra={**s.extra, "deposit_mist": channel.deposited})
+        channel = await self.payments.top_up(s.channel_id, amount_mist)  # or LedgerError
+        self.store.update(s.id, budget_mist=s.budget_mist + amount_mist)
+        self.store.update_money(s.id, monotonic="deposit_mist", deposit_mist=channel.deposited)
         try:  # the provider checks the ledger itself; this only saves it the wait
             remote = await self.client(s.provider_url).top_up_session(s.id)
         except ProviderAPIError as exc:
@@ -287,16 +332,15 @@ class RenterManager:
         except ProviderAPIError as exc:
             log.warning("voucher for %s not delivered: %s", s.id, exc.message)
             return
-        fresh = self.get(s.id)
-        self.store.update(s.id, extra={**fresh.extra, "voucher_mist": voucher.amount_mist})
+        self.store.update_money(s.id, monotonic="voucher_mist", voucher_mist=voucher.amount_mist)
 
     async def settle(self) -> None:
         """Follow the money of ended sessions until their channel is closed."""
         for s in self.store.list(statuses=("stopped", "failed")):
-            if s.channel_id is None or s.extra.get("settlement") in ("settled", None):
+            if s.channel_id is None or s.settlement in (Settlement.SETTLED, Settlement.NONE):
                 continue
             state = await self.payments.settlement_state(s)
-            self.store.update(s.id, extra={**s.extra, **state})
+            self.store.update_money(s.id, **state)
 
     def get(self, session_id: str) -> RenterSession:
         s = self.store.get(session_id)

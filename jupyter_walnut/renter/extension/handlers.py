@@ -12,7 +12,7 @@ from ...common.numbers import MAX_SECONDS, U64_MAX, NumberError, loads_json, opt
 from ...common.sqlite_store import StorageError
 from ..manager import RenterError, RenterManager
 from ..provider_client import ProviderAPIError
-from ..store import ACTIVE
+from ..store import ACTIVE, RenterSession
 
 
 class WalnutHandler(APIHandler):
@@ -42,6 +42,10 @@ class WalnutHandler(APIHandler):
             self.log.warning("%s %s: %s", self.request.method, self.request.path, value)
             return  # expected failures, already answered in words: no traceback
         super().log_exception(typ, value, tb)
+
+    def session_json(self, s: RenterSession) -> dict:
+        """A session as the sidebar reads it, with the steps its launch went through."""
+        return {**s.public(), "launch": self.walnut.store.launch_steps(s.id)}
 
     def body(self) -> dict:
         try:
@@ -76,7 +80,8 @@ class OffersHandler(WalnutHandler):
 class SessionsHandler(WalnutHandler):
     @web.authenticated
     def get(self) -> None:
-        self.finish(json.dumps({"sessions": [s.public() for s in self.walnut.store.list()]}))
+        self.finish(json.dumps({"sessions": [self.session_json(s)
+                                             for s in self.walnut.store.list()]}))
 
     @web.authenticated
     async def post(self) -> None:
@@ -93,18 +98,18 @@ class SessionsHandler(WalnutHandler):
             budget_mist=positive_int(data, "budget_mist"),
         )
         self.set_status(201)
-        self.finish(json.dumps(session.public()))
+        self.finish(json.dumps(self.session_json(session)))
 
 
 class SessionHandler(WalnutHandler):
     @web.authenticated
     def get(self, session_id: str) -> None:
-        self.finish(json.dumps(self.walnut.get(session_id).public()))
+        self.finish(json.dumps(self.session_json(self.walnut.get(session_id))))
 
     @web.authenticated
     async def delete(self, session_id: str) -> None:
         session = await self.walnut.stop(session_id)
-        self.finish(json.dumps(session.public()))
+        self.finish(json.dumps(self.session_json(session)))
 
 
 class StatusHandler(WalnutHandler):
