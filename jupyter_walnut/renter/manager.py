@@ -12,6 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from traitlets import Bool, Float
+from traitlets.config import LoggingConfigurable
+
 from ..common.keys import KeyPair
 from ..common.models import Settlement
 from ..common.errors import StatusError
@@ -61,25 +64,35 @@ def load_or_create_key(path: Path) -> KeyPair:
     return key
 
 
-class RenterManager:
+class RenterManager(LoggingConfigurable):
+    """The renter's sessions and money; WalnutApp makes it with `parent=`, so its traits
+    are configured as `c.RenterManager.<name>`."""
+
+    use_registry = Bool(
+        True, config=True,
+        help="Offer the providers registered on the ledger besides the configured ones.")
+    unreachable_timeout_s = Float(
+        300.0, config=True,
+        help="Seconds a silent provider's session is kept before it counts as ended.")
+    poll_interval_s = Float(2.0, help="Seconds between session cost refreshes "
+                                      "(WalnutApp.poll_interval).")
+
     def __init__(self, home: Path, provider_urls: list[str] | None = None,
                  key: KeyPair | None = None, ledger: Ledger | None = None,
-                 challenge_period_s: int = 600) -> None:
+                 challenge_period_s: int = 600, **kwargs) -> None:
+        super().__init__(**kwargs)  # parent= / config=: the traits above
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.key = key or load_or_create_key(self.home / "wallet.key")
         self.ledger = ledger if ledger is not None else LocalLedger(default_ledger_path())
         self.network = "local" if isinstance(self.ledger, LocalLedger) else "sui"
         self.payments = RenterPayments(self.ledger, self.key,
-                                       challenge_period_s=challenge_period_s)
+                                       challenge_period_s=challenge_period_s, parent=self)
         self.store = RenterStore(self.home / "renter.sqlite")
         self.configured_urls = [u.rstrip("/") for u in (provider_urls or [])]
-        self.use_registry = True
         self._listeners: dict[str, list[Callable[[RenterSession], None]]] = {}
         self.keep_remote_kernels = False  # set while a server exits keeping its sessions
-        self.unreachable_timeout_s = 300.0  # then a silent provider's session counts as ended
         self._poller: asyncio.Task | None = None
-        self.poll_interval_s = 2.0
         self.trusted_output_providers: set[str] = set()  # WalnutApp.trusted_output_providers
 
     # --- the process-wide instance (the provisioner finds the server's manager here) -----

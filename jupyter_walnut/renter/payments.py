@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from traitlets import Int
+from traitlets.config import LoggingConfigurable
+
 from ..common.keys import KeyPair
 from ..ledger import Channel, Ledger, LedgerError
 from ..ledger.vouchers import Voucher
@@ -24,14 +27,23 @@ class PaymentError(Exception):
         self.message = message
 
 
-class RenterPayments:
-    def __init__(self, ledger: Ledger, key: KeyPair, *, challenge_period_s: int = 600,
-                 clock_tolerance_s: int = 5, refund_after_s: int = 120) -> None:
+class RenterPayments(LoggingConfigurable):
+    """Configured as `c.RenterPayments.<name>` (RenterManager makes it with `parent=`)."""
+
+    challenge_period_s = Int(
+        600, help="Seconds of challenge period asked for each channel "
+                  "(WalnutApp.challenge_period).")
+    clock_tolerance_s = Int(
+        5, config=True, help="Seconds a voucher may run ahead of the renter's own clock.")
+    refund_after_s = Int(
+        120, config=True,
+        help="Seconds after a session ended before the renter recovers a channel the "
+             "provider left open.")
+
+    def __init__(self, ledger: Ledger, key: KeyPair, **kwargs) -> None:
+        super().__init__(**kwargs)  # the traits above, parent= / config=
         self.ledger = ledger
         self.key = key
-        self.challenge_period_s = challenge_period_s
-        self.clock_tolerance_s = clock_tolerance_s
-        self.refund_after_s = refund_after_s  # then recover a channel the provider left open
 
     async def _call(self, fn, *args):
         return await asyncio.to_thread(fn, *args)
