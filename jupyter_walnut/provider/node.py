@@ -10,16 +10,23 @@ from dataclasses import replace
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from .._version import __version__
 from ..common.keys import KeyPair
 from ..common.signed_requests import RequestVerifier
 from ..ledger import Ledger, LocalLedger, default_ledger_path
+from .analytics import refresh_earnings_metrics
+from .app import make_app
 from .config import ProviderConfig
 from .hardware import GPU, Hardware, detect
+from .image import ensure_gateway_image
 from .links import LinkTable
 from .metrics import ProviderMetrics
 from .runtimes import Runtime
+from .runtimes.docker import DockerRuntime, docker_available
+from .runtimes.process import ProcessRuntime
+from .runtimes.slurm import SlurmRuntime
 from .sessions import SessionManager
 from .settlement import ProviderSettlement
 from .store import ACTIVE, SessionStore
@@ -31,18 +38,12 @@ def choose_runtime(config: ProviderConfig, state_dir: Path, provider_id: str
                    ) -> tuple[Runtime, str]:
     """(runtime, why): Docker when asked for or when `auto` finds an engine, else processes;
     Slurm jobs only when asked for."""
-    from .runtimes.process import ProcessRuntime
-
     if config.runtime == "slurm":
-        from .runtimes.slurm import SlurmRuntime
-
         if shutil.which("sbatch") is None:
             raise SystemExit("walnut-provider: runtime is 'slurm' but sbatch is not on PATH")
         return SlurmRuntime(state_dir / "slurm", provider_id, config.slurm,
                             config.availability.max_session_seconds), "configured"
     if config.runtime in ("auto", "docker"):
-        from .runtimes.docker import DockerRuntime, docker_available
-
         ok, reason = docker_available()
         if ok:
             return DockerRuntime(provider_id=provider_id, disk_dir=state_dir / "disks"), \
@@ -106,8 +107,6 @@ class ProviderNode:
             return reference  # processes run this machine's Python environment
         if reference != "builtin":
             return reference
-        from .image import ensure_gateway_image
-
         return ensure_gateway_image(self.runtime.client,
                                     progress=lambda step: log.info("gateway image: %s", step))
 
@@ -174,8 +173,6 @@ class ProviderNode:
         for status in ("starting", "running", "stopped", "failed"):
             self.metrics.sessions.labels(status).set(counts.get(status, 0))
         self.metrics.metered_mist.set(metered)
-        from .analytics import refresh_earnings_metrics  # issue #9
-
         refresh_earnings_metrics(self.metrics, self.store)
         hw = self.hardware()
         self.metrics.cpu_utilization.set(hw.cpu_utilization_pct)
@@ -188,8 +185,6 @@ class ProviderNode:
     async def start(self, host: str | None = None, port: int | None = None,
                     ssl_context=None) -> int:
         """Adopt surviving sessions, start the loops and listen; returns the bound port."""
-        from .app import make_app
-
         await self.sessions.adopt()
         self._loops = asyncio.ensure_future(self.sessions.run_loops())
         # bodies up to the hard cap are read and refused with a JSON 413 by the handlers;
@@ -197,7 +192,7 @@ class ProviderNode:
         self.tls_fingerprint = getattr(ssl_context, "walnut_fingerprint", None)
         self.server = HTTPServer(make_app(self), xheaders=False, ssl_options=ssl_context,
                                  max_body_size=max(16 << 20, 4 * self.config.max_body_bytes))
-        sockets = __import__("tornado.netutil", fromlist=["bind_sockets"]).bind_sockets(
+        sockets = bind_sockets(
             self.config.listen_port if port is None else port,
             self.config.listen_host if host is None else host)
         self.server.add_sockets(sockets)
