@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import asdict, dataclass, field
 
 from ..common.sqlite_store import SQLiteStore
@@ -148,8 +149,6 @@ class RenterStore(SQLiteStore):
     # --- which server kernel is which remote kernel (re-adopted after a server restart) ---
 
     def save_kernel(self, local_id: str, session_id: str, remote_id: str) -> None:
-        import time
-
         with self._db_locked():
             self._db.execute("INSERT OR REPLACE INTO kernels VALUES (?, ?, ?, ?)",
                              (local_id, session_id, remote_id, time.time()))

@@ -13,6 +13,7 @@ from typing import Any
 
 from .bundle import parse_value
 from .manager import JobError, JobManager
+from .sweep import expand_grid, parse_grid, run_sweep, summary
 from .tables import Table, mist
 
 
@@ -145,8 +146,6 @@ def run_job_command(args: argparse.Namespace, jm: JobManager, ui: Any,
 
 def run_sweep_command(args: argparse.Namespace, jm: JobManager, ui: Any,
                       listed: list[dict] | None = None) -> Table:
-    from .sweep import expand_grid, parse_grid, run_sweep, summary
-
     if args.points:
         points = json.loads(args.points.read_text())
         if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):

@@ -101,7 +101,7 @@ def _npy(np: Any, array: Any) -> memoryview:
 
 def _arrow(frame: Any, where: str) -> bytes:
     try:
-        import pyarrow as pa
+        import pyarrow as pa  # noqa: PLC0415  (optional: this source also runs in remote kernels)
     except ImportError as exc:
         raise DataError(f"{where} is a pandas object and moving it needs pyarrow "
                         "(pip install pyarrow) on both sides") from exc
@@ -186,7 +186,7 @@ def _part(node: dict, parts: list) -> memoryview:
 
 def _load_npy(raw: memoryview) -> Any:
     try:
-        import numpy as np
+        import numpy as np  # noqa: PLC0415  (optional: this source also runs in remote kernels)
     except ImportError as exc:
         raise DataError("the value holds a NumPy array; install numpy here") from exc
     fmt = np.lib.format
@@ -213,7 +213,7 @@ def _load_npy(raw: memoryview) -> Any:
 
 def _load_arrow(raw: memoryview, limit: int) -> Any:
     try:
-        import pyarrow as pa
+        import pyarrow as pa  # noqa: PLC0415  (optional: this source also runs in remote kernels)
     except ImportError as exc:
         raise DataError("the value holds a pandas object; install pandas and pyarrow "
                         "here") from exc

@@ -53,7 +53,7 @@ def _mb(n: int) -> str:
 def _pickler(serializer: str):
     if serializer == "cloudpickle":
         try:
-            import cloudpickle
+            import cloudpickle  # noqa: PLC0415  (optional: the magics extra; plain pickle without it)
         except ImportError:
             return pickle.dumps
         return cloudpickle.dumps

@@ -10,6 +10,7 @@ keyed on the provider's registered owner, not on the address its node reports
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from collections import defaultdict
@@ -50,8 +51,6 @@ def _last_checks(manager: RenterManager, ids: Identities) -> dict[str, bool]:
 
 
 def _attested(manager: RenterManager) -> dict[str, bool]:
-    import json
-
     out: dict[str, bool] = {}
     try:
         entries = manager.ledger.list_providers()
