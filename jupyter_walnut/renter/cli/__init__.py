@@ -8,13 +8,13 @@ one line on stderr with a non-zero exit code, never as a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from ...common.cli import CommandError, run_command  # noqa: F401  (subcommands raise it)
+from . import job, wallet
 
-SUBCOMMANDS = ["jupyter_walnut.renter.cli.wallet", "jupyter_walnut.renter.cli.job"]
+SUBCOMMANDS = [wallet, job]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="walnut", description="Walnut: rent remote Jupyter kernels by the second."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        importlib.import_module(name).add_parser(subparsers)
+    for module in SUBCOMMANDS:
+        module.add_parser(subparsers)
     return parser
 
 

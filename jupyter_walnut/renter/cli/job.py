@@ -13,12 +13,21 @@ import os
 import sys
 from typing import Any
 
-from . import CommandError
+from ...common.cli import CommandError
+from ...ledger import walnut_home
+from ..jobs.cli_args import (
+    add_job_arguments,
+    add_sweep_arguments,
+    run_job_command,
+    run_sweep_command,
+)
+from ..jobs.manager import JobError, JobManager
+from ..jobs.offers import OfferError
+from ..manager import RenterError, RenterManager
+from ..provider_client import ProviderAPIError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from ..jobs.cli_args import add_job_arguments, add_sweep_arguments
-
     job = subparsers.add_parser("job", help="batch jobs that run unattended on a provider",
                                 description="Submit, follow and fetch batch jobs.")
     job.add_argument("--provider", action="append", default=[], metavar="URL",
@@ -55,20 +64,11 @@ class TerminalUI:
 
 
 def _manager(args: argparse.Namespace):
-    from ...ledger import walnut_home
-    from ..jobs.manager import JobManager
-    from ..manager import RenterManager
-
     env = [u.strip() for u in os.environ.get("WALNUT_PROVIDERS", "").split(",") if u.strip()]
     return JobManager(RenterManager(walnut_home(), [*env, *args.provider]))
 
 
 def _run(action, args: argparse.Namespace) -> int:
-    from ..jobs.manager import JobError
-    from ..jobs.offers import OfferError
-    from ..manager import RenterError
-    from ..provider_client import ProviderAPIError
-
     try:
         out = action(args, _manager(args), TerminalUI())
     except (JobError, OfferError, RenterError, ProviderAPIError) as exc:
@@ -78,12 +78,8 @@ def _run(action, args: argparse.Namespace) -> int:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    from ..jobs.cli_args import run_job_command
-
     return _run(run_job_command, args)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..jobs.cli_args import run_sweep_command
-
     return _run(run_sweep_command, args)

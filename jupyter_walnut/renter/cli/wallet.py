@@ -12,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ...common.cli import CommandError
 from ...common.keys import KeyPair, load_sui_keystore, sui_active_key, to_sui_keystore_entry
 from ...common.numbers import cli_int
 from ...ledger import LocalLedger, default_ledger_path, format_sui, parse_sui, walnut_home
-from . import CommandError
 
 
 def sui_amount(text: str) -> int:
