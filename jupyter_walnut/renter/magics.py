@@ -9,6 +9,8 @@ land in the cell that asked for them.
 from __future__ import annotations
 
 import argparse
+import html
+import os
 import queue
 import shlex
 import sys
@@ -18,13 +20,26 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.display import clear_output, display, publish_display_data
 from traitlets import Enum, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
-from .jobs import loop
+from ..common.remote_kernel import KernelError, RemoteKernel
+from ..ledger import LocalLedger, default_ledger_path, format_sui
+from .jobs import loop, transfer
+from .jobs.cli_args import (
+    add_job_arguments,
+    add_sweep_arguments,
+    run_job_command,
+    run_sweep_command,
+)
+from .jobs.manager import JobManager
+from .jobs.offers import choose_offer, filter_offers
 from .jobs.tables import Table, mist
 from .jobs.transfer import SERIALIZERS
 from .kernel.output_policy import sanitize
+from .manager import RenterManager
+from .store import ACTIVE
 
 HELP = """\
 Walnut: rent remote kernels by the second, from code.
@@ -115,8 +130,6 @@ def _parsers() -> dict[str, _Parser]:
     ru.add_argument("--provider", action="append", default=[], metavar="URL")
     ru.add_argument("-v", "--verbose", action="store_true", help="print transfer timings")
 
-    from .jobs.cli_args import add_job_arguments, add_sweep_arguments
-
     add_job_arguments(new("job", "Batch jobs that run unattended on a provider."))
     add_sweep_arguments(new("sweep", "Run one notebook over a grid of parameters."))
     return p
@@ -177,8 +190,6 @@ class Progress:
     def update(self, text: str, frac: float | None = None) -> None:
         line = self.bar(frac) + text
         if self.in_kernel:
-            from IPython.display import display
-
             bundle = {"text/plain": line}
             if frac is not None:
                 bundle["text/html"] = (f"<progress value='{frac:.3f}' max='1' "
@@ -202,8 +213,6 @@ class Progress:
 
 
 def _esc(text: str) -> str:
-    import html
-
     return html.escape(text)
 
 
@@ -254,10 +263,6 @@ class WalnutMagics(Magics, Configurable):
 
     @property
     def manager(self):
-        import os
-
-        from .manager import RenterManager
-
         m = RenterManager.current()
         env = [u.strip() for u in os.environ.get("WALNUT_PROVIDERS", "").split(",")]
         for url in [*self.providers, *env, *self._extra_providers]:
@@ -311,8 +316,6 @@ class WalnutMagics(Magics, Configurable):
         return loop.run(manager.offers())
 
     def _cmd_providers(self, args, cell) -> Table:
-        from .jobs.offers import filter_offers
-
         rows = filter_offers(self._offers(), shape=args.shape, gpus=args.gpus,
                              max_price=args.max_price, available_only=args.available)
         rows.sort(key=lambda o: (not o.get("healthy"), o.get("price_mist_per_second", 0)))
@@ -331,8 +334,6 @@ class WalnutMagics(Magics, Configurable):
 
     def _launch(self, offer_spec: str | None, budget: int | None, max_seconds: int | None,
                 image: str = "python"):
-        from .jobs.offers import choose_offer
-
         offer = choose_offer(self._offers(), offer_spec, listed=self._listed)
         if budget is None and max_seconds is None:
             max_seconds = self.default_max_seconds
@@ -360,8 +361,6 @@ class WalnutMagics(Magics, Configurable):
         manager = self.manager
         if not args.all:
             loop.run(manager.refresh())
-        from .store import ACTIVE
-
         sessions = manager.store.list(statuses=None if args.all else ACTIVE)
         return Table(["id", "provider", "shape", "status", "running", "cost MIST",
                       "budget MIST", "reason"], [
@@ -370,8 +369,6 @@ class WalnutMagics(Magics, Configurable):
             title=f"{len(sessions)} session(s)")
 
     def _cmd_stop(self, args, cell) -> None:
-        from .store import ACTIVE
-
         manager = self.manager
         if args.all:
             ids = [s.id for s in manager.store.list(statuses=ACTIVE)]
@@ -390,9 +387,6 @@ class WalnutMagics(Magics, Configurable):
             print("no running sessions")
 
     def _cmd_balance(self, args, cell) -> Table:
-        from ..ledger import LocalLedger, default_ledger_path, format_sui
-        from .store import ACTIVE
-
         manager = self.manager
         address = manager.key.address
         rows = [["wallet", address]]
@@ -415,8 +409,6 @@ class WalnutMagics(Magics, Configurable):
     # --- %%walnut run ---------------------------------------------------------------------
 
     def _session_for_run(self, args):
-        from .store import ACTIVE
-
         manager = self.manager
         if args.offer:
             return self._launch(args.offer, args.budget, None)
@@ -434,9 +426,6 @@ class WalnutMagics(Magics, Configurable):
         raise UsageError(f"walnut run: {len(running)} sessions run; pick one with --session")
 
     async def _kernel_for(self, session):
-        from ..common.remote_kernel import RemoteKernel
-        from .jobs.transfer import setup
-
         kernel = self._kernels.get(session.id)
         if kernel is not None and kernel.connected:
             return kernel
@@ -445,15 +434,13 @@ class WalnutMagics(Magics, Configurable):
             kernel = RemoteKernel(client.session_gateway(session.id, session.access_token),
                                   timeout=self.kernel_timeout)
             await kernel.start()
-            await setup(kernel)
+            await transfer.setup(kernel)
         else:  # reconnect to the same kernel: its variables are still there
             await kernel.connect()
         self._kernels[session.id] = kernel
         return kernel
 
     def _cmd_run(self, args, cell: str) -> None:
-        from .jobs import transfer
-
         push, pull = _csv(args.push), _csv(args.pull)
         ns = self.shell.user_ns
         missing = [n for n in push if n not in ns]
@@ -499,8 +486,6 @@ class WalnutMagics(Magics, Configurable):
         try:
             result = events.pump(work(), lambda kind, m: _show_output(m), interrupt)
         except Exception as exc:
-            from ..common.remote_kernel import KernelError
-
             if isinstance(exc, KernelError):
                 self._kernels.pop(session.id, None)
             raise
@@ -514,20 +499,14 @@ class WalnutMagics(Magics, Configurable):
     # --- jobs and sweeps ------------------------------------------------------------------
 
     def _cmd_job(self, args, cell) -> Any:
-        from .jobs.cli_args import run_job_command
-
         return run_job_command(args, self._job_manager(), ui=_MagicUI(self.shell),
                                listed=self._listed)
 
     def _cmd_sweep(self, args, cell) -> Any:
-        from .jobs.cli_args import run_sweep_command
-
         return run_sweep_command(args, self._job_manager(), ui=_MagicUI(self.shell),
                                  listed=self._listed)
 
     def _job_manager(self):
-        from .jobs.manager import JobManager
-
         return JobManager(self.manager)
 
 
@@ -558,8 +537,6 @@ def _split_frac(text: str) -> tuple[str, float | None]:
 def _show_output(m: dict) -> None:
     """Re-display a remote kernel's output here, made inert first: the renter's JupyterLab
     trusts what this local kernel publishes (the same policy as the kernel bridge)."""
-    from IPython.display import clear_output, publish_display_data
-
     kind = m["header"]["msg_type"]
     content = sanitize(kind, m["content"])
     if kind == "stream":
