@@ -6,16 +6,21 @@ import { requestAPI } from './api';
 import { errorText } from './logic/errors';
 import { pollPlan, MAX_BACKOFF_MS } from './logic/polling';
 import { activeTotals, isActive, isSettling, ITotals, SessionEvent, sessionEvents, settlementOf } from './logic/sessions';
+import { ILaunchStep } from './logic/launch';
 import { ILaunchRequest, IOffer, ISession, IWallet } from './logic/types';
 import { ISample, pushSample, toSample } from './logic/usage';
 
-export type LaunchStep = 'channel' | 'container' | 'kernel' | 'done' | 'error';
+/** Running until the kernel is listed, then done; or error, with the server's message. */
+export type LaunchPhase = 'running' | 'done' | 'error';
 
 export interface ILaunchState {
   request: ILaunchRequest;
-  step: LaunchStep;
+  phase: LaunchPhase;
   startedAt: number;
+  /** The session the server recorded for this launch, once it has one. */
   session?: ISession;
+  /** Its launch steps as the server recorded them (empty until the session exists). */
+  steps: ILaunchStep[];
   error?: string;
 }
 
@@ -140,7 +145,7 @@ export class WalnutModel {
       }
     }
     this._updateLaunchProgress(sessions);
-    const launched = this.launch?.step === 'done' ? this.launch.session?.id : undefined;
+    const launched = this.launch?.phase === 'done' ? this.launch.session?.id : undefined;
     if (launched && !sessions.some(s => s.id === launched && isActive(s))) {
       this.launch = null; // its session ended: the progress has nothing more to say
     }
@@ -163,7 +168,7 @@ export class WalnutModel {
   async launchSession(request: ILaunchRequest): Promise<ISession> {
     const known = new Set(this.sessions.map(s => s.id));
     this._launchKnown = known;
-    this.launch = { request, step: 'channel', startedAt: Date.now() };
+    this.launch = { request, phase: 'running', startedAt: Date.now(), steps: [] };
     this._retune();
     this._changed.emit();
     try {
@@ -171,16 +176,17 @@ export class WalnutModel {
         method: 'POST',
         body: JSON.stringify(request)
       });
-      this.launch = { ...this.launch, step: 'kernel', session };
+      this.launch = { ...this.launch, session, steps: session.launch ?? [] };
       this._changed.emit();
       await this.services.kernelspecs.refreshSpecs();
-      this.launch = { ...this.launch, step: 'done', session };
+      this.launch = { ...this.launch, phase: 'done' };
       this._lastSessions = [...(this._lastSessions ?? []).filter(s => s.id !== session.id), session];
       await this._sessionsPoll.refresh();
       void this._walletPoll.refresh();
       return session;
     } catch (e) {
-      this.launch = { ...this.launch, step: 'error', error: errorText(e) };
+      // the session recorded for it, if any, says which step failed (next refresh)
+      this.launch = { ...this.launch, phase: 'error', error: errorText(e) };
       void this._sessionsPoll.refresh();
       void this._walletPoll.refresh();
       throw e;
@@ -266,15 +272,18 @@ export class WalnutModel {
 
   private _updateLaunchProgress(sessions: ISession[]): void {
     const launch = this.launch;
-    if (!launch || launch.step !== 'channel' || !this._launchKnown) {
+    if (!launch || launch.phase === 'done' || !this._launchKnown) {
       return;
     }
-    // the server records the session once the channel is open and the provider accepted it
+    // the server records the session once the provider accepted it, with the steps so far
     const fresh = sessions.find(
-      s => !this._launchKnown!.has(s.id) && s.provider_url === launch.request.provider_url && s.status === 'starting'
+      s =>
+        (launch.session ? s.id === launch.session.id : !this._launchKnown!.has(s.id)) &&
+        s.provider_url === launch.request.provider_url &&
+        (s.launch ?? []).length > 0
     );
     if (fresh) {
-      this.launch = { ...launch, step: 'container', session: fresh };
+      this.launch = { ...launch, session: fresh, steps: fresh.launch ?? [] };
     }
   }
 
@@ -282,7 +291,7 @@ export class WalnutModel {
   private _retune(): void {
     const plan = pollPlan(
       this.totals.active,
-      this.launch !== null && ['channel', 'container'].includes(this.launch.step),
+      this.launch !== null && this.launch.phase === 'running',
       this.sessions.filter(isSettling).length
     );
     if (this._sessionsPoll.frequency.interval !== plan.sessionsMs) {

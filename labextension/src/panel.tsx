@@ -8,6 +8,7 @@ import { walnutIcon } from './icons';
 import { JobsSection } from './jobs';
 import { reliabilityLabel, verificationBadge } from './logic/analytics';
 import { errorText } from './logic/errors';
+import { failedBeforeCharging, failedStep, launchView, stepLabel } from './logic/launch';
 import { formatSui, parseSui, toMist } from './logic/money';
 import {
   describeHardware,
@@ -425,7 +426,7 @@ function LaunchSection(props: { model: WalnutModel; actions: IPanelActions }) {
   const [mode, setMode] = React.useState<'budget' | 'duration'>('budget');
   const [budget, setBudget] = React.useState('0.05');
   const [minutes, setMinutes] = React.useState('30');
-  const launching = model.launch !== null && !['done', 'error'].includes(model.launch.step);
+  const launching = model.launch !== null && model.launch.phase === 'running';
 
   let parseProblem: string | undefined;
   let budgetMist: bigint | null = null;
@@ -468,7 +469,8 @@ function LaunchSection(props: { model: WalnutModel; actions: IPanelActions }) {
         actions: [{ label: 'Open notebook', callback: () => props.actions.openNotebook(s) }]
       });
     } catch (err) {
-      Notification.error(`Launch failed: ${errorText(err)} Nothing was charged.`, { autoClose: 10000 });
+      // the progress below says at which step, and whether anything was charged
+      Notification.error(`Launch failed: ${errorText(err)}`, { autoClose: 10000 });
     }
   };
 
@@ -579,45 +581,49 @@ function LaunchSection(props: { model: WalnutModel; actions: IPanelActions }) {
   );
 }
 
-const STEPS: { step: string; label: string }[] = [
-  { step: 'channel', label: 'Opening the payment channel' },
-  { step: 'container', label: 'Starting the container' },
-  { step: 'kernel', label: 'Registering the kernel' },
-  { step: 'done', label: 'Ready' }
-];
-
 function LaunchProgress(props: { model: WalnutModel; actions: IPanelActions }) {
   const launch = props.model.launch;
+  const views = launchView(launch?.steps);
   const ref = React.useRef<HTMLDivElement>(null);
+  const where = views.map(v => v.state).join();
   React.useEffect(() => {
     ref.current?.scrollIntoView({ block: 'nearest' });
-  }, [launch?.step]);
+  }, [launch?.phase, where]);
   if (!launch) {
     return null;
   }
-  const current = STEPS.findIndex(s => s.step === launch.step);
+  const failed = failedStep(launch.steps);
   return (
     <div className="jp-Walnut-progress" role="status" aria-live="polite" ref={ref}>
-      {launch.step === 'error' ? (
+      {launch.phase === 'error' && (
         <div className="jp-Walnut-error">
-          The launch failed: {launch.error} Nothing was charged.
+          {failed ? `The launch failed at “${stepLabel(failed.step)}”: ` : 'The launch failed: '}
+          {failed?.detail || launch.error}
+          {failedBeforeCharging(failed) ? ' Nothing was charged.' : ''}
         </div>
-      ) : (
+      )}
+      {launch.steps.length === 0 && launch.phase === 'running' && (
+        <div className="jp-Walnut-muted">Waiting for the provider to accept the session…</div>
+      )}
+      {(launch.phase !== 'error' || failed) && (
         <ol>
-          {STEPS.map((s, i) => (
+          {views.map(v => (
             <li
-              key={s.step}
-              className={i < current || launch.step === 'done' ? 'jp-mod-done' : i === current ? 'jp-mod-current' : ''}
+              key={v.step}
+              data-step={v.step}
+              className={v.state === 'pending' ? '' : `jp-mod-${v.state}`}
+              title={v.detail || undefined}
             >
-              {s.label}
-              {i === current && launch.step !== 'done' ? '…' : ''}
+              {v.label}
+              {v.state === 'current' ? '…' : ''}
             </li>
           ))}
+          {launch.phase === 'done' && <li className="jp-mod-done">Ready</li>}
         </ol>
       )}
-      {(launch.step === 'done' || launch.step === 'error') && (
+      {(launch.phase === 'done' || launch.phase === 'error') && (
         <div className="jp-Walnut-actions">
-          {launch.step === 'done' && launch.session && (
+          {launch.phase === 'done' && launch.session && (
             <button className="jp-Button jp-mod-styled jp-mod-accept" onClick={() => props.actions.openNotebook(launch.session!)}>
               Open a notebook on it
             </button>

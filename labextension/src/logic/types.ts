@@ -1,5 +1,7 @@
 /** The JSON shapes of the /walnut REST API (see jupyter_walnut/renter/extension/handlers.py). */
 
+import type { ILaunchStep } from './launch';
+
 export interface IOffer {
   provider_url: string;
   healthy: boolean;
@@ -67,6 +69,8 @@ export interface ISession {
   deposit_mist?: number | string;
   usage?: IUsage | null;
   extra?: { [key: string]: any };
+  /** The steps its launch went through, in order. */
+  launch?: ILaunchStep[];
 }
 
 export interface IStatus {
