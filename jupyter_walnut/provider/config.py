@@ -21,6 +21,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 EGRESS = ("internet", "offline")  # what a session container may reach (see runtimes/egress.py)
 DEFAULT_DISK_MB = 10240
+_PACKAGE_ID = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 
 
 class ConfigError(ValueError):
@@ -88,6 +89,10 @@ class ProviderConfig:
     tls_key: str = "tls/key.pem"
     ledger: str = "local"  # local | sui (the Sui ledger is configured in [ledger])
     ledger_path: str | None = None  # local ledger file; default: the shared Walnut ledger
+    ledger_rpc_url: str = ""  # kind "sui": the Sui GraphQL service
+    ledger_package_id: str = ""  # kind "sui": the published walnut Move package
+    ledger_key: str = ""  # kind "sui": "" the identity key, "sui-cli", or a key file
+    ledger_gas_budget: int = 50_000_000  # kind "sui": most MIST of gas per transaction
     egress: str = "internet"  # internet (no host, LAN or metadata addresses) | offline
     settlement: SettlementPolicy = field(default_factory=SettlementPolicy)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)  # [slurm], runtime "slurm"
@@ -277,7 +282,11 @@ def parse_config(data: dict) -> ProviderConfig:
     network = _table(data, "network", "")
     _unknown(network, {"egress"}, "network.")
     ledger = _table(data, "ledger", "")
-    _unknown(ledger, {"kind", "path"}, "ledger.")
+    _unknown(ledger, {"kind", "path", "rpc_url", "package_id", "key", "gas_budget"}, "ledger.")
+    kind = _str(ledger, "kind", "ledger.", default="local", choices=("local", "sui"))
+    sui = {key: _str(ledger, key, "ledger.", default="") for key in ("rpc_url", "package_id",
+                                                                      "key")}
+    check_sui_ledger(kind, sui["rpc_url"], sui["package_id"])
     settle = _table(data, "settlement", "")
     _unknown(settle, set(SETTLEMENT_KEYS), "settlement.")
     defaults = SettlementPolicy()
@@ -313,12 +322,28 @@ def parse_config(data: dict) -> ProviderConfig:
         tls=tls_mode,
         tls_cert=_str(tls, "cert", "tls.", default="tls/cert.pem"),
         tls_key=_str(tls, "key", "tls.", default="tls/key.pem"),
-        ledger=_str(ledger, "kind", "ledger.", default="local", choices=("local",)),
+        ledger=kind,
+        ledger_rpc_url=sui["rpc_url"],
+        ledger_package_id=sui["package_id"],
+        ledger_key=sui["key"],
+        ledger_gas_budget=_int(ledger, "gas_budget", "ledger.", default=50_000_000, minimum=1),
         ledger_path=_str(ledger, "path", "ledger.", default=None) if "path" in ledger else None,
         egress=_str(network, "egress", "network.", default="internet", choices=EGRESS),
         settlement=policy,
         slurm=_slurm(data, shapes),
     )
+
+
+def check_sui_ledger(kind: str, rpc_url: str, package_id: str) -> None:
+    """[ledger] kind = "sui" names its node and package; nothing else uses those keys."""
+    if kind != "sui":
+        return
+    if not rpc_url.startswith(("http://", "https://")):
+        raise ConfigError("ledger.rpc_url: kind \"sui\" needs the Sui GraphQL URL "
+                          "(http:// or https://)")
+    if not _PACKAGE_ID.match(package_id):
+        raise ConfigError("ledger.package_id: kind \"sui\" needs the walnut package id "
+                          "(0x + hex)")
 
 
 def load_config(path: Path) -> ProviderConfig:

@@ -26,7 +26,9 @@ from pathlib import Path
 
 from tornado import web
 
+from ..jobs.store import JobStore
 from ..jobs.tables import SafeCSVWriter
+from ..reputation import provider_reputation
 from ..store import RenterSession
 from .handlers import WalnutHandler
 
@@ -93,8 +95,6 @@ def renter_history(manager) -> dict:
     jobs: list[dict] = []
     jobs_db = manager.home / "jobs.sqlite"
     if jobs_db.exists():
-        from ..jobs.store import JobStore
-
         store = JobStore(jobs_db)
         try:
             jobs = store.list()
@@ -146,8 +146,6 @@ class HistoryCSVHandler(WalnutHandler):
 class ProvidersHandler(WalnutHandler):
     @web.authenticated
     def get(self) -> None:
-        from ..reputation import provider_reputation
-
         self.finish(json.dumps({"providers": provider_reputation(self.walnut)}))
 
 
