@@ -11,13 +11,13 @@ from traitlets import Bool, Float, Int, List, Unicode, default
 
 from ..._version import __version__
 from ..manager import RenterManager
-from .handlers import handlers
 from .nodelay import nodelay_class
 
 
 class WalnutApp(ExtensionApp):
     name = "jupyter_walnut"
     description = "Rent remote GPU/CPU kernels by the second from Jupyter."
+from .routes import handlers
     version = __version__
 
     providers = List(

@@ -164,19 +164,3 @@ class TopUpHandler(WalnutHandler):
             raise RenterError(400, "amount_mist is required")
         session = await self.walnut.top_up(session_id, amount)
         self.finish(json.dumps(session.public()))
-
-
-def handlers() -> list[tuple[str, type]]:
-    from .analytics_handlers import analytics_handlers  # issue #9
-    from .jobs_handlers import jobs_handlers  # it imports this module's base handler
-
-    sid = r"(s-[0-9a-f]{16})"
-    return [*jobs_handlers(), *analytics_handlers(),
-        (r"/walnut/offers", OffersHandler),
-        (r"/walnut/sessions", SessionsHandler),
-        (rf"/walnut/sessions/{sid}", SessionHandler),
-        (r"/walnut/status", StatusHandler),
-        (rf"/walnut/sessions/{sid}/topup", TopUpHandler),
-        (r"/walnut/wallet", WalletHandler),
-        (r"/walnut/wallet/fund", FundHandler),
-    ]

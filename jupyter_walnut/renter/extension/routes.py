@@ -1,0 +1,30 @@
+"""The renter extension's route table: the handlers of handlers.py and those of
+jobs_handlers.py and analytics_handlers.py, which build on handlers.py's base handler (so
+the table that names them all lives here, not in handlers.py)."""
+
+from __future__ import annotations
+
+from .analytics_handlers import analytics_handlers
+from .handlers import (
+    FundHandler,
+    OffersHandler,
+    SessionHandler,
+    SessionsHandler,
+    StatusHandler,
+    TopUpHandler,
+    WalletHandler,
+)
+from .jobs_handlers import jobs_handlers
+
+
+def handlers() -> list[tuple[str, type]]:
+    sid = r"(s-[0-9a-f]{16})"
+    return [*jobs_handlers(), *analytics_handlers(),
+        (r"/walnut/offers", OffersHandler),
+        (r"/walnut/sessions", SessionsHandler),
+        (rf"/walnut/sessions/{sid}", SessionHandler),
+        (r"/walnut/status", StatusHandler),
+        (rf"/walnut/sessions/{sid}/topup", TopUpHandler),
+        (r"/walnut/wallet", WalletHandler),
+        (r"/walnut/wallet/fund", FundHandler),
+    ]
