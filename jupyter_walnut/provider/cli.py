@@ -25,6 +25,7 @@ from .cli_benchmark import add_benchmark_command
 from .cli_ledger import add_ledger_commands
 from .config import ConfigError, default_config_text, load_config, parse_config, slurm_config_text
 from .hardware import detect
+from .ledger_setup import ledger_identity
 from .node import ProviderNode
 from .runtimes.base import RuntimeError_
 from .runtimes.process import ProcessRuntime
@@ -92,7 +93,7 @@ def load_config_text_check(text: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.home / "provider.toml")
-        identity = KeyPair.load(args.home / "identity.key")
+        identity = ledger_identity(config, KeyPair.load(args.home / "identity.key"))
     except (ConfigError, KeyError_) as exc:
         return fail(str(exc))
     handler = logging.StreamHandler()

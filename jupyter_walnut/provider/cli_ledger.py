@@ -1,8 +1,9 @@
 """`walnut-provider register` and `claim`: the provider's side of settlement.
 
 The provider's key is <provider home>/identity.key (a KeyPair.save file). The ledger is
-the local one: --ledger, else $WALNUT_LEDGER, else <provider home>/ledger.sqlite; point
-the renter and the provider at one file to settle on one machine.
+--ledger (a local file), else the home's provider.toml when its [ledger] kind is "sui"
+(rpc_url, package_id, key), else $WALNUT_LEDGER, else <provider home>/ledger.sqlite; point
+the renter and the provider at one local file to settle on one machine.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..common.cli import run_command
 from ..common.keys import KeyPair
 from ..common.numbers import cli_int
-from ..ledger import LocalLedger, Voucher, format_sui
+from ..ledger import Ledger, LocalLedger, Voucher, format_sui
+from .config import ProviderConfig, load_config
+from .ledger_setup import ledger_identity, node_ledger
 
 
 def add_ledger_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -74,12 +77,29 @@ def _guarded(func):
 def _identity(args: argparse.Namespace) -> KeyPair:
     if args.home is None:
         raise ValueError("name the provider home with --home or $WALNUT_PROVIDER_HOME")
-    return KeyPair.load(Path(args.home) / "identity.key")
+    identity = KeyPair.load(Path(args.home) / "identity.key")
+    config = _sui_config(args)
+    return ledger_identity(config, identity) if config else identity
 
 
-def _ledger(args: argparse.Namespace) -> LocalLedger:
+def _sui_config(args: argparse.Namespace) -> ProviderConfig | None:
+    """The home's provider.toml when it settles on Sui ([ledger] kind = "sui"): register and
+    claim then go to its rpc_url, as the node's own claims do; --ledger still wins."""
+    if args.ledger or args.home is None:
+        return None
+    path = Path(args.home) / "provider.toml"
+    if not path.exists():
+        return None
+    config = load_config(path)
+    return config if config.ledger == "sui" else None
+
+
+def _ledger(args: argparse.Namespace) -> Ledger:
     if args.ledger:
         return LocalLedger(args.ledger)
+    config = _sui_config(args)
+    if config is not None:
+        return node_ledger(config, _identity(args))
     env = os.environ.get("WALNUT_LEDGER")
     if env:
         return LocalLedger(Path(env).expanduser())

@@ -15,12 +15,13 @@ from tornado.netutil import bind_sockets
 from .._version import __version__
 from ..common.keys import KeyPair
 from ..common.signed_requests import RequestVerifier
-from ..ledger import Ledger, LocalLedger, default_ledger_path
+from ..ledger import Ledger
 from .analytics import refresh_earnings_metrics
 from .app import make_app
 from .config import ProviderConfig
 from .hardware import GPU, Hardware, detect
 from .image import ensure_gateway_image
+from .ledger_setup import node_ledger
 from .links import LinkTable
 from .metrics import ProviderMetrics
 from .runtimes import Runtime
@@ -74,7 +75,7 @@ class ProviderNode:
         self._hw: Hardware | None = None
         self._hw_at = 0.0
         if ledger is None:
-            ledger = LocalLedger(config.ledger_path or default_ledger_path())
+            ledger = node_ledger(config, identity)  # [ledger] kind: local or sui
         self.ledger = ledger
         self.settlement = ProviderSettlement(ledger, identity, config.settlement)
         self.sessions = SessionManager(config, runtime, self.store, self.hardware,

@@ -7,17 +7,29 @@ from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
-from traitlets import Bool, Float, Int, List, Unicode, default
+from traitlets import Bool, Float, Int, List, Type, Unicode, default
 
 from ..._version import __version__
+from ...common.errors import WalnutError
+from ...common.keys import KeyPair
+from ...ledger import Ledger, LocalLedger, default_ledger_path, walnut_home
+from ...ledger.choice import load_sui_key, resolve_ledger_class
+from ...ledger.sui import DEFAULT_GAS_BUDGET, SuiLedger
 from ..manager import RenterManager
 from .nodelay import nodelay_class
+from .routes import handlers
+
+
+class LedgerClass(Type):
+    """A `Ledger` subclass: "local", "sui" or an import path."""
+
+    def _resolve_string(self, string: str):
+        return super()._resolve_string(resolve_ledger_class(string))
 
 
 class WalnutApp(ExtensionApp):
     name = "jupyter_walnut"
     description = "Rent remote GPU/CPU kernels by the second from Jupyter."
-from .routes import handlers
     version = __version__
 
     providers = List(
@@ -32,6 +44,27 @@ from .routes import handlers
     ledger_path = Unicode(
         "", config=True,
         help="Local ledger file (default: $WALNUT_LEDGER or <walnut home>/ledger.sqlite).")
+    ledger_class = LedgerClass(
+        LocalLedger, klass=Ledger, config=True,
+        help="The ledger this renter pays on: 'local' (LocalLedger, the SQLite file at "
+             "ledger_path; the default) or 'sui' (SuiLedger: the walnut Move package at "
+             "sui_package_id through the GraphQL service at sui_rpc_url), or the import path "
+             "of another Ledger class.")
+    sui_rpc_url = Unicode(
+        config=True, help="The Sui GraphQL service, e.g. http://127.0.0.1:9125/graphql "
+                          "(default: $WALNUT_SUI_RPC_URL). With ledger_class 'sui'.")
+    sui_package_id = Unicode(
+        config=True, help="The published walnut Move package, 0x... "
+                          "(default: $WALNUT_SUI_PACKAGE). With ledger_class 'sui'.")
+    sui_key = Unicode(
+        "", config=True,
+        help="The key that pays on Sui: empty for the Walnut wallet "
+             "(<walnut home>/wallet.key), 'sui-cli' for the sui CLI's active address "
+             "($SUI_CONFIG_DIR or ~/.sui/sui_config), or the path of a key file "
+             "(suiprivkey1...). With ledger_class 'sui'.")
+    sui_gas_budget = Int(
+        DEFAULT_GAS_BUDGET, config=True,
+        help="Most MIST of gas one Sui transaction may use (the node charges what it uses).")
     challenge_period = Int(
         600, config=True,
         help="Seconds a provider has to claim after this renter asks to close a channel; "
@@ -53,16 +86,37 @@ from .routes import handlers
 
     @default("walnut_home")
     def _default_home(self) -> str:
-        from ...ledger import walnut_home
-
         return str(walnut_home())
 
-    def initialize_settings(self) -> None:
-        from ...ledger import LocalLedger, default_ledger_path
+    @default("sui_rpc_url")
+    def _default_sui_rpc_url(self) -> str:
+        return os.environ.get("WALNUT_SUI_RPC_URL", "")
 
-        ledger = LocalLedger(self.ledger_path or default_ledger_path())
-        self.manager = RenterManager(Path(self.walnut_home), self.providers, ledger=ledger,
-                                     challenge_period_s=self.challenge_period)
+    @default("sui_package_id")
+    def _default_sui_package_id(self) -> str:
+        return os.environ.get("WALNUT_SUI_PACKAGE", "")
+
+    def make_ledger(self) -> tuple[Ledger, KeyPair | None]:
+        """The configured ledger, and the key that pays on it (None: the Walnut wallet).
+
+        A Sui ledger connects on its first call: the server starts without its node, and
+        each request that needs it answers 503 naming sui_rpc_url until it answers."""
+        cls = self.ledger_class
+        if not issubclass(cls, SuiLedger):
+            return cls(self.ledger_path or default_ledger_path()), None
+        missing = [name for name in ("sui_rpc_url", "sui_package_id") if not getattr(self, name)]
+        if missing:
+            raise WalnutError(f"WalnutApp.ledger_class is {cls.__name__}: set "
+                              + " and ".join(f"WalnutApp.{name}" for name in missing))
+        key = load_sui_key(self.sui_key) if self.sui_key else None
+        return cls(self.sui_rpc_url, self.sui_package_id, key=key,
+                   gas_budget=self.sui_gas_budget), key
+
+    def initialize_settings(self) -> None:
+        ledger, key = self.make_ledger()
+        self.manager = RenterManager(Path(self.walnut_home), self.providers, key=key,
+                                     ledger=ledger, challenge_period_s=self.challenge_period,
+                                     parent=self)
         self.manager.poll_interval_s = self.poll_interval
         self.manager.trusted_output_providers = {u.rstrip("/") for u in
                                                  self.trusted_output_providers}
@@ -77,8 +131,9 @@ from .routes import handlers
         # follow session cost once the server's event loop runs
         IOLoop.current().add_callback(self.manager.start_polling)
         IOLoop.current().add_callback(self._readopt_kernels)
-        self.log.info("Walnut %s: %d provider(s), wallet %s", __version__, len(self.providers),
-                      self.manager.key.address)
+        self.log.info("Walnut %s: %d provider(s), wallet %s on the %s ledger%s", __version__,
+                      len(self.providers), self.manager.key.address, self.manager.network,
+                      f" at {self.sui_rpc_url}" if isinstance(ledger, SuiLedger) else "")
 
     async def _readopt_kernels(self) -> None:
         """Kernels of running sessions that outlived the last server: same ids, same state."""
