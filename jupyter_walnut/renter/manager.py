@@ -17,10 +17,10 @@ from traitlets.config import LoggingConfigurable
 
 from ..common.keys import KeyPair
 from ..common.models import Settlement
-from ..common.errors import StatusError
 from ..common.sqlite_store import StorageError
 from ..common.tls import TLSError
-from ..ledger import Channel, Ledger, LocalLedger, default_ledger_path
+from ..ledger import Channel, Ledger, LocalLedger, default_ledger_path, walnut_home
+from .errors import RenterError
 from .kernelspecs import remove_kernelspec, write_kernelspec
 from .launch import OnStep, StepLog, fan_out, progress_reporter, run_steps
 from .payments import RenterPayments
@@ -32,10 +32,6 @@ from .verify.runner import verify_session
 log = logging.getLogger("walnut.renter")
 
 _current: RenterManager | None = None
-
-
-class RenterError(StatusError):
-    """A renter operation that cannot be done; `status` is the HTTP status to answer with."""
 
 
 @dataclass
@@ -101,8 +97,6 @@ class RenterManager(LoggingConfigurable):
     def current(cls) -> RenterManager:
         global _current
         if _current is None:
-            from ..ledger import walnut_home
-
             _current = cls(walnut_home())
         return _current
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from ...common import probe
 from ...common.probe_check import Verdict, check, verify_attestation
 from ..provider_client import ProviderAPIError, ProviderClient
+from ..errors import RenterError
 
 if TYPE_CHECKING:
     from ...ledger import Ledger
@@ -139,8 +140,6 @@ async def verify_session(manager: RenterManager, session: RenterSession,
 
     On failure the session is stopped at once (the final voucher pays only the seconds
     so far) and a RenterError(409) says why."""
-    from ..manager import RenterError
-
     if on_progress is not None:
         on_progress("verifying the hardware")
     client = manager.client(session.provider_url)
