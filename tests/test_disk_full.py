@@ -21,9 +21,10 @@ import pytest
 from conftest import open_channel, provider_config
 from stack import StackNode, stack_runtime
 
+from jupyter_walnut.common.errors import WalnutError
 from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger
-from jupyter_walnut.renter.manager import RenterError, RenterManager
+from jupyter_walnut.renter.manager import RenterManager
 from jupyter_walnut.renter.provider_client import ProviderAPIError
 
 pytestmark = pytest.mark.asyncio
@@ -104,7 +105,7 @@ async def test_full_disk_under_the_ledger_moves_no_money(stack_factory, small_di
     # the provider's node settles on its own ledger object; the renter opens channels here
     renter = RenterManager(tmp_path / "renter", [node.pinned_url], key=key, ledger=ledger)
     small_disk.fill()
-    with pytest.raises(RenterError) as err:
+    with pytest.raises(WalnutError) as err:
         await renter.launch(node.pinned_url, "cpu-small", budget_mist=BUDGET)
     assert err.value.status == 503
     assert err.value.message == "the local ledger is unavailable: database or disk is full"
@@ -127,7 +128,7 @@ async def test_full_disk_under_the_renters_state_is_a_clear_error(stack_factory,
     renter = RenterManager(small_disk.path / "renter", [node.pinned_url], key=key,
                            ledger=ledger)
     small_disk.fill()
-    with pytest.raises(RenterError) as err:
+    with pytest.raises(WalnutError) as err:
         await renter.launch(node.pinned_url, "cpu-small", budget_mist=BUDGET)
     assert err.value.status == 507
     assert err.value.message == (f"no space left on the disk holding {renter.store.path}: "
@@ -155,7 +156,7 @@ async def test_a_session_the_renter_cannot_record_is_stopped_and_refunded(stack_
         if step == "starting session container":
             small_disk.fill(renter.store.path)
 
-    with pytest.raises(RenterError) as err:
+    with pytest.raises(WalnutError) as err:
         await renter.launch(node.pinned_url, "cpu-small", budget_mist=BUDGET,
                             on_progress=disk_fills_once_the_channel_is_open)
     assert err.value.status == 507

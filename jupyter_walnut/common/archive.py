@@ -11,13 +11,15 @@ import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from .errors import BadRequest
+
 MAX_MEMBERS = 10_000
 MAX_UNPACKED_BYTES = 1 << 30
 CHUNK = 1 << 20
 FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)  # not sparse, contiguous or link types
 
 
-class ArchiveError(ValueError):
+class ArchiveError(BadRequest, ValueError):
     """The archive was refused; the message says which member and why."""
 
 

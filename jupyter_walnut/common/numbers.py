@@ -15,18 +15,19 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .errors import BadRequest
+
 U64_MAX = 2**64 - 1
 MAX_DIGITS = 20  # len(str(U64_MAX)); longer inputs are refused before int() sees them
 MAX_SECONDS = 10**12  # durations: far beyond any session, and inside SQLite's signed int64
 
 
-class NumberError(ValueError):
-    """A field that is not an acceptable integer; `message` names the field."""
+class NumberError(BadRequest, ValueError):
+    """A field that is not an acceptable integer (400); `message` names the field."""
 
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
-        self.message = f"{field}: {reason}"
-        super().__init__(self.message)
+        super().__init__(f"{field}: {reason}")
 
 
 class _OversizedInt:

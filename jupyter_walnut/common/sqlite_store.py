@@ -10,17 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import WalnutError
+from .errors import StatusError
 
 
-class StorageError(WalnutError):
+class StorageError(StatusError):
     """State could not be written: 507 when the disk is full, 503 when the file is locked or
     unreadable. A statement that fails changes nothing (SQLite rolls it back)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def storage_error(path: Path, exc: sqlite3.Error) -> StorageError:

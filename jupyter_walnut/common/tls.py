@@ -24,11 +24,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from .errors import BadGateway
+
 _PIN = re.compile(r"^sha256=([0-9a-f]{64})$")
 
 
-class TLSError(Exception):
-    """A TLS problem a user can act on; the message says which."""
+class TLSError(BadGateway):
+    """A TLS problem a user can act on (a peer's certificate, mostly: 502); the message
+    says which."""
 
 
 def generate_self_signed(common_name: str, cert_path: Path, key_path: Path,

@@ -11,12 +11,21 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 
-from .base import ABORT_CODES, MIST_PER_SUI, Channel, Ledger, LedgerError, ProviderEntry
+from .base import (
+    ABORT_CODES,
+    HTTP_STATUS,
+    MIST_PER_SUI,
+    Channel,
+    Ledger,
+    LedgerError,
+    ProviderEntry,
+)
 from .local import LocalLedger
 from .vouchers import Voucher, parse_voucher_message, verify_voucher, voucher_message
 
 __all__ = [
     "ABORT_CODES",
+    "HTTP_STATUS",
     "MIST_PER_SUI",
     "Channel",
     "Ledger",

@@ -42,20 +42,49 @@ ABORT_CODES: dict[str, int] = {
 }
 CODE_NAMES = {code: name for name, code in ABORT_CODES.items()}
 
+# The one mapping of ledger codes to HTTP statuses, for every role's API: 402 where money is
+# missing, 409 where the channel's state forbids it now, 503 where the ledger itself failed.
+HTTP_STATUS: dict[str, int] = {
+    "E_NOT_RENTER": 403,
+    "E_NOT_PROVIDER": 403,
+    "E_BAD_SIGNATURE": 400,
+    "E_STALE_VOUCHER": 409,
+    "E_CHANNEL_CLOSED": 409,
+    "E_CLOSE_ALREADY_REQUESTED": 409,
+    "E_CLOSE_NOT_REQUESTED": 409,
+    "E_CHALLENGE_PERIOD_ACTIVE": 409,
+    "E_ZERO_AMOUNT": 400,
+    "E_BAD_PUBLIC_KEY": 400,
+    "E_NOT_OWNER": 403,
+    "E_PROVIDER_RETIRED": 409,
+    "E_BAD_FINGERPRINT": 400,
+    "E_CHANNEL_CLOSING": 409,
+    "E_DEPOSIT_EXHAUSTED": 402,
+    "E_INSUFFICIENT_FUNDS": 402,
+    "E_UNKNOWN_CHANNEL": 404,
+    "E_UNKNOWN_PROVIDER": 404,
+    "E_UNSUPPORTED": 400,
+    "E_INVALID_ARGUMENT": 400,
+    "E_NODE": 503,
+}
+
 MIST_PER_SUI = 1_000_000_000
 FINGERPRINT_LENGTH = 32  # SHA-256 of the provider's TLS certificate (DER)
 
 
 class LedgerError(WalnutError):
-    """A refused ledger operation. `code` is the stable name, `abort_code` its number."""
+    """A refused ledger operation. `code` is the stable name, `abort_code` its number,
+    `status` its HTTP status (HTTP_STATUS); `message` is the text without the code."""
 
     def __init__(self, code: str, message: str) -> None:
         if code not in ABORT_CODES:
             raise ValueError(f"unknown ledger error code {code}")
-        super().__init__(f"{code}: {message}")
+        super().__init__(message, status=HTTP_STATUS[code])
         self.code = code
         self.abort_code = ABORT_CODES[code]
-        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"  # logs and CLIs keep the stable name
 
     @classmethod
     def from_abort(cls, abort_code: int, detail: str = "") -> LedgerError:

@@ -6,11 +6,14 @@ import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...common.errors import Unavailable
+
 GATEWAY_CONTAINER_PORT = 8888
 
 
-class RuntimeError_(Exception):
-    """A runtime could not start or reach a session; the message is safe to show a renter."""
+class RuntimeError_(Unavailable):
+    """A runtime could not start or reach a session (503); the message is safe to show a
+    renter."""
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,9 @@ from typing import Any
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from ...common.numbers import MAX_SECONDS, U64_MAX, NumberError, loads_json, optional_int
-from ...common.sqlite_store import StorageError
-from ..manager import RenterError, RenterManager
-from ..provider_client import ProviderAPIError
+from ...common.errors import BadRequest, WalnutError
+from ...common.numbers import MAX_SECONDS, U64_MAX, loads_json, optional_int
+from ..manager import RenterManager
 from ..store import ACTIVE, RenterSession
 
 
@@ -21,24 +20,21 @@ class WalnutHandler(APIHandler):
         return self.settings["walnut_manager"]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every failure of every /walnut/ handler is answered here, as
+        {"message", "status"}: a WalnutError with its own, anything else as a bare 500."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, RenterError | StorageError):
-            status, message = exc.status, exc.message
-        elif isinstance(exc, NumberError):
-            status, message = 400, exc.message
-        elif isinstance(exc, ProviderAPIError):
-            status = exc.status if 400 <= exc.status < 500 else 502
-            message = exc.message
+        if isinstance(exc, WalnutError):
+            status, message = exc.answer_status, exc.message
         elif isinstance(exc, web.HTTPError):
             status, message = exc.status_code, exc.log_message or self._reason
-        else:
+        else:  # the traceback goes to the server log, never to the page
             status, message = 500, "internal error in jupyter-walnut (see the server log)"
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"message": message, "status": status}))
 
     def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, RenterError | ProviderAPIError | StorageError | NumberError):
+        if isinstance(value, WalnutError):
             self.log.warning("%s %s: %s", self.request.method, self.request.path, value)
             return  # expected failures, already answered in words: no traceback
         super().log_exception(typ, value, tb)
@@ -51,9 +47,9 @@ class WalnutHandler(APIHandler):
         try:
             data = loads_json(self.request.body or b"{}")
         except (ValueError, RecursionError) as exc:
-            raise RenterError(400, "request body is not valid JSON") from exc
+            raise BadRequest("request body is not valid JSON") from exc
         if not isinstance(data, dict):
-            raise RenterError(400, "request body must be a JSON object")
+            raise BadRequest("request body must be a JSON object")
         return data
 
 
@@ -67,7 +63,7 @@ def _str_field(data: dict, key: str, required: bool = True, default: str | None 
     if value is None and not required:
         return ""
     if not isinstance(value, str) or not value:
-        raise RenterError(400, f"{key} is required")
+        raise BadRequest(f"{key} is required")
     return value
 
 
@@ -89,7 +85,7 @@ class SessionsHandler(WalnutHandler):
         unknown = sorted(set(data) - {"provider_url", "shape", "image", "max_seconds",
                                       "budget_mist"})
         if unknown:
-            raise RenterError(400, f"unknown field: {unknown[0]}")
+            raise BadRequest(f"unknown field: {unknown[0]}")
         session = await self.walnut.launch(
             provider_url=_str_field(data, "provider_url"),
             shape=_str_field(data, "shape"),
@@ -143,15 +139,10 @@ class FundHandler(WalnutHandler):
     async def post(self) -> None:
         amount = positive_int(self.body(), "amount_mist")
         if amount is None:
-            raise RenterError(400, "amount_mist is required")
+            raise BadRequest("amount_mist is required")
         if self.walnut.network != "local":
-            raise RenterError(400, "funding is only possible on the local ledger")
-        from ...ledger import LedgerError
-
-        try:
-            balance = self.walnut.ledger.fund(self.walnut.key.address, amount)
-        except LedgerError as exc:
-            raise RenterError(400, exc.message) from exc
+            raise BadRequest("funding is only possible on the local ledger")
+        balance = self.walnut.ledger.fund(self.walnut.key.address, amount)
         self.finish(json.dumps({"address": self.walnut.key.address, "balance_mist": balance,
                                 "network": self.walnut.network}))
 
@@ -161,6 +152,6 @@ class TopUpHandler(WalnutHandler):
     async def post(self, session_id: str) -> None:
         amount = positive_int(self.body(), "amount_mist")
         if amount is None:
-            raise RenterError(400, "amount_mist is required")
+            raise BadRequest("amount_mist is required")
         session = await self.walnut.top_up(session_id, amount)
         self.finish(json.dumps(session.public()))

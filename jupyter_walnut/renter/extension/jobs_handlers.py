@@ -22,10 +22,9 @@ from pathlib import Path
 
 from tornado import web
 
-from ...common.numbers import NumberError, optional_int, parse_int
-from ..jobs.manager import JobError, JobManager
-from ..jobs.offers import OfferError
-from ..manager import RenterError
+from ...common.errors import BadRequest, WalnutError
+from ...common.numbers import optional_int, parse_int
+from ..jobs.manager import JobManager
 from .handlers import WalnutHandler
 
 _managers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -40,19 +39,13 @@ class JobsBase(WalnutHandler):
             jm = _managers[self.walnut] = JobManager(self.walnut)
         return jm
 
-    async def guarded(self, coro):
-        try:
-            return await coro
-        except (JobError, OfferError) as exc:
-            raise RenterError(404 if "no job" in str(exc) else 400, str(exc)) from exc
-
     def local_path(self, rel: object) -> Path:
         if not isinstance(rel, str) or not rel:
-            raise RenterError(400, "path is required (relative to the server root)")
+            raise BadRequest("path is required (relative to the server root)")
         root = Path(self.settings.get("server_root_dir", ".")).expanduser().resolve()
         path = (root / rel).resolve()
         if root not in path.parents and path != root:
-            raise RenterError(400, f"{rel}: outside the server root")
+            raise BadRequest(f"{rel}: outside the server root")
         return path
 
 
@@ -68,10 +61,10 @@ class JobsHandler(JobsBase):
         unknown = sorted(set(data) - {"path", "budget_mist", "files", "parameters", "offer",
                                       "max_retries", "redundancy", "name"})
         if unknown:
-            raise RenterError(400, f"unknown field: {unknown[0]}")
+            raise BadRequest(f"unknown field: {unknown[0]}")
         files = data.get("files") or []
         if not isinstance(files, list):
-            raise RenterError(400, "files must be a list of paths")
+            raise BadRequest("files must be a list of paths")
         try:
             job = self.jobs.create(
                 self.local_path(data.get("path")),
@@ -81,11 +74,11 @@ class JobsHandler(JobsBase):
                 max_retries=optional_int(data, "max_retries", 2, maximum=100),
                 redundancy=optional_int(data, "redundancy", 1, minimum=1, maximum=2),
                 name=data.get("name"))
-        except NumberError:
-            raise  # answered as a 400 naming the field
-        except (JobError, ValueError, TypeError) as exc:
-            raise RenterError(400, str(exc)) from exc
-        job = await self.guarded(self.jobs.start(job["id"]))
+        except WalnutError:
+            raise  # JobError, NumberError...: answered with their own status
+        except (ValueError, TypeError) as exc:  # from reading the files or parameters
+            raise BadRequest(str(exc)) from exc
+        job = await self.jobs.start(job["id"])
         task = asyncio.ensure_future(self.jobs.watch(job["id"]))  # follows it to the end
         _watchers.add(task)
         task.add_done_callback(_watchers.discard)
@@ -96,11 +89,11 @@ class JobsHandler(JobsBase):
 class JobHandler(JobsBase):
     @web.authenticated
     async def get(self, job_id: str) -> None:
-        self.finish(json.dumps(await self.guarded(self.jobs.step(job_id))))
+        self.finish(json.dumps(await self.jobs.step(job_id)))
 
     @web.authenticated
     async def delete(self, job_id: str) -> None:
-        self.finish(json.dumps(await self.guarded(self.jobs.cancel(job_id))))
+        self.finish(json.dumps(await self.jobs.cancel(job_id)))
 
 
 def jobs_handlers() -> list[tuple[str, type]]:

@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ...common.errors import BadRequest
+
 MAX_INPUT_BYTES = 8 * 1024 * 1024  # the provider takes 12 MiB of base64 per job
 
 
-class BundleError(ValueError):
+class BundleError(BadRequest, ValueError):
     """The job's files cannot be sent; one line for the user."""
 
 

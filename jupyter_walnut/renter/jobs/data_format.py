@@ -27,6 +27,8 @@ import sys
 import warnings
 from typing import Any
 
+from ...common.errors import BadRequest
+
 MAX_DEPTH = 64
 SCALARS = (type(None), bool, int, float, str)
 SEQUENCES = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset"}
@@ -34,7 +36,7 @@ SERIES_COLUMN = "walnut_series"
 MAX_NPY_HEADER = 65536  # NumPy itself reads at most 10,000 bytes of header
 
 
-class DataError(ValueError):
+class DataError(BadRequest, ValueError):
     """A value that is not data, or parts that do not decode as data; one line."""
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ...common.errors import BadRequest
 
-class OfferError(Exception):
-    """No offer matches; the message says which filter left nothing."""
+
+class OfferError(BadRequest):
+    """No offer matches (400); the message says which filter left nothing."""
 
 
 def usable(row: dict) -> bool:

@@ -20,6 +20,7 @@ import pickle
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from ...common.errors import BadRequest
 from . import data_format
 from .data_format import DataError
 
@@ -36,7 +37,7 @@ PICKLE_HINT = ("only plain values, NumPy arrays and pandas DataFrames/Series com
                "trust")
 
 
-class TransferError(Exception):
+class TransferError(BadRequest):
     """A variable that cannot move; the message is one line for the user."""
 
 

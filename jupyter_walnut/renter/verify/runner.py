@@ -17,9 +17,10 @@ import uuid
 from typing import TYPE_CHECKING
 
 from ...common import probe
+from ...common.errors import BadGateway
 from ...common.probe_check import Verdict, check, verify_attestation
-from ..provider_client import ProviderAPIError, ProviderClient
 from ..errors import RenterError
+from ..provider_client import ProviderAPIError, ProviderClient
 
 if TYPE_CHECKING:
     from ...ledger import Ledger
@@ -32,8 +33,8 @@ PROBE_TIMEOUT_S = 90.0  # kernel start + imports + ~1 s of benchmark, on a slow 
 BENCHMARK_SECONDS = 1.0
 
 
-class ProbeError(Exception):
-    """The probe could not run or its answer could not be read."""
+class ProbeError(BadGateway):
+    """The probe could not run or its answer could not be read (502)."""
 
 
 def probe_code(seconds: float = BENCHMARK_SECONDS) -> str:
