@@ -12,19 +12,25 @@ from typing import Any
 from tornado import httpclient, websocket
 
 from . import responses
+from .errors import StatusError
 from .keepalive import Keepalive
 
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 MAX_GATEWAY_JSON = 16 * 1024 * 1024  # a kernel gateway's REST answer (kernel models)
 
 
-class ProviderAPIError(Exception):
-    """The provider refused or failed a call; `status` 0 means it was unreachable."""
+class ProviderAPIError(StatusError):
+    """The provider refused or failed a call; `status` is its answer, 0 when it was
+    unreachable (callers branch on 0 and 404)."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{message} (HTTP {status})" if status else message)
-        self.status = status
-        self.message = message
+    @property
+    def answer_status(self) -> int:
+        # relayed to our own caller: its 4xx was about the request, anything else is the
+        # provider's failure, not ours
+        return self.status if 400 <= self.status < 500 else 502
+
+    def __str__(self) -> str:
+        return f"{self.message} (HTTP {self.status})" if self.status else self.message
 
 
 async def fetch(request: httpclient.HTTPRequest) -> httpclient.HTTPResponse:

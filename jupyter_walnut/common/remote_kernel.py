@@ -19,11 +19,12 @@ from typing import Any
 
 from tornado import httpclient, websocket
 
+from .errors import BadGateway
 from .gateway import Gateway, ProviderAPIError
 
 
-class KernelError(Exception):
-    """The remote kernel could not be reached or stopped answering."""
+class KernelError(BadGateway):
+    """The remote kernel could not be reached or stopped answering (502)."""
 
 
 @dataclass

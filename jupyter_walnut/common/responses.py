@@ -14,6 +14,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, validators
 
+from .errors import BadGateway
 from .numbers import U64_MAX, bounded_json_int
 
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024  # a status with 256 shapes is ~100 KiB
@@ -132,12 +133,11 @@ StrictValidator = validators.extend(
 _validators = {id(schema): StrictValidator(schema) for *_, schema in ROUTES}
 
 
-class InvalidResponse(Exception):
-    """The provider's answer does not fit its schema; the message says what and why."""
+class InvalidResponse(BadGateway):
+    """The provider's answer does not fit its schema (502); the message says what and why."""
 
     def __init__(self, what: str, reason: str) -> None:
-        self.message = f"provider sent an invalid {what}: {reason}"
-        super().__init__(self.message)
+        super().__init__(f"provider sent an invalid {what}: {reason}")
 
 
 class BodyLimit:

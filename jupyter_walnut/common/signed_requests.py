@@ -29,6 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 
+from .errors import Unauthorized
 from .keys import KeyPair, sui_address, verify
 from .numbers import NumberError, parse_int
 
@@ -44,8 +45,8 @@ _NONCE = re.compile(r"^[0-9a-f]{32}$")
 _AUDIENCE = re.compile(r"^[0-9a-zA-Z]{1,80}$")  # a fingerprint or a 0x address
 
 
-class SignatureError(Exception):
-    """A signed request was refused; the message says why, without secrets."""
+class SignatureError(Unauthorized):
+    """A signed request was refused (401); the message says why, without secrets."""
 
 
 def canonical_bytes(method: str, path: str, timestamp: str, nonce: str, body: bytes,

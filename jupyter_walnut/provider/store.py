@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..common.errors import Conflict
 from ..common.sqlite_store import SQLiteStore, storage_error
 from ..ledger import LedgerError
 from ..ledger.base import normalize_channel_id
@@ -99,7 +100,7 @@ class SessionRecord:
         return data
 
 
-class ChannelInUse(Exception):
+class ChannelInUse(Conflict):
     """The channel is reserved by another create or already pays for a session."""
 
 

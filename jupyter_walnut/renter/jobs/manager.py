@@ -20,6 +20,7 @@ from typing import Any
 
 from ...common import archive
 from ...common.digest import ResultDigest, check
+from ...common.errors import BadRequest
 from ...ledger.vouchers import Voucher
 from ..manager import RenterError, RenterManager
 from ..provider_client import ProviderAPIError
@@ -33,8 +34,9 @@ LADDER_STEPS = 256
 MAX_RESULT_BYTES = 256 * 1024 * 1024  # the provider's own cap on one archive
 
 
-class JobError(ValueError):
-    """A job request that cannot be done; the message is one line for the user."""
+class JobError(BadRequest, ValueError):
+    """A job request that cannot be done (400, 404 for an unknown job); the message is one
+    line for the user."""
 
 
 def _now() -> float:
@@ -94,7 +96,7 @@ class JobManager:
     def get(self, job_id: str) -> dict:
         job = self.store.get(job_id)
         if job is None:
-            raise JobError(f"no job {job_id!r}")
+            raise JobError(f"no job {job_id!r}", status=404)
         return job
 
     def _save(self, job: dict) -> dict:

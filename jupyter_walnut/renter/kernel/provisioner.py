@@ -15,6 +15,7 @@ from typing import Any
 from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Float, Unicode
 
+from ...common.errors import BadGateway
 from .. import kernel_links
 from ..manager import RenterManager
 from ..provider_client import ProviderAPIError, ProviderClient
@@ -22,8 +23,8 @@ from .bridge import KernelBridge
 from .wire import RESUME_SUBPROTOCOL
 
 
-class WalnutKernelError(RuntimeError):
-    pass
+class WalnutKernelError(BadGateway, RuntimeError):
+    """The remote kernel of a session cannot be started or reached."""
 
 
 class WalnutProvisioner(KernelProvisionerBase):
