@@ -15,8 +15,8 @@ import pytest
 from stack import StackNode
 
 from jupyter_walnut.common.keys import KeyPair
-from jupyter_walnut.ledger import LocalLedger
-from jupyter_walnut.renter.manager import RenterError, RenterManager
+from jupyter_walnut.ledger import LedgerError, LocalLedger
+from jupyter_walnut.renter.manager import RenterManager
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300)]
 
@@ -85,7 +85,7 @@ async def test_a_locked_ledger_is_a_clear_error_that_changes_nothing(node, ledge
     holder = sqlite3.connect(ledger.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the ledger's write lock
     try:
-        with pytest.raises(RenterError) as err:
+        with pytest.raises(LedgerError) as err:
             await renter.launch(node.pinned_url, "cpu-small", budget_mist=300_000)
         assert err.value.status == 503
         assert err.value.message == "the local ledger is unavailable: database is locked"

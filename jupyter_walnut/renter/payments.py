@@ -20,13 +20,6 @@ from ..ledger.vouchers import Voucher
 from .store import RenterSession
 
 
-class PaymentError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 class RenterPayments(LoggingConfigurable):
     """Configured as `c.RenterPayments.<name>` (RenterManager makes it with `parent=`)."""
 
@@ -53,26 +46,21 @@ class RenterPayments(LoggingConfigurable):
 
     async def open(self, provider_address: str, price_mist_per_second: int, deposit: int
                    ) -> Channel:
+        """The session's channel, or LedgerError (its status from the ledger's table)."""
         try:
             return await self._call(self.ledger.open_channel, self.key, provider_address,
                                     self.key.public_key, deposit, price_mist_per_second,
                                     self.challenge_period_s)
         except LedgerError as exc:
-            if exc.code == "E_INSUFFICIENT_FUNDS":
-                balance = await self.balance()
-                raise PaymentError(402, f"insufficient balance: the deposit is {deposit} MIST, "
-                                        f"the wallet holds {balance} MIST") from exc
-            if exc.code == "E_NODE":
-                raise PaymentError(503, exc.message) from exc
-            raise PaymentError(400, exc.message) from exc
+            if exc.code != "E_INSUFFICIENT_FUNDS":
+                raise
+            balance = await self.balance()  # say how short the wallet is
+            raise LedgerError("E_INSUFFICIENT_FUNDS", f"insufficient balance: the deposit is "
+                              f"{deposit} MIST, the wallet holds {balance} MIST") from exc
 
     async def top_up(self, channel_id: str, amount: int) -> Channel:
-        try:
-            return await self._call(self.ledger.top_up, self.key, channel_id, amount)
-        except LedgerError as exc:
-            status = {"E_INSUFFICIENT_FUNDS": 402, "E_CHANNEL_CLOSING": 409,
-                      "E_CHANNEL_CLOSED": 409, "E_NODE": 503}.get(exc.code, 400)
-            raise PaymentError(status, exc.message) from exc
+        """The topped-up channel, or LedgerError (its status from the ledger's table)."""
+        return await self._call(self.ledger.top_up, self.key, channel_id, amount)
 
     def voucher_for(self, session: RenterSession, provider_cost_mist: int,
                     now: float | None = None) -> Voucher | None:
