@@ -151,7 +151,7 @@ def test_schemathesis_every_operation_no_server_error(node, renter, signed: bool
     http.verify = node.verify
     if signed:
         http.auth = SignedAuth(renter.key, node.audience)
-    before = node.store.get(renter.sid).extra.get("voucher_mist")
+    before = node.store.get(renter.sid).voucher_mist
     counts: dict[str, dict[int, int]] = {}
     failures: list[str] = []
     started = time.monotonic()
@@ -219,7 +219,7 @@ def test_schemathesis_every_operation_no_server_error(node, renter, signed: bool
     # signed, the bodies name no open channel of this renter and no valid voucher
     assert [r.id for r in node.store.list()] == [renter.sid]
     assert node.store.get(renter.sid).status == "running"
-    assert node.store.get(renter.sid).extra.get("voucher_mist") == before
+    assert node.store.get(renter.sid).voucher_mist == before
 
 
 # --- signed requests with fuzzed bodies ---------------------------------------------------
@@ -281,7 +281,11 @@ def test_signed_voucher_posts_with_fuzzed_bodies_change_nothing(node, renter) ->
     ok = signed_post(node, key, path, json.dumps(
         {"amount_mist": "5000", "signature": good.signature.hex()}).encode())
     assert ok.status_code == 200, ok.text
-    kept = dict(node.store.get(sid).extra)
+    def voucher() -> tuple:
+        rec = node.store.get(sid)
+        return rec.voucher_mist, rec.voucher_signature, rec.settlement
+
+    kept = voucher()
     seen: dict[int, int] = {}
     voucher_bodies = st.one_of(
         bodies,
@@ -300,14 +304,14 @@ def test_signed_voucher_posts_with_fuzzed_bodies_change_nothing(node, renter) ->
         response = signed_post(node, key, path, body)
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
         assert 400 <= response.status_code < 500, (response.status_code, response.text, body)
-        assert node.store.get(sid).extra == kept  # the voucher on record is unchanged
+        assert voucher() == kept  # the voucher on record is unchanged
 
     run()
     tried = sum(seen.values())
     print(f"\n[fuzz] signed POST /vouchers: {tried} bodies, statuses {dict(sorted(seen.items()))}")
     assert tried >= 100
     assert len(node.store.list()) == sessions_before
-    assert node.store.get(sid).extra["voucher_mist"] == 5000
+    assert node.store.get(sid).voucher_mist == 5000
 
 
 def b64(data: bytes) -> str:

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from jupyter_walnut.common.errors import WalnutError
 from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.common.signed_requests import (
     HEADER_KEY,
@@ -36,7 +35,7 @@ from jupyter_walnut.ledger.vouchers import (
     voucher_message,
 )
 from jupyter_walnut.provider.config import ConfigError, load_config, parse_config
-from jupyter_walnut.provider.sessions import SessionRequest
+from jupyter_walnut.provider.sessions import SessionError, SessionRequest
 from jupyter_walnut.renter.kernel import wire
 
 FAST = settings(max_examples=400, deadline=None,
@@ -463,7 +462,7 @@ def test_session_request_from_json_on_arbitrary_json() -> None:
             assume(False)
         try:
             req = SessionRequest.from_json(body)
-        except WalnutError as exc:  # SessionError, or NumberError naming the field
+        except SessionError as exc:
             assert exc.status == 400 and exc.message
             return
         count.accepted += 1

@@ -208,11 +208,11 @@ async def test_a_channel_closed_under_a_session_stops_it_as_a_recorded_loss(stac
     with caplog.at_level(logging.ERROR, logger="walnut.provider.settlement"):
         stack.run(close_before_the_provider_looks())
         session = await stopped(stack, key, sid)
-        await wait_for(lambda: stack.store.get(sid).extra.get("settlement") != "open",
+        await wait_for(lambda: stack.store.get(sid).settlement != "open",
                        "the settlement to be recorded")
     assert "channel was closed on the ledger" in session["reason"]
     rec = stack.store.get(sid)
-    assert (rec.extra["settlement"], rec.extra["lost_mist"]) == ("lost", signed)
+    assert (rec.settlement, rec.lost_mist) == ("lost", signed)
     assert any("lost" in r.getMessage() and sid in r.getMessage() for r in caplog.records)
     stack.node.refresh_metrics()
     assert stack.node.metrics.registry.get_sample_value("walnut_earnings_lost_mist") >= signed
@@ -222,7 +222,7 @@ async def test_a_channel_closed_under_a_session_stops_it_as_a_recorded_loss(stac
     assert err.value.status == 409 and "closed" in err.value.message
     events = len(ledger.events())
     stack.run(stack.sessions.settle_once())  # a final loss: no claim is tried again
-    assert len(ledger.events()) == events and stack.store.get(sid).extra["settlement"] == "lost"
+    assert len(ledger.events()) == events and stack.store.get(sid).settlement == "lost"
     assert ledger.get_channel(channel).refunded == DEPOSIT
 
 
@@ -239,12 +239,12 @@ async def test_a_top_up_extends_the_running_session_and_is_paid(stack, ledger, t
     assert session.max_seconds == 4
     # a renter's word is not a deposit: asking without paying extends nothing
     claimed = await stack.client(key).top_up_session(session.id)
-    assert (claimed["max_seconds"], claimed["extra"]["deposit_mist"]) == (4, 4 * PRICE)
+    assert (claimed["max_seconds"], claimed["deposit_mist"]) == (4, 4 * PRICE)
 
     topped = await manager.top_up(session.id, 4 * PRICE)
     assert (topped.max_seconds, topped.budget_mist) == (8, 8 * PRICE)
     rec = stack.store.get(session.id)
-    assert (rec.max_seconds, rec.extra["deposit_mist"]) == (8, 8 * PRICE)
+    assert (rec.max_seconds, rec.deposit_mist) == (8, 8 * PRICE)
 
     async def ended():  # the renter pays as it runs, as the server's poller does
         await manager.refresh()
@@ -255,7 +255,7 @@ async def test_a_top_up_extends_the_running_session_and_is_paid(stack, ledger, t
     assert stack.store.get(session.id).status == "running"
     async def settled():
         await manager.refresh()
-        return manager.get(session.id).extra.get("settlement") == "settled"
+        return manager.get(session.id).settlement == "settled"
 
     await wait_for(ended, "the topped-up deposit to be used up")
     await wait_for(settled, "the settlement")

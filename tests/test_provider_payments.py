@@ -67,8 +67,8 @@ async def test_vouchers_are_checked_and_kept(provider, renter_key, ledger):
     sid = created["id"]
     ok = Voucher.sign(renter_key, channel, 5000)
     session = await client.send_voucher(sid, ok.amount_mist, ok.signature)
-    assert session["extra"]["voucher_mist"] == 5000
-    assert "voucher_signature" not in session["extra"]
+    assert session["voucher_mist"] == 5000
+    assert "voucher_signature" not in session
     bad = [
         (Voucher.sign(KeyPair.generate(), channel, 9000), 400, "signature"),  # wrong key
         (Voucher.sign(renter_key, "0x" + "cd" * 32, 9000), 400, "signature"),  # wrong channel
@@ -83,7 +83,7 @@ async def test_vouchers_are_checked_and_kept(provider, renter_key, ledger):
     with pytest.raises(ProviderAPIError) as err:  # truncated signature
         await client.send_voucher(sid, 9000, ok.signature[:40])
     assert err.value.status == 400
-    assert provider.store.get(sid).extra["voucher_mist"] == 5000  # nothing changed
+    assert provider.store.get(sid).voucher_mist == 5000  # nothing changed
     # another renter cannot pay into (or read) this session
     with pytest.raises(ProviderAPIError) as err:
         intruder = ProviderClient(provider.url, KeyPair.generate())
@@ -114,8 +114,8 @@ async def test_end_of_session_claims_the_voucher_and_refunds_the_rest(provider, 
     assert ledger.balance(renter_key.address) == balance_after_open + 600_000 - cost
     assert balance0 >= 0
     session = await client.get_session(sid)
-    assert session["extra"]["settlement"] == "settled"
-    assert session["extra"]["claimed_mist"] == cost
+    assert session["settlement"] == "settled"
+    assert session["claimed_mist"] == cost
 
 
 async def test_a_renter_who_stops_paying_is_stopped_within_the_grace(provider_factory,
@@ -215,13 +215,13 @@ async def test_settlement_waits_out_an_unreachable_ledger(tmp_path, renter_key, 
         await client.send_voucher(sid, cost, Voucher.sign(renter_key, channel, cost).signature)
         for _ in range(3):  # each pass fails on the claim and changes nothing
             await node.sessions.settle_once()
-        assert node.store.get(sid).extra["settlement"] == "open"
+        assert node.store.get(sid).settlement == "open"
         ch = ledger.get_channel(channel)
         assert (ch.status, ch.claimed, ch.refunded) == ("open", 0, 0)
         flaky.down = False
         await node.sessions.settle_once()
         ch = ledger.get_channel(channel)
         assert (ch.closed, ch.claimed, ch.refunded) == (True, cost, 600_000 - cost)
-        assert node.store.get(sid).extra["settlement"] == "settled"
+        assert node.store.get(sid).settlement == "settled"
     finally:
         await node.stop(stop_sessions=True)

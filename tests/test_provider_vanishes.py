@@ -51,9 +51,9 @@ async def test_vanished_provider_deposit_comes_back_after_the_challenge(node, le
     renter.payments.refund_after_s = 0
     session = await renter.launch(node.pinned_url, "cpu-small", budget_mist=300_000)
     # the renter pays as metered time passes
-    await refresh_until(renter, lambda: renter.get(session.id).extra.get("voucher_mist", 0),
+    await refresh_until(renter, lambda: renter.get(session.id).voucher_mist,
                         "a voucher")
-    paid = renter.get(session.id).extra["voucher_mist"]
+    paid = renter.get(session.id).voucher_mist
     assert ledger.balance(key.address) == 10**9 - 300_000
 
     node.stop(stop_sessions=False)  # the provider vanishes without settling
@@ -62,17 +62,17 @@ async def test_vanished_provider_deposit_comes_back_after_the_challenge(node, le
     ended = renter.get(session.id)
     assert ended.status == "failed"
     assert ended.reason.startswith("the provider has been unreachable for "), ended.reason
-    assert ended.extra["voucher_mist"] == paid  # no voucher after it went quiet
+    assert ended.voucher_mist == paid  # no voucher after it went quiet
 
     await renter.settle()  # asks to close: the challenge period starts now
-    assert renter.get(session.id).extra["settlement"] == "closing"
+    assert renter.get(session.id).settlement == "closing"
     await renter.settle()
-    assert renter.get(session.id).extra["settlement"] == "closing"  # not before its end
+    assert renter.get(session.id).settlement == "closing"  # not before its end
     clock["ms"] += 61_000
     await renter.settle()
-    state = renter.get(session.id).extra
-    assert state["settlement"] == "settled"
-    assert state["claimed_mist"] == 0 and state["refunded_mist"] == 300_000
+    state = renter.get(session.id)
+    assert state.settlement == "settled"
+    assert state.claimed_mist == 0 and state.refunded_mist == 300_000
     assert ledger.balance(key.address) == 10**9  # every MIST back
 
 

@@ -226,10 +226,10 @@ async def test_launch_errors_are_clear(jp_fetch, provider):
     # listed as failed, and its deposit is back in the wallet
     while True:
         sessions = json.loads((await jp_fetch("walnut", "sessions")).body)["sessions"]
-        if all(s["extra"].get("settlement") == "settled" for s in sessions):
+        if all(s["settlement"] == "settled" for s in sessions):
             break
         await asyncio.sleep(0.1)
-    assert [(s["status"], s["extra"]["claimed_mist"]) for s in sessions] == [("failed", 0)]
+    assert [(s["status"], s["claimed_mist"]) for s in sessions] == [("failed", 0)]
     assert "GPU" in sessions[0]["reason"]
     assert json.loads((await jp_fetch("walnut", "wallet")).body)["balance_mist"] == balance
 
@@ -243,7 +243,7 @@ async def test_money_flows_from_wallet_to_provider_exactly(jp_fetch, provider, l
     wallet = json.loads((await jp_fetch("walnut", "wallet")).body)
     assert wallet["balance_mist"] == start_balance - 300_000  # the deposit is locked
     # vouchers follow the metered cost while the session runs
-    while provider.store.get(session["id"]).extra.get("voucher_mist", 0) < 1000:
+    while provider.store.get(session["id"]).voucher_mist < 1000:
         await asyncio.sleep(0.05)
     topped = json.loads((await jp_fetch("walnut", "sessions", session["id"], "topup",
                                         method="POST", body=json.dumps({"amount_mist": 50_000})
@@ -254,12 +254,12 @@ async def test_money_flows_from_wallet_to_provider_exactly(jp_fetch, provider, l
     assert stopped["status"] == "stopped"
     while True:
         s = json.loads((await jp_fetch("walnut", "sessions", session["id"])).body)
-        if s["extra"].get("settlement") == "settled":
+        if s["settlement"] == "settled":
             break
         await asyncio.sleep(0.1)
     channel = ledger.get_channel(s["channel_id"])
     cost = provider.store.get(session["id"]).cost_mist
-    assert channel.claimed == cost == s["extra"]["claimed_mist"]
+    assert channel.claimed == cost == s["claimed_mist"]
     assert channel.deposited == 350_000 == channel.claimed + channel.refunded
     wallet = json.loads((await jp_fetch("walnut", "wallet")).body)
     assert wallet["balance_mist"] == start_balance - cost

@@ -126,7 +126,7 @@ async def test_a_provider_claiming_more_cpus_is_caught_and_paid_only_for_the_che
     assert await asyncio.to_thread(settled.wait, 60), "the provider never settled"
     channel = ledger.get_channel(session.channel_id)
     assert channel.closed
-    assert 0 < channel.claimed == rec.cost_mist == session.extra["voucher_mist"]
+    assert 0 < channel.claimed == rec.cost_mist == session.voucher_mist
     assert rec.running_ms <= (result["check_seconds"] + 2) * 1000  # the check, no more
     assert channel.claimed <= PRICE * (result["check_seconds"] + 2)
     assert ledger.balance(manager.key.address) == before - channel.claimed

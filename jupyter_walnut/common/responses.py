@@ -86,6 +86,11 @@ SESSION = obj({
     "channel_id": text(128, nullable=True), "created_at": TIMESTAMP, "started_at": TIMESTAMP,
     "ended_at": TIMESTAMP, "extra": {"type": "object", "maxProperties": 64},
     "usage": SMALL_MAP,
+    # the channel's money (common/models.py ProviderMoney); a newer provider may name
+    # more settlement states
+    "settlement": {"type": "string", "pattern": "^[a-z_]{1,32}$"}, "deposit_mist": U64,
+    "voucher_mist": U64, "claimed_mist": U64, "refunded_mist": U64, "lost_mist": U64,
+    "claimed_at": TIMESTAMP,
 })
 
 SESSION_CREATED = {**SESSION, "required": sorted([*SESSION["required"], "access_token"]),

@@ -43,13 +43,12 @@ def _busy_by_day(rec: SessionRecord, now: float, out: dict[str, float]) -> None:
 def earnings(records: list[SessionRecord]) -> dict[str, int]:
     claimed = pending = unpaid = lost = 0
     for rec in records:
-        voucher = int(rec.extra.get("voucher_mist", 0))
-        if rec.extra.get("settlement") in ("settled", "lost"):
-            claimed += int(rec.extra.get("claimed_mist", voucher))
-            lost += int(rec.extra.get("lost_mist", 0))  # signed, the channel closed unclaimed
+        if rec.settlement.final:
+            claimed += rec.claimed_mist
+            lost += rec.lost_mist  # signed, the channel closed unclaimed
         else:
-            pending += voucher
-            unpaid += max(0, rec.cost_mist - voucher)
+            pending += rec.voucher_mist
+            unpaid += max(0, rec.cost_mist - rec.voucher_mist)
     return {"claimed_mist": claimed, "pending_mist": pending, "metered_unpaid_mist": unpaid,
             "lost_mist": lost}
 

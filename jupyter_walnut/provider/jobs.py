@@ -41,7 +41,6 @@ from ..common.remote_kernel import KernelError, RemoteKernel
 from ..common.sqlite_store import SQLiteStore
 from .app import API, SESSION_ID, APIError, BaseHandler
 from .sessions import SessionError
-from .settlement import PaymentError
 
 if TYPE_CHECKING:
     from .node import ProviderNode
@@ -187,7 +186,7 @@ class JobService:
         rec = self.node.sessions.store.get(job["session_id"])
         if rec is not None:
             out.update(cost_mist=rec.cost_mist, session_status=rec.status,
-                       session_reason=rec.reason, paid_mist=rec.extra.get("voucher_mist", 0))
+                       session_reason=rec.reason, paid_mist=rec.voucher_mist)
         end = job["ended_at"] or time.time()
         out["elapsed_s"] = round(end - job["started_at"], 3) if job["started_at"] else 0.0
         return out
@@ -315,7 +314,7 @@ class JobService:
 
     def _pay(self, job: dict, rec) -> None:
         """Release the smallest pre-signed voucher that covers the metered cost."""
-        paid = rec.extra.get("voucher_mist", 0)
+        paid = rec.voucher_mist
         if not job["vouchers"] or rec.cost_mist <= paid:
             return
         covering = [v for v in job["vouchers"] if v[0] >= rec.cost_mist]
@@ -324,7 +323,7 @@ class JobService:
             return
         try:
             self.node.sessions.record_voucher(rec.id, job["renter"], amount, bytes.fromhex(sig))
-        except (SessionError, PaymentError) as exc:
+        except SessionError as exc:
             log.info("job %s: voucher for %d MIST not taken: %s", job["id"], amount,
                      exc.message)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from ..common.errors import StatusError
-from ..common.numbers import MAX_SECONDS, optional_int
+from ..common.models import Settlement
+from ..common.numbers import MAX_SECONDS, NumberError, optional_int
 from ..common.sqlite_store import StorageError
 from ..ledger import Channel, LedgerError
 from ..ledger.base import normalize_channel_id
@@ -36,8 +36,13 @@ log = logging.getLogger("walnut.provider")
 READY_TIMEOUT_S = 90.0
 
 
-class SessionError(StatusError):
+class SessionError(Exception):
     """A request about sessions that cannot be honoured; `status` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,10 @@ class SessionRequest:
             raise SessionError(400, "image: required (a name from the provider's offer)")
 
         def opt_int(key: str, minimum: int, maximum: int) -> int | None:
-            return optional_int(body, key, minimum=minimum, maximum=maximum)  # or a 400
+            try:
+                return optional_int(body, key, minimum=minimum, maximum=maximum)
+            except NumberError as exc:
+                raise SessionError(400, exc.message) from exc
 
         shape = body.get("shape")
         if shape is not None and not isinstance(shape, str):
@@ -186,19 +194,22 @@ class SessionManager:
             self.store.reserve_channel(channel_id)
         except ChannelInUse as exc:
             raise SessionError(409, "this channel already paid for a session") from exc
-        except StorageError:
+        except StorageError as exc:
             await self._refuse_unrecorded(channel_id, renter, renter_public_key, shape)
-            raise
+            raise SessionError(exc.status, exc.message) from exc
         admitted = False
         try:
-            deposit = await self.settlement.check_channel(
-                channel_id, renter, renter_public_key, shape.price_mist_per_second)
+            try:
+                deposit = await self.settlement.check_channel(
+                    channel_id, renter, renter_public_key, shape.price_mist_per_second)
+            except PaymentError as exc:
+                raise SessionError(exc.status, exc.message) from exc
             if shape.price_mist_per_second:
                 max_seconds = min(max_seconds, deposit // shape.price_mist_per_second)
             try:
                 created = await self._admit(renter, renter_public_key, image, shape,
                                             max_seconds, channel_id, deposit)
-            except (SessionError, StorageError):  # a valid channel we cannot use: refund it
+            except SessionError:  # a valid channel for a session we cannot run: refund it
                 await self._refund_unused(channel_id)
                 raise
             admitted = True
@@ -272,15 +283,15 @@ class SessionManager:
                 access_token_hash=hash_token(access_token),
                 created_at=time.time(),
                 channel_id=channel_id,
-                extra={"deposit_mist": deposit, "voucher_mist": 0, "settlement":
-                       "open" if self.settlement is not None else "none"},
+                deposit_mist=deposit,
+                settlement=Settlement.NONE if self.settlement is None else Settlement.OPEN,
             )
             try:
                 self.store.insert(rec)
             except ChannelInUse as exc:  # the reservation is gone: never start unpaid
                 raise SessionError(409, "this channel already paid for a session") from exc
-            except StorageError:  # nothing started yet; create() refunds the channel
-                raise
+            except StorageError as exc:  # nothing started yet; create() refunds the channel
+                raise SessionError(exc.status, exc.message) from exc
         self._spawn(self._start(rec, image.reference))
         return rec, access_token
 
@@ -469,9 +480,8 @@ class SessionManager:
     def _limit_reason(self, rec: SessionRecord) -> str:
         """Why a session that reached max_seconds stops: its deposit buys no more second,
         or the duration it asked for (or the node allows) is over."""
-        deposit = rec.extra.get("deposit_mist")
-        if self.settlement is not None and rec.price_mist_per_second and deposit is not None \
-                and deposit - rec.cost_mist < rec.price_mist_per_second:
+        if self.settlement is not None and rec.price_mist_per_second \
+                and rec.deposit_mist - rec.cost_mist < rec.price_mist_per_second:
             return "the deposit is used up"
         return "maximum duration reached"
 
@@ -483,9 +493,15 @@ class SessionManager:
         if self.settlement is None:
             raise SessionError(409, "this node does not take payments")
         rec = self.owned(session_id, renter)
-        self.settlement.check_voucher(rec, amount, signature)  # or PaymentError
-        extra = {**rec.extra, "voucher_mist": amount, "voucher_signature": signature.hex()}
-        self.store.update(session_id, extra=extra)
+        try:
+            self.settlement.check_voucher(rec, amount, signature)
+        except PaymentError as exc:
+            raise SessionError(exc.status, exc.message) from exc
+        # one statement, and only over a smaller voucher of a channel still open
+        if not self.store.update_money(session_id, monotonic="voucher_mist",
+                                       expect={"settlement": Settlement.OPEN},
+                                       voucher_mist=amount, voucher_signature=signature.hex()):
+            raise SessionError(409, "a larger voucher or the settlement came first")
         return self.store.get(session_id)
 
     async def settle_once(self) -> None:
@@ -494,11 +510,11 @@ class SessionManager:
             return
         await asyncio.sleep(0)  # a caller polling this in a loop lets pending stops finish
         for rec in self.store.list(statuses=("stopped", "failed")):
-            if rec.extra.get("settlement") != "open" or rec.channel_id is None or \
+            if rec.settlement is not Settlement.OPEN or rec.channel_id is None or \
                     rec.id in self._stopping:
                 continue
             waited = time.time() - (rec.ended_at or 0)
-            if rec.extra.get("voucher_mist", 0) < rec.cost_mist and \
+            if rec.voucher_mist < rec.cost_mist and \
                     waited < self.settlement.policy.settle_after_s:
                 continue
             await self._settle(rec.id)
@@ -509,7 +525,7 @@ class SessionManager:
         # one settlement of a session at a time; a second caller waits for the first
         async with self._settling.setdefault(session_id, asyncio.Lock()):
             rec = self.store.get(session_id)
-            if rec.extra.get("settlement") != "open":
+            if rec.settlement is not Settlement.OPEN:
                 return
             try:
                 facts = await self.settlement.settle(rec)
@@ -520,10 +536,10 @@ class SessionManager:
         self._settling.pop(session_id, None)
 
     def _record_settlement(self, session_id: str, facts: dict) -> None:
-        fresh = self.store.get(session_id)  # vouchers may have arrived while we awaited
-        self.store.update(session_id, extra={**fresh.extra, **facts})
+        self.store.update_money(session_id, **facts)  # only these columns: vouchers stay
         final = self.store.get(session_id)
-        self.on_event("settlement_lost" if facts["settlement"] == "lost" else "settled", final)
+        self.on_event("settlement_lost" if final.settlement is Settlement.LOST else "settled",
+                      final)
 
     # --- the renter's channel on the ledger ----------------------------------------------
 
@@ -558,7 +574,7 @@ class SessionManager:
                 "the renter asked the ledger to close the payment channel"))
         else:
             self._extend(rec, channel)
-            if time.time() - rec.extra.get("claimed_at", rec.started_at or 0) >= \
+            if time.time() - (rec.claimed_at or rec.started_at or 0) >= \
                     self.settlement.policy.claim_interval_s:
                 await self._claim(rec.id)
 
@@ -578,25 +594,24 @@ class SessionManager:
                 return
             await self._follow_channel(session_id, channel)
             return
-        fresh = self.store.get(session_id)
-        extra = {**fresh.extra, "claimed_at": time.time()}
+        changes: dict = {"claimed_at": time.time()}
         if paid:
-            extra["claimed_mist"] = rec.extra.get("voucher_mist", 0)
+            changes["claimed_mist"] = rec.voucher_mist
             log.info("session %s: claimed %d MIST while running", session_id, paid)
-        self.store.update(session_id, extra=extra)
+        self.store.update_money(session_id, **changes)
 
     def _extend(self, rec: SessionRecord, channel: Channel) -> SessionRecord:
         """A deposit the ledger shows larger than the session's (a top-up) buys more time,
         up to the node's maximum duration."""
-        if channel.deposited <= rec.extra.get("deposit_mist", 0):
+        if channel.deposited <= rec.deposit_mist:
             return rec
         max_seconds = rec.max_seconds
         if rec.price_mist_per_second:
             bought = min(self.config.availability.max_session_seconds,
                          channel.deposited // rec.price_mist_per_second)
             max_seconds = max(max_seconds, bought)
-        self.store.update(rec.id, max_seconds=max_seconds,
-                          extra={**rec.extra, "deposit_mist": channel.deposited})
+        self.store.update(rec.id, max_seconds=max_seconds)
+        self.store.update_money(rec.id, monotonic="deposit_mist", deposit_mist=channel.deposited)
         log.info("session %s: deposit now %d MIST, up to %ds", rec.id, channel.deposited,
                  max_seconds)
         return self.store.get(rec.id)
@@ -609,7 +624,10 @@ class SessionManager:
         rec = self.owned(session_id, renter)
         if rec.status not in ACTIVE:
             raise SessionError(409, f"session is {rec.status}")
-        channel = await self.settlement.read_channel(rec.channel_id)  # or PaymentError
+        try:
+            channel = await self.settlement.read_channel(rec.channel_id)
+        except PaymentError as exc:
+            raise SessionError(exc.status, exc.message) from exc
         if channel.closed or channel.close_requested_at_ms is not None:
             await self._follow_channel(rec.id, channel)
             raise SessionError(409, f"the channel is {channel.status}: the session stops")

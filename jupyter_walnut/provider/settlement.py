@@ -21,8 +21,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, fields
 
-from ..common.errors import StatusError
 from ..common.keys import KeyPair
+from ..common.models import Settlement
 from ..ledger import Channel, Ledger, LedgerError
 from ..ledger.vouchers import verify_voucher
 from .store import SessionRecord
@@ -55,9 +55,11 @@ class SettlementPolicy:
 SETTLEMENT_KEYS = tuple(f.name for f in fields(SettlementPolicy))
 
 
-class PaymentError(StatusError):
-    """A channel or voucher the provider refuses: 402 when it does not pay, 409 when it
-    conflicts with what the session already holds, 503 when the ledger cannot be read."""
+class PaymentError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class ProviderSettlement:
@@ -70,12 +72,11 @@ class ProviderSettlement:
         return await asyncio.to_thread(fn, *args)
 
     async def read_channel(self, channel_id: str) -> Channel:
-        """The channel as the ledger holds it now, or PaymentError: a channel the ledger
-        cannot show pays nothing (402), unless the ledger itself failed (its own 5xx)."""
+        """The channel as the ledger holds it now, or PaymentError (503: ledger unreachable)."""
         try:
             return await self._call(self.ledger.get_channel, channel_id)
         except LedgerError as exc:
-            status = exc.status if exc.status >= 500 else 402
+            status = 503 if exc.code == "E_NODE" else 402
             raise PaymentError(status, f"channel {channel_id}: {exc.message}") from exc
 
     async def check_channel(self, channel_id: str, renter: str, renter_public_key: str,
@@ -108,28 +109,27 @@ class ProviderSettlement:
         """A voucher the provider will keep; PaymentError says why not, and nothing changes."""
         if rec.channel_id is None:
             raise PaymentError(409, "this session has no payment channel")
-        state = rec.extra.get("settlement", "open")
-        if state == "lost":
+        state = rec.settlement
+        if state is Settlement.LOST:
             raise PaymentError(409, "this session's channel was closed on the ledger: "
                                     "vouchers for it are worth nothing")
-        if state != "open":
+        if state is not Settlement.OPEN:
             raise PaymentError(409, "this session's channel is already settled")
         if not verify_voucher(bytes.fromhex(rec.renter_public_key), rec.channel_id, amount,
                               signature):
             raise PaymentError(400, "voucher signature is not valid for this channel and amount")
-        latest = rec.extra.get("voucher_mist", 0)
+        latest = rec.voucher_mist
         if amount < latest:
             raise PaymentError(409, f"out-of-order voucher: {amount} MIST is below the "
                                     f"{latest} MIST already signed")
-        deposit = rec.extra.get("deposit_mist", 0)
+        deposit = rec.deposit_mist
         if amount > deposit:
             raise PaymentError(400, f"voucher for {amount} MIST exceeds the deposit of "
                                     f"{deposit} MIST")
 
     def behind(self, rec: SessionRecord) -> str | None:
         """Why a running session must stop for payment, or None."""
-        paid = rec.extra.get("voucher_mist", 0)
-        deposit = rec.extra.get("deposit_mist", 0)
+        paid, deposit = rec.voucher_mist, rec.deposit_mist
         if rec.cost_mist >= deposit:
             return "the deposit is used up"
         if rec.cost_mist - paid > rec.price_mist_per_second * self.policy.grace_seconds:
@@ -139,20 +139,21 @@ class ProviderSettlement:
     async def claim_newest(self, rec: SessionRecord) -> int:
         """Claim the session's newest voucher; the MIST paid now (0 when nothing is new).
         LedgerError E_CHANNEL_CLOSED when the channel closed before this claim."""
-        amount = rec.extra.get("voucher_mist", 0)
-        if amount <= rec.extra.get("claimed_mist", 0):
+        amount = rec.voucher_mist
+        if amount <= rec.claimed_mist or rec.voucher_signature is None:
             return 0
         try:
             return await self._call(self.ledger.claim, self.identity, rec.channel_id, amount,
-                                    bytes.fromhex(rec.extra["voucher_signature"]))
+                                    bytes.fromhex(rec.voucher_signature))
         except LedgerError as exc:
             if exc.code in ("E_STALE_VOUCHER", "E_DEPOSIT_EXHAUSTED"):
                 return 0  # claimed before (a restart between claim and record)
             raise
 
     async def settle(self, rec: SessionRecord) -> dict:
-        """Claim the newest voucher and close the channel; returns the settlement facts
-        (settlement "settled", or "lost" when the channel closed before the claim)."""
+        """Claim the newest voucher and close the channel; returns the settlement facts,
+        money columns of the record (settlement "settled", or "lost" when the channel closed
+        before the claim)."""
         try:
             paid = await self.claim_newest(rec)
         except LedgerError as exc:
@@ -165,18 +166,19 @@ class ProviderSettlement:
             if exc.code != "E_CHANNEL_CLOSED":
                 raise
             channel = await self.read_channel(rec.channel_id)  # the renter finalized first
-        log.info("session %s settled: claimed %d MIST, refunded %d MIST", rec.id,
-                 channel.claimed, channel.refunded)
-        return {"settlement": "settled", "claimed_mist": channel.claimed, "paid_now_mist": paid,
+        log.info("session %s settled: claimed %d MIST (%d now), refunded %d MIST", rec.id,
+                 channel.claimed, paid, channel.refunded)
+        return {"settlement": Settlement.SETTLED, "claimed_mist": channel.claimed,
                 "refunded_mist": channel.refunded}
 
     def closed_without_claim(self, rec: SessionRecord, channel: Channel) -> dict:
         """The facts of a channel the renter closed on the ledger: what the provider claimed
         before, and the signed rest it can never claim now (a final loss, not a retry)."""
-        lost = max(0, rec.extra.get("voucher_mist", 0) - channel.claimed)
+        lost = max(0, rec.voucher_mist - channel.claimed)
         if lost:
             log.error("session %s: the renter closed channel %s on the ledger before the "
                       "provider claimed; %d MIST of signed vouchers are lost", rec.id,
                       rec.channel_id, lost)
-        return {"settlement": "lost" if lost else "settled", "claimed_mist": channel.claimed,
+        return {"settlement": Settlement.LOST if lost else Settlement.SETTLED,
+                "claimed_mist": channel.claimed,
                 "refunded_mist": channel.refunded, "lost_mist": lost}

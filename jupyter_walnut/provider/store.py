@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..common.errors import Conflict
-from ..common.sqlite_store import SQLiteStore, storage_error
+from ..common.models import ProviderMoney, SessionStatus, Settlement, money_of
+from ..common.money_store import MoneyStore
+from ..common.sqlite_store import storage_error
 from ..ledger import LedgerError
 from ..ledger.base import normalize_channel_id
 
@@ -42,6 +44,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     access_token_hash TEXT NOT NULL,
     channel_id TEXT,
     extra TEXT NOT NULL DEFAULT '{}'
+    -- and the money columns of common/models.py ProviderMoney, added on open (money_store.py)
 );
 CREATE INDEX IF NOT EXISTS sessions_renter ON sessions (renter);
 CREATE INDEX IF NOT EXISTS sessions_status ON sessions (status);
@@ -58,7 +61,7 @@ ACTIVE = ("starting", "running")
 
 
 @dataclass
-class SessionRecord:
+class SessionRecord(ProviderMoney):
     id: str
     renter: str
     renter_public_key: str
@@ -69,7 +72,7 @@ class SessionRecord:
     memory_mb: int
     price_mist_per_second: int
     max_seconds: int
-    status: str
+    status: SessionStatus
     runtime: str
     gateway_token: str
     access_token_hash: str
@@ -81,8 +84,7 @@ class SessionRecord:
     checkpoint_wall: float | None = None
     gateway_url: str | None = None
     runtime_ref: str | None = None
-    channel_id: str | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # never money: that has its own columns
 
     @property
     def cost_mist(self) -> int:
@@ -92,9 +94,9 @@ class SessionRecord:
     def public(self) -> dict:
         """What the renter may see: never the tokens."""
         data = asdict(self)
-        for secret in ("gateway_token", "access_token_hash", "gateway_url", "runtime_ref"):
+        for secret in ("gateway_token", "access_token_hash", "gateway_url", "runtime_ref",
+                       "voucher_signature"):
             data.pop(secret)
-        data["extra"] = {k: v for k, v in self.extra.items() if k != "voucher_signature"}
         data["running_seconds"] = self.running_ms // 1000
         data["cost_mist"] = self.cost_mist
         return data
@@ -104,8 +106,15 @@ class ChannelInUse(Conflict):
     """The channel is reserved by another create or already pays for a session."""
 
 
-class SessionStore(SQLiteStore):
+class SessionStore(MoneyStore):
     schema = SCHEMA
+    money = ProviderMoney
+
+    def _legacy_defaults(self, row: sqlite3.Row, extra: dict) -> dict:
+        # the previous earnings counted a settled session's voucher as claimed
+        if extra.get("settlement") in (Settlement.SETTLED, Settlement.LOST):
+            return {"claimed_mist": extra.get("voucher_mist", 0)}
+        return {}
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -133,7 +142,7 @@ class SessionStore(SQLiteStore):
         data = dict(row)
         data["gpus"] = json.loads(data["gpus"])
         data["extra"] = json.loads(data["extra"])
-        return SessionRecord(**data)
+        return SessionRecord(**money_of(data))
 
     def reserve_channel(self, channel_id: str) -> None:
         """Take a (normalised) channel for one new session; ChannelInUse if it is taken."""
@@ -165,6 +174,7 @@ class SessionStore(SQLiteStore):
     def insert(self, rec: SessionRecord) -> None:
         """Insert a session; one with a channel binds that channel's reservation in the same
         transaction (ChannelInUse when it holds none)."""
+        self._check_not_money({"extra": rec.extra})
         data = asdict(rec)
         data["gpus"] = json.dumps(rec.gpus)
         data["extra"] = json.dumps(rec.extra)
@@ -189,6 +199,8 @@ class SessionStore(SQLiteStore):
                 raise storage_error(self.path, exc) from exc
 
     def update(self, session_id: str, **fields) -> None:
+        """Any column but money (see `update_money`)."""
+        self._check_not_money(fields)
         if "extra" in fields:
             fields["extra"] = json.dumps(fields["extra"])
         self._update("sessions", "id", session_id, fields)

@@ -15,6 +15,7 @@ from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
 from ..common.keys import KeyPair
+from ..common.models import Settlement
 from ..ledger import Channel, Ledger, LedgerError
 from ..ledger.vouchers import Voucher
 from .store import RenterSession
@@ -70,38 +71,41 @@ class RenterPayments(LoggingConfigurable):
         now = time.time() if now is None else now
         end = session.ended_at or now
         own_seconds = max(0, int(end - session.started_at)) + self.clock_tolerance_s
-        deposit = session.extra.get("deposit_mist", session.budget_mist)
-        amount = min(provider_cost_mist, own_seconds * session.price_mist_per_second, deposit)
-        if amount <= session.extra.get("voucher_mist", 0):
+        amount = min(provider_cost_mist, own_seconds * session.price_mist_per_second,
+                     session.deposit_mist)
+        if amount <= session.voucher_mist:
             return None
         return Voucher.sign(self.key, session.channel_id, amount)
 
     async def settlement_state(self, session: RenterSession, now: float | None = None) -> dict:
-        """Where the session's money stands; recovers a channel the provider left open."""
+        """Where the session's money stands, as the money columns to set (an error of an
+        earlier pass is cleared); recovers a channel the provider left open."""
         now = time.time() if now is None else now
         try:
             channel = await self._call(self.ledger.get_channel, session.channel_id)
         except LedgerError as exc:
-            return {"settlement": "unknown", "settlement_error": exc.message}
+            return {"settlement": Settlement.UNKNOWN, "settlement_error": exc.message}
         facts = {"deposit_mist": channel.deposited, "claimed_mist": channel.claimed,
-                 "refunded_mist": channel.refunded}
+                 "refunded_mist": channel.refunded, "settlement_error": None}
         if channel.closed:
-            return {**facts, "settlement": "settled"}
+            return {**facts, "settlement": Settlement.SETTLED}
         if channel.close_requested_at_ms is None:
             if session.ended_at is not None and now - session.ended_at > self.refund_after_s:
                 try:  # the provider never settled: start the challenge period
                     await self._call(self.ledger.request_close, self.key, session.channel_id)
                 except LedgerError as exc:
-                    return {**facts, "settlement": "open", "settlement_error": exc.message}
-                return {**facts, "settlement": "closing"}
-            return {**facts, "settlement": "open"}
+                    return {**facts, "settlement": Settlement.OPEN,
+                            "settlement_error": exc.message}
+                return {**facts, "settlement": Settlement.CLOSING}
+            return {**facts, "settlement": Settlement.OPEN}
         try:  # the ledger's clock decides whether the challenge period is over
             closed = await self._call(self.ledger.finalize_close, self.key, session.channel_id)
         except LedgerError as exc:
-            state = {**facts, "settlement": "closing",
+            state = {**facts, "settlement": Settlement.CLOSING,
                      "refund_at": (channel.close_allowed_at_ms() or 0) / 1000}
             if exc.code != "E_CHALLENGE_PERIOD_ACTIVE":
                 state["settlement_error"] = exc.message
             return state
         return {"deposit_mist": closed.deposited, "claimed_mist": closed.claimed,
-                "refunded_mist": closed.refunded, "settlement": "settled"}
+                "refunded_mist": closed.refunded, "settlement": Settlement.SETTLED,
+                "settlement_error": None}

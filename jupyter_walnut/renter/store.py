@@ -8,7 +8,8 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..common.sqlite_store import SQLiteStore
+from ..common.models import RenterMoney, SessionStatus, money_of
+from ..common.money_store import MoneyStore
 from . import kernel_links
 
 SCHEMA = """
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     access_token TEXT NOT NULL,
     channel_id TEXT,
     extra TEXT NOT NULL DEFAULT '{}'
+    -- and the money columns of common/models.py RenterMoney, added on open (money_store.py)
 );
 -- the launch pipeline's steps of a session (renter/launch.py), one row per step
 CREATE TABLE IF NOT EXISTS launch_steps (
@@ -58,7 +60,7 @@ ACTIVE = ("starting", "running")
 
 
 @dataclass
-class RenterSession:
+class RenterSession(RenterMoney):
     id: str
     provider_url: str
     provider_address: str
@@ -71,7 +73,7 @@ class RenterSession:
     price_mist_per_second: int
     max_seconds: int
     budget_mist: int
-    status: str
+    status: SessionStatus
     created_at: float
     access_token: str
     gpu_model: str | None = None
@@ -80,8 +82,7 @@ class RenterSession:
     ended_at: float | None = None
     running_seconds: int = 0
     cost_mist: int = 0
-    channel_id: str | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # usage, verification: never money
 
     @property
     def remaining_mist(self) -> int:
@@ -101,15 +102,22 @@ def kernel_name(session_id: str) -> str:
     return f"walnut-{session_id}"
 
 
-class RenterStore(SQLiteStore):
+class RenterStore(MoneyStore):
     schema = SCHEMA
+    money = RenterMoney
+
+    def _legacy_defaults(self, row: sqlite3.Row, extra: dict) -> dict:
+        return {"deposit_mist": row["budget_mist"]}  # the previous readers' fallback
 
     def insert(self, s: RenterSession) -> None:
+        self._check_not_money({"extra": s.extra})
         data = asdict(s)
         data["extra"] = json.dumps(s.extra)
         self._insert("sessions", data)
 
     def update(self, session_id: str, **fields) -> None:
+        """Any column but money (see `update_money`)."""
+        self._check_not_money(fields)
         if "extra" in fields:
             fields["extra"] = json.dumps(fields["extra"])
         self._update("sessions", "id", session_id, fields)
@@ -174,5 +182,5 @@ class RenterStore(SQLiteStore):
     def _row(row: sqlite3.Row) -> RenterSession:
         data = dict(row)
         data["extra"] = json.loads(data["extra"])
-        return RenterSession(**data)
+        return RenterSession(**money_of(data))
 

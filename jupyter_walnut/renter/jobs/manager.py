@@ -183,7 +183,7 @@ class JobManager:
         runs while nobody is online to sign (see provider/jobs.py)."""
         if session.channel_id is None:
             return []
-        deposit = session.extra.get("deposit_mist", session.budget_mist)
+        deposit = session.deposit_mist
         step = max(1, -(-deposit // LADDER_STEPS))
         amounts = sorted({min(deposit, step * i) for i in range(1, LADDER_STEPS + 1)})
         return [[a, Voucher.sign(self.renter.key, session.channel_id, a).signature.hex()]
@@ -242,9 +242,9 @@ class JobManager:
     def _note_paid(self, a: dict, paid: int) -> None:
         """Tell the local session record what the provider already holds from the ladder,
         so the renter's own voucher loop does not send a smaller one."""
-        s = self.renter.store.get(a["session_id"])
-        if s is not None and paid > s.extra.get("voucher_mist", 0):
-            self.renter.store.update(s.id, extra={**s.extra, "voucher_mist": paid})
+        if paid:  # never below what the record holds
+            self.renter.store.update_money(a["session_id"], monotonic="voucher_mist",
+                                           voucher_mist=paid)
 
     async def _finish_attempt(self, job: dict, a: dict) -> None:
         """Download and verify what the attempt left (partial results too), stop its
