@@ -26,10 +26,17 @@ from typing import TYPE_CHECKING, Any
 from tornado import httpclient, web, websocket
 
 from .._version import __version__
+from ..common.errors import (
+    BadGateway,
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    StatusError,
+    WalnutError,
+)
 from ..common.keepalive import Keepalive
 from ..common.numbers import NumberError, loads_json, parse_int
-from ..common.signed_requests import HEADER_KEY, SignatureError
-from ..common.sqlite_store import StorageError
+from ..common.signed_requests import HEADER_KEY
 from .links import RESUME_SUBPROTOCOL, ResumableLink
 from .proxy import (
     MAX_MESSAGE_SIZE,
@@ -38,7 +45,7 @@ from .proxy import (
     forward_headers,
     session_token_from,
 )
-from .sessions import SessionError, SessionRequest
+from .sessions import SessionRequest
 
 if TYPE_CHECKING:
     from .node import ProviderNode
@@ -55,11 +62,13 @@ def own_audience(node: ProviderNode) -> str:
     return getattr(node, "tls_fingerprint", None) or node.identity.address
 
 
-class APIError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class APIError(StatusError):
+    """A request this API refuses, with the status picked where it is raised."""
+
+
+def error_body(exc: WalnutError) -> str:
+    """The provider's one error shape, for handlers and websocket upgrades alike."""
+    return json.dumps({"error": {"status": exc.answer_status, "message": exc.message}})
 
 
 class BaseHandler(web.RequestHandler):
@@ -78,7 +87,7 @@ class BaseHandler(web.RequestHandler):
         length = parse_int(self.request.headers.get("Content-Length") or "0", "Content-Length")
         if length > self.node.config.max_body_bytes or len(self.request.body or b"") > \
                 self.node.config.max_body_bytes:
-            raise APIError(413, f"request body over {self.node.config.max_body_bytes} bytes")
+            raise PayloadTooLarge(f"request body over {self.node.config.max_body_bytes} bytes")
 
     def on_finish(self) -> None:
         status = self.get_status()
@@ -95,37 +104,32 @@ class BaseHandler(web.RequestHandler):
         try:
             return loads_json(self.request.body or b"")
         except (ValueError, UnicodeDecodeError) as exc:
-            raise APIError(400, "request body is not valid JSON") from exc
+            raise BadRequest("request body is not valid JSON") from exc
 
     def renter(self) -> tuple[str, str]:
         """(renter address, public key hex) of a correctly signed request."""
-        try:
-            address = self.node.verifier.verify(self.request.method, self.request.uri,
-                                                self.request.headers, self.request.body or b"",
-                                                audience=own_audience(self.node))
-        except SignatureError as exc:
-            raise APIError(401, str(exc)) from exc
+        address = self.node.verifier.verify(self.request.method, self.request.uri,
+                                            self.request.headers, self.request.body or b"",
+                                            audience=own_audience(self.node))  # or 401
         return address, self.request.headers[HEADER_KEY].strip().lower()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every failure of every handler is answered here: a WalnutError with its status
+        and message, anything else as a bare 500 (details go to the log, not the caller)."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, APIError | SessionError | StorageError):
-            status, message = exc.status, exc.message
-        elif isinstance(exc, NumberError):
-            status, message = 400, exc.message
-        elif isinstance(exc, web.HTTPError):
-            status, message = exc.status_code, exc.log_message or self._reason
-        else:
-            status, message = 500, "internal error"  # details go to the log, not the caller
-        self.set_status(status)
+        if not isinstance(exc, WalnutError):
+            if isinstance(exc, web.HTTPError):
+                exc = WalnutError(exc.log_message or self._reason, status=exc.status_code)
+            else:
+                exc = WalnutError("internal error", status=500)
+        self.set_status(exc.answer_status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": {"status": status, "message": message}}))
+        self.finish(error_body(exc))
 
     def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, StorageError):
-            log.error("%s %s: %s", self.request.method, self.request.path, value.message)
-            return
-        if isinstance(value, APIError | SessionError | NumberError):
+        if isinstance(value, WalnutError):  # answered in words: no traceback
+            if value.answer_status >= 500:  # the node's own trouble (disk, runtime, ledger)
+                log.error("%s %s: %s", self.request.method, self.request.path, value.message)
             return
         super().log_exception(typ, value, tb)
 
@@ -180,7 +184,7 @@ class VouchersHandler(BaseHandler):
         renter, _ = self.renter()
         body = self.json_body()
         if not isinstance(body, dict):
-            raise APIError(400, "request body must be a JSON object")
+            raise BadRequest("request body must be a JSON object")
         amount = parse_int(body.get("amount_mist"), "amount_mist")
         signature = body.get("signature")
         try:
@@ -188,7 +192,7 @@ class VouchersHandler(BaseHandler):
         except ValueError:
             sig = b""
         if len(sig) != 64:
-            raise APIError(400, "signature: must be 128 hex characters (Ed25519)")
+            raise BadRequest("signature: must be 128 hex characters (Ed25519)")
         rec = self.node.sessions.record_voucher(session_id, renter, amount, sig)
         self.write_json(rec.public())
 
@@ -225,9 +229,9 @@ class GatewayProxyHandler(BaseHandler):
         try:
             resp = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
         except OSError as exc:
-            raise APIError(502, f"session gateway unreachable: {exc.strerror or exc}") from exc
+            raise BadGateway(f"session gateway unreachable: {exc.strerror or exc}") from exc
         if resp.code == 599:
-            raise APIError(502, "session gateway unreachable")
+            raise BadGateway("session gateway unreachable")
         self.node.metrics.proxy_bytes.labels("to_renter").inc(len(resp.body or b""))
         self.set_status(resp.code)
         self.clear_header("Content-Type")
@@ -256,9 +260,9 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
         try:
             handle = self.node.sessions.authorize_gateway(
                 session_id, session_token_from(self.request.headers))
-        except SessionError as exc:
-            self.set_status(exc.status)
-            self.finish(json.dumps({"error": {"status": exc.status, "message": exc.message}}))
+        except WalnutError as exc:  # a websocket upgrade answers in the API's shape too
+            self.set_status(exc.answer_status)
+            self.finish(error_body(exc))
             return
         rec = self.node.sessions.store.get(session_id)
         ws_url = handle.gateway_url.replace("http", "ws", 1) + "/" + kernel_path
@@ -357,7 +361,7 @@ class MetricsHandler(web.RequestHandler):
 
 class NotFoundHandler(BaseHandler):
     def prepare(self) -> None:
-        raise APIError(404, f"no such endpoint: {self.request.method} {self.request.path}")
+        raise NotFound(f"no such endpoint: {self.request.method} {self.request.path}")
 
 
 def log_request(handler: web.RequestHandler) -> None:
