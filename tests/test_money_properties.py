@@ -29,7 +29,7 @@ from jupyter_walnut.provider import sessions as sessions_module
 from jupyter_walnut.provider.hardware import Hardware
 from jupyter_walnut.provider.runtimes.base import Runtime, RuntimeHandle, RuntimeState
 from jupyter_walnut.provider.sessions import SessionError, SessionManager, SessionRequest
-from jupyter_walnut.provider.settlement import ProviderSettlement
+from jupyter_walnut.provider.settlement import PaymentError, ProviderSettlement
 from jupyter_walnut.provider.store import SessionStore
 
 FUNDS = 10**12
@@ -141,7 +141,7 @@ async def voucher(w: World, kind: str, frac: int) -> None:
     try:
         w.manager.record_voucher(w.session_id, w.renter.address,
                                  amount if presented is None else presented, signature)
-    except SessionError:
+    except (SessionError, PaymentError):
         assert not (kind == "valid" and rec.settlement == "open"), \
             "a valid voucher was refused"
         assert w.rec.voucher_mist == latest  # a refusal changes nothing
@@ -173,7 +173,7 @@ async def step(w: World, op: tuple) -> None:
         if op[2]:
             try:
                 await m.top_up(w.session_id, w.renter.address)
-            except SessionError:
+            except (SessionError, PaymentError):
                 pass  # the session is over, or its channel closing
     elif kind == "stop":
         await m.stop(w.session_id)

@@ -41,6 +41,7 @@ from ..common.remote_kernel import KernelError, RemoteKernel
 from ..common.sqlite_store import SQLiteStore
 from .app import API, SESSION_ID, APIError, BaseHandler
 from .sessions import SessionError
+from .settlement import PaymentError
 
 if TYPE_CHECKING:
     from .node import ProviderNode
@@ -323,7 +324,7 @@ class JobService:
             return
         try:
             self.node.sessions.record_voucher(rec.id, job["renter"], amount, bytes.fromhex(sig))
-        except SessionError as exc:
+        except (SessionError, PaymentError) as exc:
             log.info("job %s: voucher for %d MIST not taken: %s", job["id"], amount,
                      exc.message)
 

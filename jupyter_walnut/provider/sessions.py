@@ -20,8 +20,9 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..common.errors import StatusError
 from ..common.models import Settlement
-from ..common.numbers import MAX_SECONDS, NumberError, optional_int
+from ..common.numbers import MAX_SECONDS, optional_int
 from ..common.sqlite_store import StorageError
 from ..ledger import Channel, LedgerError
 from ..ledger.base import normalize_channel_id
@@ -36,13 +37,8 @@ log = logging.getLogger("walnut.provider")
 READY_TIMEOUT_S = 90.0
 
 
-class SessionError(Exception):
+class SessionError(StatusError):
     """A request about sessions that cannot be honoured; `status` is the HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -68,10 +64,7 @@ class SessionRequest:
             raise SessionError(400, "image: required (a name from the provider's offer)")
 
         def opt_int(key: str, minimum: int, maximum: int) -> int | None:
-            try:
-                return optional_int(body, key, minimum=minimum, maximum=maximum)
-            except NumberError as exc:
-                raise SessionError(400, exc.message) from exc
+            return optional_int(body, key, minimum=minimum, maximum=maximum)  # or a 400
 
         shape = body.get("shape")
         if shape is not None and not isinstance(shape, str):
@@ -194,22 +187,19 @@ class SessionManager:
             self.store.reserve_channel(channel_id)
         except ChannelInUse as exc:
             raise SessionError(409, "this channel already paid for a session") from exc
-        except StorageError as exc:
+        except StorageError:
             await self._refuse_unrecorded(channel_id, renter, renter_public_key, shape)
-            raise SessionError(exc.status, exc.message) from exc
+            raise
         admitted = False
         try:
-            try:
-                deposit = await self.settlement.check_channel(
-                    channel_id, renter, renter_public_key, shape.price_mist_per_second)
-            except PaymentError as exc:
-                raise SessionError(exc.status, exc.message) from exc
+            deposit = await self.settlement.check_channel(
+                channel_id, renter, renter_public_key, shape.price_mist_per_second)
             if shape.price_mist_per_second:
                 max_seconds = min(max_seconds, deposit // shape.price_mist_per_second)
             try:
                 created = await self._admit(renter, renter_public_key, image, shape,
                                             max_seconds, channel_id, deposit)
-            except SessionError:  # a valid channel for a session we cannot run: refund it
+            except (SessionError, StorageError):  # a valid channel we cannot use: refund it
                 await self._refund_unused(channel_id)
                 raise
             admitted = True
@@ -290,8 +280,8 @@ class SessionManager:
                 self.store.insert(rec)
             except ChannelInUse as exc:  # the reservation is gone: never start unpaid
                 raise SessionError(409, "this channel already paid for a session") from exc
-            except StorageError as exc:  # nothing started yet; create() refunds the channel
-                raise SessionError(exc.status, exc.message) from exc
+            except StorageError:  # nothing started yet; create() refunds the channel
+                raise
         self._spawn(self._start(rec, image.reference))
         return rec, access_token
 
@@ -493,10 +483,7 @@ class SessionManager:
         if self.settlement is None:
             raise SessionError(409, "this node does not take payments")
         rec = self.owned(session_id, renter)
-        try:
-            self.settlement.check_voucher(rec, amount, signature)
-        except PaymentError as exc:
-            raise SessionError(exc.status, exc.message) from exc
+        self.settlement.check_voucher(rec, amount, signature)  # or PaymentError
         # one statement, and only over a smaller voucher of a channel still open
         if not self.store.update_money(session_id, monotonic="voucher_mist",
                                        expect={"settlement": Settlement.OPEN},
@@ -624,10 +611,7 @@ class SessionManager:
         rec = self.owned(session_id, renter)
         if rec.status not in ACTIVE:
             raise SessionError(409, f"session is {rec.status}")
-        try:
-            channel = await self.settlement.read_channel(rec.channel_id)
-        except PaymentError as exc:
-            raise SessionError(exc.status, exc.message) from exc
+        channel = await self.settlement.read_channel(rec.channel_id)  # or PaymentError
         if channel.closed or channel.close_requested_at_ms is not None:
             await self._follow_channel(rec.id, channel)
             raise SessionError(409, f"the channel is {channel.status}: the session stops")

@@ -21,6 +21,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, fields
 
+from ..common.errors import StatusError
 from ..common.keys import KeyPair
 from ..common.models import Settlement
 from ..ledger import Channel, Ledger, LedgerError
@@ -55,11 +56,9 @@ class SettlementPolicy:
 SETTLEMENT_KEYS = tuple(f.name for f in fields(SettlementPolicy))
 
 
-class PaymentError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class PaymentError(StatusError):
+    """A channel or voucher the provider refuses: 402 when it does not pay, 409 when it
+    conflicts with what the session already holds, 503 when the ledger cannot be read."""
 
 
 class ProviderSettlement:
@@ -72,11 +71,12 @@ class ProviderSettlement:
         return await asyncio.to_thread(fn, *args)
 
     async def read_channel(self, channel_id: str) -> Channel:
-        """The channel as the ledger holds it now, or PaymentError (503: ledger unreachable)."""
+        """The channel as the ledger holds it now, or PaymentError: a channel the ledger
+        cannot show pays nothing (402), unless the ledger itself failed (its own 5xx)."""
         try:
             return await self._call(self.ledger.get_channel, channel_id)
         except LedgerError as exc:
-            status = 503 if exc.code == "E_NODE" else 402
+            status = exc.status if exc.status >= 500 else 402
             raise PaymentError(status, f"channel {channel_id}: {exc.message}") from exc
 
     async def check_channel(self, channel_id: str, renter: str, renter_public_key: str,
