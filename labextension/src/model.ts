@@ -5,7 +5,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { requestAPI } from './api';
 import { errorText } from './logic/errors';
 import { pollPlan, MAX_BACKOFF_MS } from './logic/polling';
-import { activeTotals, isActive, isSettling, ITotals, SessionEvent, sessionEvents, settlementOf } from './logic/sessions';
+import { activeTotals, isActive, isSettling, ITotals, SessionEvent, sessionEvents } from './logic/sessions';
 import { ILaunchStep } from './logic/launch';
 import { ILaunchRequest, IOffer, ISession, IWallet } from './logic/types';
 import { ISample, pushSample, toSample } from './logic/usage';
@@ -131,7 +131,7 @@ export class WalnutModel {
     }
     const events = sessionEvents(this._lastSessions, sessions);
     const money = (list: ISession[] | null) =>
-      (list ?? []).map(s => `${s.id}:${s.status}:${settlementOf(s) ?? ''}:${String(s.budget_mist)}`).join();
+      (list ?? []).map(s => `${s.id}:${s.status}:${s.settlement}:${String(s.budget_mist)}`).join();
     const moneyMoved = this._lastSessions !== null && money(this._lastSessions) !== money(sessions);
     const specsChanged =
       this._lastSessions !== null &&

@@ -123,7 +123,7 @@ export class WalnutPanel extends ReactWidget {
 
 /** Changes when a session starts, ends or settles: the history views fetch again. */
 function historyKey(model: WalnutModel): string {
-  return model.sessions.map(s => `${s.id}:${s.status}:${s.extra?.settlement ?? ''}`).join();
+  return model.sessions.map(s => `${s.id}:${s.status}:${s.settlement}`).join();
 }
 
 function Section(props: { id: string; title: string; extra?: React.ReactNode; children: React.ReactNode }) {

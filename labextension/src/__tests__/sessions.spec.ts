@@ -2,11 +2,14 @@ import {
   activeTotals,
   budgetFraction,
   budgetLevel,
+  depositOf,
   elapsedSeconds,
   isFailedLaunch,
+  isSettling,
   launchQuote,
   remainingSeconds,
   sessionEvents,
+  settlementAmounts,
   settlementLabel
 } from '../logic/sessions';
 import { pollPlan } from '../logic/polling';
@@ -20,7 +23,8 @@ function session(over: Partial<ISession>): ISession {
     id: 's-0000000000000001', provider_url: 'http://p', node: 'demo', shape: 's', image: 'python', gpus: 0, cpus: 1,
     memory_mb: 1024, price_mist_per_second: 1000, max_seconds: 100, budget_mist: 100_000, status: 'running', reason: '',
     created_at: 1000, started_at: 1000, ended_at: null, running_seconds: 10, cost_mist: 10_000, remaining_mist: 90_000,
-    kernel_name: 'walnut-s-0000000000000001', ...over
+    kernel_name: 'walnut-s-0000000000000001', settlement: 'open', deposit_mist: 100_000, voucher_mist: 9_000,
+    claimed_mist: 0, refunded_mist: 0, ...over
   };
 }
 
@@ -73,10 +77,28 @@ describe('session arithmetic', () => {
   });
   it('settlement labels and failed launches', () => {
     expect(settlementLabel(session({ settlement: 'open' }))).toBe('channel open');
-    expect(settlementLabel(session({ status: 'stopped', extra: { settlement: 'claimed' } }))).toBe('paid to provider');
-    expect(settlementLabel(session({ status: 'stopped', settlement: 'refunded' }))).toBe('refunded');
+    expect(settlementLabel(session({ status: 'stopped', settlement: 'open' }))).toBe('settling');
+    expect(settlementLabel(session({ status: 'stopped', settlement: 'closing' }))).toBe('in challenge period');
+    expect(settlementLabel(session({ status: 'stopped', settlement: 'settled' }))).toBe('settled');
+    expect(settlementLabel(session({ status: 'stopped', settlement: 'none', channel_id: null }))).toBe('no channel');
     expect(isFailedLaunch(session({ status: 'failed', started_at: null }))).toBe(true);
     expect(isFailedLaunch(session({}))).toBe(false);
+  });
+});
+
+describe('session money', () => {
+  it('reads the deposit and the settled amounts from the session itself', () => {
+    expect(depositOf(session({ deposit_mist: '18446744073709551615' }))).toBe(18446744073709551615n);
+    const settled = session({ status: 'stopped', settlement: 'settled', claimed_mist: 30_000, refunded_mist: '70000' });
+    expect(settlementAmounts(settled)).toEqual({ claimedMist: 30_000n, refundedMist: 70_000n });
+    expect(isSettling(settled)).toBe(false);
+  });
+  it('an ended session with an open or closing channel is settling, with no amounts yet', () => {
+    const closing = session({ status: 'stopped', channel_id: '0x01', settlement: 'closing' });
+    expect(isSettling(closing)).toBe(true);
+    expect(settlementAmounts(closing)).toBeNull();
+    expect(isSettling(session({ status: 'stopped', channel_id: null, settlement: 'none' }))).toBe(false);
+    expect(isSettling(session({ channel_id: '0x01' }))).toBe(false); // still running
   });
 });
 

@@ -1,7 +1,7 @@
 /** Session arithmetic: launch quotes, elapsed time, budget levels, and what changed. */
 
 import { toMist } from './money';
-import { IOffer, ISession } from './types';
+import { IOffer, ISession, Settlement } from './types';
 
 export const ACTIVE_STATUSES = ['starting', 'running'];
 
@@ -137,31 +137,23 @@ export function activeTotals(sessions: ISession[]): ITotals {
   return { active, costMist: cost, budgetMist: budget, level };
 }
 
-export function settlementOf(s: ISession): string | undefined {
-  return s.settlement ?? (s.extra && typeof s.extra.settlement === 'string' ? s.extra.settlement : undefined);
-}
-
 export function depositOf(s: ISession): bigint {
-  const raw = s.deposit_mist ?? s.extra?.deposit_mist;
-  return raw === undefined || raw === null ? toMist(s.budget_mist) : toMist(raw);
+  return toMist(s.deposit_mist);
 }
 
-const FINAL_SETTLEMENTS = ['settled', 'claimed', 'refunded'];
+const FINAL_SETTLEMENTS: Settlement[] = ['settled', 'lost'];
 
 /** An ended session whose payment channel is still being settled. */
 export function isSettling(s: ISession): boolean {
-  const state = settlementOf(s);
-  return !isActive(s) && Boolean(s.channel_id) && state !== undefined && !FINAL_SETTLEMENTS.includes(state);
+  return !isActive(s) && Boolean(s.channel_id) && s.settlement !== 'none' && !FINAL_SETTLEMENTS.includes(s.settlement);
 }
 
-/** "paid 0.01 SUI, refunded 0.99 SUI" once the channel is closed, when the server says. */
+/** "paid 0.01 SUI, refunded 0.99 SUI" once the channel is closed. */
 export function settlementAmounts(s: ISession): { claimedMist: bigint; refundedMist: bigint } | null {
-  const claimed = s.extra?.claimed_mist;
-  const refunded = s.extra?.refunded_mist;
-  if (claimed === undefined || refunded === undefined || !FINAL_SETTLEMENTS.includes(settlementOf(s) ?? '')) {
+  if (!FINAL_SETTLEMENTS.includes(s.settlement)) {
     return null;
   }
-  return { claimedMist: toMist(claimed), refundedMist: toMist(refunded) };
+  return { claimedMist: toMist(s.claimed_mist), refundedMist: toMist(s.refunded_mist) };
 }
 
 /** A launch the provider refused: recorded only so its deposit comes back. */
@@ -170,19 +162,15 @@ export function isFailedLaunch(s: ISession): boolean {
 }
 
 export function settlementLabel(s: ISession): string {
-  const state = settlementOf(s);
-  if (!state) {
-    return isActive(s) ? 'channel open' : 'no channel';
-  }
-  const labels: { [k: string]: string } = {
+  const labels: { [k in Settlement]: string } = {
+    none: 'no channel',
     open: isActive(s) ? 'channel open' : 'settling',
-    closing: 'settling',
-    challenge: 'in challenge period',
-    claimed: 'paid to provider',
-    refunded: 'refunded',
-    settled: 'settled'
+    closing: 'in challenge period',
+    settled: 'settled',
+    lost: 'closed before the provider claimed',
+    unknown: 'ledger unreachable, retrying'
   };
-  return labels[state] ?? state;
+  return labels[s.settlement] ?? s.settlement;
 }
 
 export type SessionEvent =

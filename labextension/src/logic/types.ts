@@ -42,6 +42,9 @@ export interface IUsage {
   cpu_pct?: number | null;
 }
 
+/** Where a session's payment channel stands (the server's Settlement enum). */
+export type Settlement = 'none' | 'open' | 'closing' | 'settled' | 'lost' | 'unknown';
+
 export interface ISession {
   id: string;
   provider_url: string;
@@ -65,10 +68,16 @@ export interface ISession {
   remaining_mist: number | string;
   channel_id?: string | null;
   kernel_name: string;
-  settlement?: string;
-  deposit_mist?: number | string;
+  // the channel's money, integer MIST (numbers or decimal strings)
+  settlement: Settlement;
+  deposit_mist: number | string;
+  voucher_mist: number | string;
+  claimed_mist: number | string;
+  refunded_mist: number | string;
+  settlement_error?: string | null;
+  refund_at?: number | null;
   usage?: IUsage | null;
-  extra?: { [key: string]: any };
+  extra?: { [key: string]: any }; // other facts (verification), never money
   /** The steps its launch went through, in order. */
   launch?: ILaunchStep[];
 }
