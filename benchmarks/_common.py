@@ -530,7 +530,7 @@ def start_provider(procs: Procs, home: Path, runtime: str = "process", max_sessi
     text = re.sub(r"(?m)^max_sessions = \d+", f"max_sessions = {max_sessions}", text)
     text = re.sub(r'(?m)^runtime = "auto"', f'runtime = "{runtime}"', text)
     # the benchmark's raw clients sign no vouchers: do not stop their sessions for it
-    text = re.sub(r"(?m)^grace_seconds = \d+", "grace_seconds = 86400", text)
+    text = re.sub(r"(?m)^grace_s = \d+", "grace_s = 86400", text)
     text = plain_http_on_loopback(text)
     config.write_text(text)
     port_file = home / "port"

@@ -2,7 +2,8 @@
 
 - reference/provider-api.md   from jupyter_walnut/provider/openapi.yaml
 - reference/configuration.md  from the traitlets classes (WalnutApp, WalnutProvisioner,
-                              WalnutMagics) and the keys provider.toml accepts (config.py)
+                              WalnutMagics) and provider.toml's declaration
+                              (jupyter_walnut/provider/config_schema.py)
 - contracts.md                from contracts/README.md
 - threat-model.md             docs/threat-model.md, when that file exists
 
@@ -13,7 +14,6 @@ never written into the source tree. Also runnable on its own:
 
 from __future__ import annotations
 
-import ast
 import sys
 from pathlib import Path
 
@@ -21,7 +21,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI = ROOT / "jupyter_walnut" / "provider" / "openapi.yaml"
-CONFIG_PY = ROOT / "jupyter_walnut" / "provider" / "config.py"
 CONTRACTS = ROOT / "contracts" / "README.md"
 THREAT_MODEL = ROOT / "docs" / "threat-model.md"
 METHODS = ("get", "put", "post", "patch", "delete")
@@ -159,151 +158,70 @@ def openapi_markdown(spec: dict | None = None) -> str:
 
 # --- configuration ------------------------------------------------------------------------
 
-# provider.toml: the meaning of each key. The set of keys comes from config.py itself
-# (every `_unknown(table, {...}, "prefix.")` call); a key missing here fails the build.
-PROVIDER_KEYS = {
-    "provider.name": ("required", "Node name shown to renters (a-z, 0-9, `.`, `_`, `-`)."),
-    "provider.endpoint": ("`https://127.0.0.1:<listen_port>` (`http://` with TLS off)",
-                          "The URL renters reach this node at; put it in `register`."),
-    "provider.region": ('`"local"`', "Free-form region label shown in offers."),
-    "provider.listen_host": ('`"127.0.0.1"`', "Address the API binds to; `0.0.0.0` to serve "
-                             "other machines."),
-    "provider.listen_port": ("`8765`", "Port of the API, the gateway proxy and `/metrics`."),
-    "provider.runtime": ('`"auto"`', "`auto` (Docker when an engine answers, else local "
-                         "processes), `docker` (refuse to start without Docker) or `process`."),
-    "shapes[].name": ("required", "Shape name renters pick, unique per node."),
-    "shapes[].gpus": ("`0`", "Whole GPUs per session of this shape."),
-    "shapes[].cpus": ("required", "CPU cores (a number > 0; fractions allowed)."),
-    "shapes[].memory_mb": ("required", "Memory limit in MiB (at least 64)."),
-    "shapes[].price_mist_per_second": ("required", "Price, integer MIST per second "
-                                       "(1 SUI = 10^9 MIST); a float is refused."),
-    "shapes[].disk_mb": ("`10240`", "Workspace allowance in MiB (at least 64); on Docker a "
-                         "loop-mounted ext4 image and a bounded `/tmp`: writing past it fails "
-                         "inside the session."),
-    "network.egress": ('`"internet"`', "What session containers may reach: `internet` (not "
-                       "this host, private, shared or link-local ranges, cloud metadata, IPv6) "
-                       "or `offline` (nothing)."),
-    "slurm.partition": ('`""` (the default partition)', "Partition Walnut's jobs go to."),
-    "slurm.account": ('`""`', "Slurm account charged for Walnut's jobs."),
-    "slurm.qos": ('`""`', "Quality of service of Walnut's jobs."),
-    "slurm.container": ('`""`', "Command prefix running the gateway inside a container "
-                        "(e.g. `apptainer exec IMAGE`; `{session_dir}` is replaced). Needed "
-                        "to rent to strangers."),
-    "slurm.state_dir": ("the provider home's `slurm/`", "Absolute path on a file system the "
-                        "nodes share: per-session files and endpoints."),
-    "slurm.bind": ('`"0.0.0.0"`', "Address the gateway binds to on its node."),
-    "slurm.python": ("the provider's interpreter", "Absolute path of the Python that runs "
-                     "the gateway on the nodes."),
-    "slurm.shapes": ("`{}`", "Per-shape placement: `[slurm.shapes.NAME]` tables."),
-    "slurm.shapes.<name>.partition": ('`""`', "Partition for this shape's jobs."),
-    "slurm.shapes.<name>.account": ('`""`', "Account for this shape's jobs."),
-    "slurm.shapes.<name>.qos": ('`""`', "QoS for this shape's jobs."),
-    "settlement.channel_check_interval_s": ("`5`", "Read each running session's channel on "
-                                            "the ledger this often: a close request is claimed "
-                                            "at once (below `min_challenge_period_s`)."),
-    "settlement.claim_interval_s": ("`600`", "Claim the newest voucher of a long session "
-                                    "this often."),
-    "images[].name": ("required", "Image name renters ask for (e.g. `python`)."),
-    "images[].reference": ("required", "Docker image reference, or `builtin` for the Walnut "
-                           "gateway image built on this machine."),
-    "images[].description": ('`""`', "Shown in offers."),
-    "availability.max_sessions": ("`4`", "Most sessions running at once (at least 1)."),
-    "availability.reserved_gpus": ("`[]`", "GPU indices kept for the owner, never rented."),
-    "availability.max_session_seconds": ("`86400`", "Longest a session may run (at least 60)."),
-    "availability.schedule": ("`[]` (always open)", "Windows when new sessions are accepted "
-                              "(see below)."),
-    "availability.schedule[].days": ("all days", "List of `mon` ... `sun`."),
-    "availability.schedule[].start": ('`"00:00"`', "HH:MM, provider local time."),
-    "availability.schedule[].end": ('`"24:00"`', "HH:MM or 24:00; after `start`."),
-    "limits.max_body_bytes": ("`1048576`", "Largest API request body (at least 1024)."),
-    "limits.signature_window_s": ("`60`", "How far a signed request's timestamp may be off "
-                                  "(at least 5)."),
-    "tls.mode": ('`"self-signed"`', "`self-signed` (made by `init`), `files` (your own "
-                 "certificate) or `off` (plain HTTP, loopback `listen_host` only)."),
-    "tls.cert": ('`"tls/cert.pem"`', "Certificate (PEM), relative to the provider home."),
-    "tls.key": ('`"tls/key.pem"`', "Private key (PEM), relative to the provider home."),
-    "ledger.kind": ('`"local"`', "The settlement ledger; `local` (the embedded SQLite ledger)."),
-    "ledger.path": ("`$WALNUT_LEDGER`, else the Walnut home's `ledger.sqlite`",
-                    "Local ledger file; share one file with renters on the same machine."),
-    "settlement.grace_seconds": ("`30`", "Stop a session whose vouchers fall this many "
-                                 "seconds behind its metered time."),
-    "settlement.min_prepaid_seconds": ("`60`", "A channel must lock at least this much "
-                                       "time at the shape's price."),
-    "settlement.min_challenge_period_s": ("`60`", "Shortest challenge period accepted on a "
-                                          "renter's channel."),
-    "settlement.settle_after_s": ("`15`", "Wait this long after a session ends for the "
-                                  "renter's final voucher, then claim."),
-}
 
-def _key_names(node: ast.expr) -> list[str]:
-    """The keys of an `_unknown` call's set: literals, or names config.py defines
-    (`{*_SLURM_PLACEMENT, "bind"}`, `set(SETTLEMENT_KEYS)`)."""
-    from jupyter_walnut.provider import config
-
-    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "set":
-        return _key_names(node.args[0])
-    if isinstance(node, ast.Name):
-        return list(getattr(config, node.id))
-    keys: list[str] = []
-    for element in node.elts:
-        keys += _key_names(element.value) if isinstance(element, ast.Starred) \
-            else [ast.literal_eval(element)]
-    return keys
+def _kind_doc(f) -> str:
+    """A provider.toml key's type with its bounds and allowed values, from the schema."""
+    if f.kind == "int":
+        return "integer " + (f"{f.minimum} to {f.maximum}" if f.maximum is not None
+                             else f">= {f.minimum or 0}") + (" (MIST)" if f.unit else "")
+    if f.kind == "number":
+        return f"number {'>' if f.above else '>='} {f.minimum or 0}" + \
+            (f", <= {f.maximum}" if f.maximum is not None else "")
+    if f.kind == "list":
+        what = ", ".join(f"`{c}`" for c in f.choices) if f.choices else \
+            (f"integers >= {f.minimum}" if f.items == "int" else "strings")
+        return f"list of {what}" + (" (not empty)" if f.min_items else "")
+    if f.kind == "str" and f.choices:
+        return "one of " + ", ".join(f"`{c}`" for c in f.choices)
+    if f.kind == "str" and f.check is not None:
+        return "absolute path"
+    return {"str": "string", "table": "table", "array": "array of tables",
+            "map": "tables by name"}[f.kind]
 
 
-def provider_toml_keys(source: str | None = None) -> dict[str, list[str]]:
-    """{table: [keys]} as config.py accepts them, read from its `_unknown` calls."""
-    tree = ast.parse(source if source is not None else CONFIG_PY.read_text())
-    tables: dict[str, list[str]] = {}
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_unknown"):
-            continue
-        keys = _key_names(node.args[1])  # source order
-        where = node.args[2]
-        if isinstance(where, ast.Constant):
-            table = where.value.rstrip(".")
-        elif "price_mist_per_second" in keys:  # prefixes built at run time: list items
-            table = "shapes[]"
-        elif "reference" in keys:
-            table = "images[]"
-        elif "start" in keys:
-            table = "availability.schedule[]"
-        elif "partition" in keys and "shapes" not in keys:
-            table = "slurm.shapes.<name>"
-        else:
-            raise RuntimeError(f"config.py: unrecognised table with keys {keys}")
-        tables[table] = keys
-    return tables
+def _default_doc(f) -> str:
+    from jupyter_walnut.provider.config_schema import toml_value
+
+    if f.default_doc:
+        return f.default_doc
+    if f.required:
+        return "required"
+    return f"`{toml_value(f.default)}`" if f.kind not in ("table", "map") else "`{}`"
+
+
+def _rows(section, prefix: str) -> list[str]:
+    """A table's keys as rows, nested tables' keys after it (`schedule[].days`)."""
+    rows, nested = [], []
+    for f in section.fields:
+        key = prefix + f.name
+        old = "".join(f" (was `{o}`)" for o in f.old)
+        rows.append(f"| `{key}`{old} | {_cell(_kind_doc(f))} | {_cell(_default_doc(f))} "
+                    f"| {_cell(f.help)} |")
+        if f.section is not None:
+            nested.append((f.section, key + {"array": "[].", "map": ".<name>."}[f.kind]))
+    for sub, sub_prefix in nested:
+        rows += _rows(sub, sub_prefix)
+    return rows
 
 
 def provider_toml_markdown() -> str:
     from jupyter_walnut.provider.config import default_config_text
+    from jupyter_walnut.provider.config_schema import ROOT
 
-    tables = provider_toml_keys()
     out = ["## provider.toml {#provider-toml}", "",
            "The provider's configuration, at `<provider home>/provider.toml` (`walnut-provider "
            "init` writes one sized to the machine; the home is `~/.walnut/provider`, "
            "`$WALNUT_PROVIDER_HOME` or `--home`). Every value is checked when the node "
            "starts; a wrong one is refused with its key named, e.g. "
-           "`shapes[1].price_mist_per_second: must be an integer (MIST), not a float`.", ""]
-    missing = []
-    for table in tables.get("", []):
-        prefix = {"shapes": "shapes[]", "images": "images[]"}.get(table, table)
-        heading = f"[[{table}]]" if prefix.endswith("[]") else f"[{table}]"
-        rows = []
-        for sub in (prefix, *(t for t in tables if t.startswith(prefix + "."))):
-            for key in tables.get(sub, []):
-                full = f"{sub}.{key}"
-                if full not in PROVIDER_KEYS:
-                    missing.append(full)
-                    continue
-                default, meaning = PROVIDER_KEYS[full]
-                rows.append(f"| `{full.removeprefix(prefix + '.')}` | {default} | {meaning} |")
-        out += [f"### `{heading}`", "", "| key | default | meaning |", "|---|---|---|", *rows,
-                ""]
-    if missing:
-        raise RuntimeError(f"provider.toml keys without documentation: {', '.join(missing)} "
-                           "(add them to PROVIDER_KEYS in docs/gen_reference.py)")
+           "`shapes[1].price_per_second_mist: must be an integer (MIST), not a float`.", "",
+           "Units are suffixes: `_s` seconds, `_mb` MiB, `_bytes` bytes, `_mist` MIST "
+           "(1 SUI = 10^9 MIST). A key's old name (\"was\") still loads, with a warning "
+           "naming the new one.", ""]
+    for table in ROOT.fields:
+        heading = f"[[{table.name}]]" if table.kind == "array" else f"[{table.name}]"
+        out += [f"### `{heading}`", "", _cell(table.help), "",
+                "| key | type | default | meaning |", "|---|---|---|---|",
+                *_rows(table.section, ""), ""]
     out += ["### The file `init` writes", "",
             "On a machine with one GPU (`gpu-1` appears only when NVML finds GPUs):", "",
             "```toml", default_config_text("my-node", 1, 16, 65536).strip(), "```", ""]
@@ -331,7 +249,7 @@ def configuration_markdown() -> str:
 
     out = ["# Configuration reference", "",
            "!!! note \"Generated\"",
-           "    From the traitlets classes and `jupyter_walnut/provider/config.py`.", "",
+           "    From the traitlets classes and `jupyter_walnut/provider/config_schema.py`.", "",
            "Renter options are [traitlets](https://traitlets.readthedocs.io/) options: set them "
            "on the command line (`jupyter lab --WalnutApp.challenge_period=120`), in "
            "`jupyter_server_config.py` (`c.WalnutApp.providers = [...]`), or for the magics "

@@ -22,9 +22,9 @@ def provider_config(**overrides):
         "settlement": {"settle_after_s": 1, "min_challenge_period_s": 60},
         "shapes": [
             {"name": "cpu-small", "gpus": 0, "cpus": 1, "memory_mb": 1024,
-             "price_mist_per_second": 1000},
+             "price_per_second_mist": 1000},
             {"name": "gpu-1", "gpus": 1, "cpus": 2, "memory_mb": 2048,
-             "price_mist_per_second": 50000},
+             "price_per_second_mist": 50000},
         ],
         "images": [{"name": "python", "reference": "builtin"}],
         "availability": {"max_sessions": 3},

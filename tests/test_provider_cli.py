@@ -49,11 +49,11 @@ def test_invalid_config_is_refused_with_the_key_named(tmp_path, env):
     home = tmp_path / "prov"
     assert run("--home", str(home), "init", env=env).returncode == 0
     config = home / "provider.toml"
-    config.write_text(config.read_text().replace("price_mist_per_second = 2000",
-                                                 "price_mist_per_second = 0.5"))
+    config.write_text(config.read_text().replace("price_per_second_mist = 2000",
+                                                 "price_per_second_mist = 0.5"))
     done = run("--home", str(home), "serve", env=env)
     assert done.returncode == 2
-    assert "shapes[0].price_mist_per_second" in done.stderr
+    assert "shapes[0].price_per_second_mist: must be an integer (MIST)" in done.stderr
     config.write_text("[provider\n")
     done = run("--home", str(home), "serve", env=env)
     assert done.returncode == 2 and "not valid TOML" in done.stderr
