@@ -14,6 +14,7 @@ import sys
 import tomllib
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 from ..common.keys import KeyError_, KeyPair
@@ -24,6 +25,7 @@ from .analytics import format_sui, print_history
 from .cli_benchmark import add_benchmark_command
 from .cli_ledger import add_ledger_commands
 from .config import ConfigError, default_config_text, load_config, parse_config, slurm_config_text
+from .config_schema import DeprecatedKeyWarning
 from .hardware import detect
 from .ledger_setup import ledger_identity
 from .node import ProviderNode
@@ -239,9 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """An old provider.toml key: one line, like the errors; other warnings as Python shows
+    them."""
+    if issubclass(category, DeprecatedKeyWarning):
+        print(f"walnut-provider: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        return args.func(args)
 
 
 if __name__ == "__main__":
