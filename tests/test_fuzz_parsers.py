@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from jupyter_walnut.common import jupyter_wire as wire
 from jupyter_walnut.common.errors import WalnutError
 from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.common.signed_requests import (
@@ -37,7 +38,6 @@ from jupyter_walnut.ledger.vouchers import (
 )
 from jupyter_walnut.provider.config import ConfigError, load_config, parse_config
 from jupyter_walnut.provider.sessions import SessionRequest
-from jupyter_walnut.renter.kernel import wire
 
 FAST = settings(max_examples=400, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -20,9 +20,9 @@ from tornado import httpclient
 from tornado.websocket import websocket_connect
 
 from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.protocol import RESUME_SUBPROTOCOL
 from jupyter_walnut.common.signed_requests import HEADER_TS, sign_request
 from jupyter_walnut.common.tls import pinned_context
-from jupyter_walnut.provider.links import RESUME_SUBPROTOCOL
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -307,8 +307,8 @@ def _frames(msg_type: str, content: bytes) -> list[bytes]:
 
 @pytest.mark.parametrize("trust", [False, True])
 def test_the_bridge_relays_bytes_and_re_encodes_only_what_it_cleans(trust):
+    from jupyter_walnut.common.jupyter_wire import sign
     from jupyter_walnut.renter.kernel.bridge import KernelBridge
-    from jupyter_walnut.renter.kernel.wire import sign
 
     async def never(*args):
         raise AssertionError("not used")

@@ -326,7 +326,7 @@ class V1WS:
     async def send(self, channel, msg_type, content, buffers=()):
         import uuid
 
-        from jupyter_walnut.renter.kernel.wire import to_ws_v1
+        from jupyter_walnut.common.jupyter_wire import to_ws_v1
 
         header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "username": "t",
                   "session": self.session, "date": "", "version": "5.3"}
@@ -335,7 +335,7 @@ class V1WS:
         return header["msg_id"]
 
     async def recv(self):
-        from jupyter_walnut.renter.kernel.wire import from_ws_v1
+        from jupyter_walnut.common.jupyter_wire import from_ws_v1
 
         frame = await asyncio.wait_for(self.conn.read_message(), 30)
         channel, parts = from_ws_v1(frame)

@@ -23,11 +23,12 @@ from conftest import docker_or_skip, provider_config
 from stack import StackNode
 from test_container_breakout import Session
 
+from jupyter_walnut.common.jupyter_wire import to_ws_v1
+from jupyter_walnut.common.protocol import RESUME_SUBPROTOCOL, data_frame
 from jupyter_walnut.common.remote_kernel import KernelError, RemoteKernel, new_message
 from jupyter_walnut.provider.config import ConfigError
-from jupyter_walnut.provider.links import RESUME_SUBPROTOCOL, SEQ, LinkLimits
+from jupyter_walnut.provider.links import LinkLimits
 from jupyter_walnut.provider.runtimes.docker import resource_name
-from jupyter_walnut.renter.kernel.wire import to_ws_v1
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -157,7 +158,7 @@ def _execute(code: str, seq: int) -> bytes:
                                           "stop_on_error": True}, uuid.uuid4().hex)
     parts = [json.dumps(msg[k]).encode() for k in ("header", "parent_header", "metadata",
                                                   "content")]
-    return SEQ.pack(seq) + to_ws_v1("shell", parts)
+    return data_frame(seq, to_ws_v1("shell", parts))
 
 
 async def read_without_acking(conn, table, peak: dict, until_bytes: int | None = None) -> str:

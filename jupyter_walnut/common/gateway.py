@@ -14,8 +14,8 @@ from tornado import httpclient, websocket
 from . import responses
 from .errors import StatusError
 from .keepalive import Keepalive
+from .protocol import LINK_ACK_QUERY, LINK_ID_QUERY, MAX_MESSAGE_SIZE, kernel_channels_path
 
-MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 MAX_GATEWAY_JSON = 16 * 1024 * 1024  # a kernel gateway's REST answer (kernel models)
 
 
@@ -43,6 +43,21 @@ async def fetch(request: httpclient.HTTPRequest) -> httpclient.HTTPResponse:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ProviderAPIError(0, f"provider unreachable: {reason}") from exc
 
+
+async def connect_websocket(url: str, headers: dict[str, str], *,
+                            subprotocols: list[str] | None = None,
+                            ssl_options: ssl.SSLContext | None = None
+                            ) -> websocket.WebSocketClientConnection:
+    """A kernel websocket, as every hop opens one (the renter to the provider's proxy, the
+    provider to a session's gateway): capped frames, TCP_NODELAY, and pings that find a
+    silently dropped link in seconds, so a resumable link reconnects and replays."""
+    request = httpclient.HTTPRequest(url, headers=headers, connect_timeout=10,
+                                     request_timeout=30, ssl_options=ssl_options)
+    conn = await websocket.websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE,
+                                             subprotocols=subprotocols or None,
+                                             **Keepalive.from_env().client_options())
+    conn.protocol.stream.set_nodelay(True)
+    return conn
 
 
 TLSOptions = Callable[[], Awaitable["ssl.SSLContext | None"]]
@@ -95,18 +110,11 @@ class Gateway:
     async def websocket(self, kernel_id: str, *, subprotocols: list[str] | None = None,
                         session: str | None = None, ack: int | None = None
                         ) -> websocket.WebSocketClientConnection:
-        url = self.base_url.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels"
-        query = [f"session_id={session}"] if session else []
+        url = self.base_url.replace("http", "ws", 1) + "/" + kernel_channels_path(kernel_id)
+        query = [f"{LINK_ID_QUERY}={session}"] if session else []
         if ack is not None:
-            query.append(f"walnut_ack={ack}")
+            query.append(f"{LINK_ACK_QUERY}={ack}")
         if query:
             url += "?" + "&".join(query)
-        request = httpclient.HTTPRequest(url, headers=self.headers, connect_timeout=10,
-                                         request_timeout=30,
-                                         ssl_options=await self._ssl_options())
-        # pings find a silently dropped link in seconds, so the bridge reconnects and replays
-        conn = await websocket.websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE,
-                                                 subprotocols=subprotocols,
-                                                 **Keepalive.from_env().client_options())
-        conn.protocol.stream.set_nodelay(True)
-        return conn
+        return await connect_websocket(url, self.headers, subprotocols=subprotocols,
+                                       ssl_options=await self._ssl_options())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from tornado import httpclient, websocket
 
 from .errors import BadGateway
 from .gateway import Gateway, ProviderAPIError
+from .jupyter_wire import deserialize_binary, serialize_binary
 
 
 class KernelError(BadGateway):
@@ -34,26 +34,6 @@ class ExecuteResult:
     stderr: str = ""
     error: dict | None = None
     outputs: list[dict] = field(default_factory=list)  # iopub messages, for re-display
-
-
-def serialize_binary(msg: dict, buffers: list) -> bytes:
-    """Jupyter Server's binary websocket frame: a count, offsets (big-endian uint32), the
-    JSON message, then the buffers."""
-    parts = [json.dumps(msg).encode()] + [memoryview(b).cast("B") for b in buffers]
-    offsets = [4 * (len(parts) + 1)]
-    for part in parts[:-1]:
-        offsets.append(offsets[-1] + len(part))
-    return b"".join([struct.pack(f"!{len(parts) + 1}I", len(parts), *offsets), *parts])
-
-
-def deserialize_binary(frame: bytes) -> dict:
-    view = memoryview(frame)
-    count = struct.unpack("!I", view[:4])[0]
-    offsets = list(struct.unpack(f"!{count}I", view[4 : 4 * (count + 1)])) + [len(frame)]
-    parts = [view[offsets[i] : offsets[i + 1]] for i in range(count)]
-    msg = json.loads(bytes(parts[0]))
-    msg["buffers"] = parts[1:]
-    return msg
 
 
 def new_message(msg_type: str, content: dict, session: str, channel: str = "shell") -> dict:

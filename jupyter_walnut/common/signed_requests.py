@@ -32,13 +32,9 @@ from collections.abc import Mapping
 from .errors import Unauthorized
 from .keys import KeyPair, sui_address, verify
 from .numbers import NumberError, parse_int
+from .protocol import HEADER_AUDIENCE, HEADER_KEY, HEADER_NONCE, HEADER_SIG, HEADER_TS
 
 DOMAIN = b"walnut-request-v2"
-HEADER_KEY = "X-Walnut-Public-Key"
-HEADER_TS = "X-Walnut-Timestamp"
-HEADER_NONCE = "X-Walnut-Nonce"
-HEADER_AUDIENCE = "X-Walnut-Audience"
-HEADER_SIG = "X-Walnut-Signature"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX128 = re.compile(r"^[0-9a-f]{128}$")
 _NONCE = re.compile(r"^[0-9a-f]{32}$")

@@ -25,6 +25,7 @@ from pathlib import Path
 import nbformat
 
 from ..common.keys import KeyPair
+from ..common.protocol import API
 from ..common.tls import fingerprint
 from ..ledger import LocalLedger, format_sui
 from .notebook import demo_notebook
@@ -151,7 +152,7 @@ def run_demo(args, root: Path, env: dict, spawn) -> int:
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False
     base_url = f"https://127.0.0.1:{port_file.read_text()}"
-    with urllib.request.urlopen(f"{base_url}/api/v1/status", timeout=10,
+    with urllib.request.urlopen(f"{base_url}{API}/status", timeout=10,
                                 context=context) as resp:
         offer = json.load(resp)
     provider_url = f"{base_url}#sha256={pin}"  # the renter pins the provider's certificate

@@ -36,11 +36,20 @@ from ..common.errors import (
 )
 from ..common.keepalive import Keepalive
 from ..common.numbers import NumberError, loads_json, parse_int
-from ..common.signed_requests import HEADER_KEY
-from .links import RESUME_SUBPROTOCOL, ResumableLink
-from .proxy import (
+from ..common.protocol import (
+    API,
+    HEADER_KEY,
+    JUPYTER_V1_SUBPROTOCOL,
+    LINK_ACK_QUERY,
+    LINK_ID_QUERY,
     MAX_MESSAGE_SIZE,
-    WS_SUBPROTOCOL,
+    RESUME_SUBPROTOCOL,
+    audience,
+    gateway_path,
+    token_auth,
+)
+from .links import ResumableLink
+from .proxy import (
     GatewayWebsocketBridge,
     forward_headers,
     session_token_from,
@@ -52,14 +61,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("walnut.provider.api")
 
-API = "/api/v1"
 SESSION_ID = r"(s-[0-9a-f]{16})"
 
 
 def own_audience(node: ProviderNode) -> str:
     """What a renter's signature must name to reach this node: the fingerprint of the
     certificate it serves, or on plain HTTP (loopback only) its provider address."""
-    return getattr(node, "tls_fingerprint", None) or node.identity.address
+    return audience(getattr(node, "tls_fingerprint", None), node.identity.address)
 
 
 class APIError(StatusError):
@@ -157,7 +165,7 @@ class SessionsHandler(BaseHandler):
         req = SessionRequest.from_json(self.json_body())
         rec, token = await self.node.sessions.create(renter, public_key, req)
         self.write_json({**rec.public(), "access_token": token,
-                         "gateway_path": f"{API}/sessions/{rec.id}/gateway"}, status=201)
+                         "gateway_path": gateway_path(rec.id)}, status=201)
 
     def get(self) -> None:
         renter, _ = self.renter()
@@ -284,7 +292,7 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
         """A websocket to the session's gateway, or None once the error is answered."""
         bridge = GatewayWebsocketBridge(self, self.node.metrics)
         try:
-            await bridge.connect(url, {"Authorization": f"token {gateway_token}"}, subprotocols)
+            await bridge.connect(url, token_auth(gateway_token), subprotocols)
         except (httpclient.HTTPClientError, OSError) as exc:
             code = getattr(exc, "code", 502)
             self.set_status(404 if code == 404 else 502)
@@ -296,10 +304,10 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
     async def _open_link(self, session_id: str, kernel_path: str, ws_url: str,
                          gateway_token: str) -> None:
         """A resumable link: found again by its id, or made with a new gateway socket."""
-        link_id = self.get_query_argument("session_id", "")
+        link_id = self.get_query_argument(LINK_ID_QUERY, "")
         try:
             self._renter_ack = parse_int(
-                self.get_query_argument("walnut_ack", "0", strip=False), "walnut_ack")
+                self.get_query_argument(LINK_ACK_QUERY, "0", strip=False), LINK_ACK_QUERY)
         except NumberError:
             self._renter_ack = -1
         if not re.fullmatch(r"[0-9a-f]{32}", link_id) or self._renter_ack < 0:
@@ -310,8 +318,8 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
         key = f"{session_id}/{kernel_path}/{link_id}"
         link = self.node.links.get(key)
         if link is None:
-            bridge = await self._gateway_socket(f"{ws_url}?session_id={link_id}",
-                                                gateway_token, [WS_SUBPROTOCOL])
+            bridge = await self._gateway_socket(f"{ws_url}?{LINK_ID_QUERY}={link_id}",
+                                                gateway_token, [JUPYTER_V1_SUBPROTOCOL])
             if bridge is None:
                 return
             link = ResumableLink(key, bridge.upstream, self.node.metrics,

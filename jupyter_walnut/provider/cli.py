@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..common.keys import KeyError_, KeyPair
 from ..common.numbers import cli_int
+from ..common.protocol import API
 from ..common.sqlite_store import StorageError
 from ..common.tls import fingerprint, generate_self_signed, is_loopback, server_context
 from .analytics import format_sui, print_history
@@ -165,7 +166,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         context.check_hostname = False
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     try:
-        with urllib.request.urlopen(f"{url}/api/v1/status", timeout=5, context=context) as resp:
+        with urllib.request.urlopen(f"{url}{API}/status", timeout=5, context=context) as resp:
             offer = json.load(resp)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return fail(f"provider at {url} is not answering ({getattr(exc, 'reason', exc)})", 1)

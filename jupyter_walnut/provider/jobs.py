@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 from ..common import archive as result_archive
 from ..common import digest as result_digest
 from ..common.numbers import MAX_SECONDS, optional_int, parse_int
+from ..common.protocol import API, token_auth
 from ..common.remote_kernel import KernelError, RemoteKernel
 from ..common.sqlite_store import SQLiteStore
-from .app import API, SESSION_ID, APIError, BaseHandler
+from .app import SESSION_ID, APIError, BaseHandler
 from .sessions import SessionError
 from .settlement import PaymentError
 
@@ -219,7 +220,7 @@ class JobService:
     async def _drive(self, job_id: str, files: dict[str, bytes]) -> None:
         job = self.store.get(job_id)
         rec = self.node.sessions.store.get(job["session_id"])
-        kernel = RemoteKernel(rec.gateway_url, {"Authorization": f"token {rec.gateway_token}"},
+        kernel = RemoteKernel(rec.gateway_url, token_auth(rec.gateway_token),
                               timeout=60)
         kernel.max_output_bytes = CONTROL_OUTPUT_BYTES  # renter code can print in it too
         jobdir = f"walnut-jobs/{job_id}"

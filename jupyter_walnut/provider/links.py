@@ -1,10 +1,8 @@
 """Resumable kernel links: a renter's kernel websocket that survives network cuts.
 
 With the `walnut.resume.v1` subprotocol, the provider keeps the gateway side of a kernel
-websocket open while the renter is away (up to a grace period) and numbers every message:
-
-    data frame (binary, both directions):  8-byte big-endian sequence number || v1 frame
-    control frame (text, both directions): {"ack": N, "link": "<link instance>"}
+websocket open while the renter is away (up to a grace period) and numbers every message
+(data and control frames: common/protocol.py).
 
 Each side keeps what it sent until the other acknowledges it, and drops what it receives
 twice. A reconnecting renter names the link (`session_id` query) and the last sequence it
@@ -21,9 +19,7 @@ for each write, so a renter that stops reading stalls its own kernel, not the pr
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import struct
 import time
 import uuid
 from collections import deque
@@ -31,10 +27,10 @@ from dataclasses import dataclass
 
 from tornado import websocket
 
+from ..common.protocol import control_frame, data_frame, parse_control_frame, parse_data_frame
+
 log = logging.getLogger("walnut.provider.links")
 
-RESUME_SUBPROTOCOL = "walnut.resume.v1"
-SEQ = struct.Struct(">Q")
 MiB = 1024 * 1024
 MAX_BUFFERED_BYTES = 64 * MiB  # per link, when no LinkTable caps it
 
@@ -148,18 +144,16 @@ class ResumableLink:
 
     async def from_renter(self, message: str | bytes) -> None:
         if isinstance(message, str):
-            try:
-                ack = int(json.loads(message).get("ack", 0))
-            except (ValueError, AttributeError, TypeError):
-                return
-            self._drop_acked(ack)
+            control = parse_control_frame(message)
+            if control is not None:
+                self._drop_acked(control[0])
             return
-        if len(message) < SEQ.size:
+        frame = parse_data_frame(message)
+        if frame is None:
             return
-        (seq,) = SEQ.unpack_from(message)
+        seq, payload = frame
         if seq <= self.in_delivered:
             return  # a replay of something the gateway already has
-        payload = message[SEQ.size:]
         self.metrics.bytes_to_gateway.inc(len(payload))
         self.metrics.msgs_to_gateway.inc()
         try:
@@ -206,13 +200,13 @@ class ResumableLink:
 
     def _send_control(self, handler: websocket.WebSocketHandler) -> None:
         try:
-            handler.write_message(json.dumps({"ack": self.in_delivered, "link": self.instance}))
+            handler.write_message(control_frame(self.in_delivered, self.instance))
         except websocket.WebSocketClosedError:
             pass
 
     def _write(self, handler: websocket.WebSocketHandler, seq: int, payload: bytes) -> None:
         try:
-            handler.write_message(SEQ.pack(seq) + payload, binary=True)
+            handler.write_message(data_frame(seq, payload), binary=True)
         except websocket.WebSocketClosedError:
             pass  # kept in the buffer: replayed when the renter comes back
 
@@ -221,7 +215,7 @@ class ResumableLink:
         """Write and wait until the socket took it: a renter that stops reading holds back
         its gateway (and so its kernel), not the provider's memory."""
         try:
-            await handler.write_message(SEQ.pack(seq) + payload, binary=True)
+            await handler.write_message(data_frame(seq, payload), binary=True)
         except websocket.WebSocketClosedError:
             pass  # kept in the buffer: replayed when the renter comes back
 

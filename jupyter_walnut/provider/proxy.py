@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tornado import httpclient, websocket
+from tornado import websocket
 from tornado.httputil import HTTPHeaders
 
+from ..common.gateway import connect_websocket
 from ..common.keepalive import Keepalive, Watchdog
+from ..common.protocol import token_auth
 from .sessions import SessionError
 
 log = logging.getLogger("walnut.provider.proxy")
 
-MAX_MESSAGE_SIZE = 256 * 1024 * 1024
-WS_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 _HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                 "trailers", "transfer-encoding", "upgrade", "host", "authorization",
                 "content-length", "cookie", "x-walnut-session"}
@@ -36,8 +36,7 @@ def session_token_from(headers: HTTPHeaders) -> str:
 
 def forward_headers(headers: HTTPHeaders, gateway_token: str) -> dict[str, str]:
     out = {k: v for k, v in headers.get_all() if k.lower() not in _HOP_HEADERS}
-    out["Authorization"] = f"token {gateway_token}"
-    return out
+    return {**out, **token_auth(gateway_token)}
 
 
 class GatewayWebsocketBridge:
@@ -50,15 +49,9 @@ class GatewayWebsocketBridge:
         self._pump: asyncio.Task | None = None
 
     async def connect(self, url: str, headers: dict[str, str], subprotocols: list[str]) -> None:
-        request = httpclient.HTTPRequest(url, headers=headers, connect_timeout=10,
-                                         request_timeout=30)
-        keepalive = Keepalive.from_env()
-        self.upstream = await websocket.websocket_connect(
-            request, max_message_size=MAX_MESSAGE_SIZE, subprotocols=subprotocols or None,
-            **keepalive.client_options(),
-        )
-        self.upstream.protocol.stream.set_nodelay(True)
-        Watchdog(self.upstream, keepalive)  # a gateway gone silent closes the link's upstream
+        self.upstream = await connect_websocket(url, headers, subprotocols=subprotocols)
+        # a gateway gone silent closes the link's upstream
+        Watchdog(self.upstream, Keepalive.from_env())
 
     def start_pump(self) -> None:
         self._pump = asyncio.ensure_future(self._pump_upstream())

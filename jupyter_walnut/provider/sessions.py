@@ -23,6 +23,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from ..common.errors import StatusError
 from ..common.models import Settlement
 from ..common.numbers import MAX_SECONDS, optional_int
+from ..common.protocol import token_auth
 from ..common.sqlite_store import StorageError
 from ..ledger import Channel, LedgerError
 from ..ledger.base import normalize_channel_id
@@ -352,7 +353,7 @@ class SessionManager:
             try:
                 await client.fetch(HTTPRequest(
                     handle.gateway_url + "/api/kernelspecs",
-                    headers={"Authorization": f"token {token}"}, request_timeout=5))
+                    headers=token_auth(token), request_timeout=5))
                 return
             except (HTTPClientError, OSError):
                 pass

@@ -14,10 +14,12 @@ from tornado import httpclient, websocket
 from ..common import responses
 from ..common.gateway import Gateway, ProviderAPIError, fetch
 from ..common.keys import KeyPair
+from ..common.protocol import API, gateway_path, token_auth
+from ..common.protocol import audience as audience_of
 from ..common.signed_requests import sign_request
 from ..common.tls import TLSError, pinned_context, split_pin
 
-API = "/api/v1"
+
 class ProviderClient:
     def __init__(self, base_url: str, key: KeyPair, *, timeout: float = 30.0,
                  pin: str | None = None) -> None:
@@ -77,10 +79,10 @@ class ProviderClient:
         """Whom a signed request is for: the pinned certificate's fingerprint over HTTPS,
         on plain HTTP (loopback only) the provider address its status gives."""
         if self.base_url.startswith("https:"):
-            return self.pin or ""
+            return audience_of(self.pin, "")  # no pin: refused before anything is sent
         if getattr(self, "_address", None) is None:
             self._address = (await self.status())["provider_address"]
-        return self._address
+        return audience_of(None, self._address)
 
     _fetch = staticmethod(fetch)
 
@@ -131,11 +133,11 @@ class ProviderClient:
     # --- the session's kernel gateway, through the provider's proxy --------------------
 
     def gateway_base(self, session_id: str) -> str:
-        return f"{self.base_url}{API}/sessions/{session_id}/gateway"
+        return self.base_url + gateway_path(session_id)
 
     @staticmethod
     def gateway_headers(access_token: str) -> dict[str, str]:
-        return {"Authorization": f"token {access_token}"}
+        return token_auth(access_token)
 
     def session_gateway(self, session_id: str, access_token: str) -> Gateway:
         """The session's kernel gateway behind the provider's proxy, over this client's

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+from ...common.protocol import API
 from ...common.signed_requests import sign_request
-from ..provider_client import API, ProviderClient
+from ..provider_client import ProviderClient
 
 
 def _base(session_id: str) -> str:

@@ -20,7 +20,6 @@ import hmac
 import json
 import logging
 import secrets
-import struct
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -29,11 +28,11 @@ import zmq
 import zmq.asyncio
 from tornado.websocket import WebSocketClientConnection
 
+from ...common.jupyter_wire import DELIM, from_ws_v1, sign, split_zmq, to_ws_v1
 from ...common.keepalive import Keepalive, Watchdog
+from ...common.protocol import control_frame, data_frame, parse_control_frame, parse_data_frame
 from .output_policy import POLICY_TYPES, OutputPolicy
-from .wire import DELIM, from_ws_v1, sign, split_zmq, to_ws_v1
 
-SEQ = struct.Struct(">Q")
 ACK_EVERY = 32  # acknowledge after this many frames, or after ACK_DELAY_S of quiet
 ACK_DELAY_S = 0.2
 
@@ -126,16 +125,17 @@ class KernelBridge:
         Watchdog(ws, Keepalive.from_env())  # a provider gone silent closes ws: we resume
         # the provider speaks first: what it has from us, and which link instance it is
         hello = await asyncio.wait_for(ws.read_message(), 30)
-        if not isinstance(hello, str):
+        control = parse_control_frame(hello) if isinstance(hello, str) else None
+        if control is None:
             ws.close()
             raise ConnectionError("the provider did not open a resumable link")
-        control = json.loads(hello)
-        if control.get("link") != self._link:
+        ack, link = control
+        if link != self._link:
             if self._link is not None:
                 log.warning("provider link restarted: numbering starts afresh")
-            self._link = control.get("link")
+            self._link = link
             self._in_seq = self._in_acked = 0
-        self._drop_acked(int(control.get("ack", 0)))
+        self._drop_acked(ack)
         sent_up_to = 0
         while True:  # replay in order, including anything queued meanwhile
             pending = [(seq, frame) for seq, frame in self._unacked if seq > sent_up_to]
@@ -158,7 +158,7 @@ class KernelBridge:
             self._ack_timer = None
         if self.ws is not None and self._connected.is_set() and self._in_seq > self._in_acked:
             try:
-                self.ws.write_message(json.dumps({"ack": self._in_seq}))
+                self.ws.write_message(control_frame(self._in_seq))
                 self._in_acked = self._in_seq
             except Exception:
                 pass  # acknowledged again after the reconnect
@@ -195,7 +195,7 @@ class KernelBridge:
         if self.dead_reason is not None:
             return
         self._out_seq += 1
-        numbered = SEQ.pack(self._out_seq) + frame
+        numbered = data_frame(self._out_seq, frame)
         self._unacked.append((self._out_seq, numbered))  # until the provider acknowledges
         if not self._connected.is_set() or self.ws is None:
             return  # replayed after reconnecting
@@ -232,19 +232,19 @@ class KernelBridge:
                     return
                 continue
             if isinstance(msg, str):
-                try:
-                    self._drop_acked(int(json.loads(msg).get("ack", 0)))
-                except (ValueError, AttributeError, TypeError):
-                    pass
+                control = parse_control_frame(msg)
+                if control is not None:
+                    self._drop_acked(control[0])
                 continue
-            if len(msg) < SEQ.size:
+            numbered = parse_data_frame(msg)
+            if numbered is None:
                 continue
-            (seq,) = SEQ.unpack_from(msg)
+            seq, frame = numbered
             if seq <= self._in_seq:
                 continue  # replayed after a reconnect: already delivered
             self._in_seq = seq
             try:
-                channel, parts = from_ws_v1(msg[SEQ.size:])
+                channel, parts = from_ws_v1(frame)
             except ValueError:
                 continue
             self._deliver(channel, parts)

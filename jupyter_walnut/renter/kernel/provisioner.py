@@ -16,11 +16,11 @@ from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Float, Unicode
 
 from ...common.errors import BadGateway
+from ...common.protocol import RESUME_SUBPROTOCOL
 from .. import kernel_links
 from ..manager import RenterManager
 from ..provider_client import ProviderAPIError, ProviderClient
 from .bridge import KernelBridge
-from .wire import RESUME_SUBPROTOCOL
 
 
 class WalnutKernelError(BadGateway, RuntimeError):

@@ -1,4 +1,6 @@
-"""Jupyter wire-format pieces the bridge needs: HMAC signing and the v1 websocket framing.
+"""Jupyter's wire formats, in one place: HMAC signing and ZMQ message parts (the renter's
+kernel bridge), the v1 websocket framing (`JUPYTER_V1_SUBPROTOCOL`: the bridge, the resumable
+link) and Jupyter Server's default binary frame for messages with buffers (RemoteKernel).
 
 The bridge never re-encodes message JSON: header, parent, metadata and content travel as
 the bytes the sender produced; only the signature is recomputed with the local key.
@@ -8,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import struct
 
 DELIM = b"<IDS|MSG>"
-V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
-RESUME_SUBPROTOCOL = "walnut.resume.v1"  # numbered v1 frames with acks (provider/links.py)
 
 
 def sign(key: bytes, parts: list[bytes]) -> bytes:
@@ -54,3 +56,23 @@ def from_ws_v1(frame: bytes) -> tuple[str, list[bytes]]:
         raise ValueError("bad v1 offsets")
     channel = frame[offsets[0] : offsets[1]].decode()
     return channel, [frame[offsets[i] : offsets[i + 1]] for i in range(1, count - 1)]
+
+
+def serialize_binary(msg: dict, buffers: list) -> bytes:
+    """Jupyter Server's binary websocket frame: a count, offsets (big-endian uint32), the
+    JSON message, then the buffers."""
+    parts = [json.dumps(msg).encode()] + [memoryview(b).cast("B") for b in buffers]
+    offsets = [4 * (len(parts) + 1)]
+    for part in parts[:-1]:
+        offsets.append(offsets[-1] + len(part))
+    return b"".join([struct.pack(f"!{len(parts) + 1}I", len(parts), *offsets), *parts])
+
+
+def deserialize_binary(frame: bytes) -> dict:
+    view = memoryview(frame)
+    count = struct.unpack("!I", view[:4])[0]
+    offsets = list(struct.unpack(f"!{count}I", view[4 : 4 * (count + 1)])) + [len(frame)]
+    parts = [view[offsets[i] : offsets[i + 1]] for i in range(count)]
+    msg = json.loads(bytes(parts[0]))
+    msg["buffers"] = parts[1:]
+    return msg
