@@ -122,11 +122,11 @@ async def main_async(args) -> dict:
     config = parse_config({
         "provider": {"name": "load-node", "runtime": "process"},
         "shapes": [{"name": "cpu-small", "gpus": 0, "cpus": 1, "memory_mb": 1024,
-                    "price_mist_per_second": PRICE}],
+                    "price_per_second_mist": PRICE}],
         "images": [{"name": "python", "reference": "builtin"}],
         "availability": {"max_sessions": total},
         "tls": {"mode": "off"},
-        "settlement": {"grace_seconds": 3600},
+        "settlement": {"grace_s": 3600},
     })
     with tempfile.TemporaryDirectory(prefix="walnut-load-") as tmp, \
             LocalLedger(Path(tmp) / "ledger.sqlite") as ledger:

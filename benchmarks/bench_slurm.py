@@ -45,11 +45,11 @@ def node_config(runtime: str, max_sessions: int):
     return parse_config({
         "provider": {"name": "bench-slurm", "runtime": runtime},
         "shapes": [{"name": "cpu-1", "gpus": 0, "cpus": 1, "memory_mb": 512,
-                    "price_mist_per_second": PRICE}],
+                    "price_per_second_mist": PRICE}],
         "images": [{"name": "python", "reference": "builtin"}],
         "availability": {"max_sessions": max_sessions},
         "tls": {"mode": "off"},
-        "settlement": {"grace_seconds": 3600},
+        "settlement": {"grace_s": 3600},
         "slurm": {"bind": "127.0.0.1"},
     })
 

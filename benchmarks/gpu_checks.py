@@ -468,7 +468,7 @@ async def _caught(root: Path, name: str, reported: hardware.Hardware, gpus: int)
         "provider": {"name": "liar", "runtime": "process"},
         "settlement": {"settle_after_s": 1, "min_challenge_period_s": 60},
         "shapes": [{"name": "gpu-lie", "gpus": gpus, "cpus": 1, "memory_mb": 512,
-                    "price_mist_per_second": PRICE}],
+                    "price_per_second_mist": PRICE}],
         "images": [{"name": "python", "reference": "builtin"}]})
     root.mkdir(parents=True)
     cert, key_file = root / "tls" / "cert.pem", root / "tls" / "key.pem"

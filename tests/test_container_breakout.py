@@ -55,10 +55,10 @@ class DockerNode:
         config = provider_config(
             provider={"name": "breakout-node", "runtime": "docker"},
             shapes=[{"name": "cpu-small", "gpus": 0, "cpus": 1, "memory_mb": MEMORY_MB,
-                     "price_mist_per_second": PRICE}],
+                     "price_per_second_mist": PRICE}],
             availability={"max_sessions": 4},
             # these tests send no vouchers: a long grace keeps sessions up for the module
-            settlement={"grace_seconds": 3600})
+            settlement={"grace_s": 3600})
 
         async def start():
             runtime = DockerRuntime(self.docker, provider_id="breakout-" + self.identity

@@ -150,8 +150,8 @@ def make_node(tmp_path_factory, egress_policy: str):
     config = provider_config(
         provider={"name": f"egress-{egress_policy}", "runtime": "docker"},
         shapes=[{"name": "cpu-small", "gpus": 0, "cpus": 1, "memory_mb": 512,
-                 "price_mist_per_second": 1, "disk_mb": 256}],
-        network={"egress": egress_policy}, settlement={"grace_seconds": 3600})
+                 "price_per_second_mist": 1, "disk_mb": 256}],
+        network={"egress": egress_policy}, settlement={"grace_s": 3600})
     ledger = LocalLedger(tmp / "ledger.sqlite")
     # on every interface, as the provider guide recommends for a public node
     return StackNode(tmp / "provider", ledger, config=config, runtime="docker", tls=True,

@@ -40,7 +40,7 @@ def stack(tmp_path_factory, keepalive_env):
     with LocalLedger(tmp / "ledger.sqlite") as ledger:
         # vouchers cannot reach the provider during the partition: its grace must outlast it
         config = provider_config(provider={"name": "stack-node", "runtime": stack_runtime()},
-                                 settlement={"grace_seconds": 600})
+                                 settlement={"grace_s": 600})
         node = StackNode(tmp / "provider", ledger, config=config)
         cut = NetCut("127.0.0.1", node.port)
         try:

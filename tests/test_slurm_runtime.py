@@ -61,12 +61,12 @@ def slurm_config():
     return provider_config(
         provider={"name": "slurm-node", "runtime": "slurm"},
         shapes=[{"name": "cpu-1", "gpus": 0, "cpus": 1, "memory_mb": 512,
-                 "price_mist_per_second": PRICE},
+                 "price_per_second_mist": PRICE},
                 {"name": "gpu-1", "gpus": 1, "cpus": 1, "memory_mb": 512,
-                 "price_mist_per_second": PRICE}],
+                 "price_per_second_mist": PRICE}],
         availability={"max_sessions": 8},
         # vouchers are sent by the tests that check payment; the others must not be stopped
-        settlement={"grace_seconds": 3600},
+        settlement={"grace_s": 3600},
         # one node: the gateway listens on loopback, and the partition is named
         slurm={"partition": "walnut", "bind": "127.0.0.1"})
 
