@@ -101,11 +101,6 @@ class Section:
     def __getitem__(self, name: str) -> Field:
         return self.by_name[name]
 
-    def defaults(self) -> dict[str, Any]:
-        """The values of a table with no keys; REQUIRED for those that must be given."""
-        return {f.name: f.default if f.section is None or f.kind != "table"
-                else f.section.defaults() for f in self.fields}
-
 
 def _section(path: str, *fields: Field) -> Section:
     return Section(path, fields)
@@ -289,15 +284,6 @@ ROOT = _section(
     Field("slurm", "table", "Runtime `slurm`: where jobs go and how the gateway runs on a "
           "node.", {}, section=SLURM),
 )
-
-
-def sections(root: Section = ROOT) -> list[Section]:
-    """Every section under `root`, depth first."""
-    out = []
-    for f in root.fields:
-        if f.section is not None:
-            out += [f.section, *sections(f.section)]
-    return out
 
 
 # --- reading ----------------------------------------------------------------------------
