@@ -246,6 +246,8 @@ def configuration_markdown() -> str:
     from jupyter_walnut.renter.extension.app import WalnutApp
     from jupyter_walnut.renter.kernel.provisioner import WalnutProvisioner
     from jupyter_walnut.renter.magics import WalnutMagics
+    from jupyter_walnut.renter.manager import RenterManager
+    from jupyter_walnut.renter.payments import RenterPayments
 
     out = ["# Configuration reference", "",
            "!!! note \"Generated\"",
@@ -257,9 +259,17 @@ def configuration_markdown() -> str:
            "Environment: `WALNUT_PROVIDERS` (comma-separated provider URLs), `WALNUT_HOME` "
            "(renter state, default `<jupyter data dir>/walnut`), `WALNUT_LEDGER` (the local "
            "ledger file, default `<walnut home>/ledger.sqlite`), `WALNUT_PROVIDER_HOME` (the "
-           "provider home, default `~/.walnut/provider`).", ""]
+           "provider home, default `~/.walnut/provider`), `WALNUT_SUI_RPC_URL` and "
+           "`WALNUT_SUI_PACKAGE` (defaults of `WalnutApp.sui_rpc_url` and `sui_package_id`).",
+           ""]
     out += _traits_markdown(WalnutApp, "The Jupyter Server extension (the `/walnut/` API and "
-                            "the JupyterLab panel).")
+                            "the JupyterLab panel). `ledger_class = \"sui\"` with `sui_rpc_url` "
+                            "and `sui_package_id` settles on Sui (see the architecture page's "
+                            "settlement section).")
+    out += _traits_markdown(RenterManager, "The server's sessions, made by WalnutApp "
+                            "(`c.RenterManager.<option>`).")
+    out += _traits_markdown(RenterPayments, "The renter's side of payment channels "
+                            "(`c.RenterPayments.<option>`).")
     out += _traits_markdown(WalnutProvisioner, "The `walnut` kernel provisioner. Walnut writes "
                             "these into each session's kernelspec (`metadata.kernel_provisioner"
                             ".config`); you rarely set them yourself.")
