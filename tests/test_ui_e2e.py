@@ -164,6 +164,10 @@ def test_researcher_flow(stack: WalnutStack, page) -> None:
     progress.wait_for()
     shot("launch-progress", panel)
     launch.get_by_text("Ready").wait_for(timeout=90_000)
+    # the steps the renter recorded for this launch (issue #14), each done, in its order
+    assert progress.locator("li.jp-mod-done").all_inner_texts() == [
+        "Getting the provider's quote", "Opening the payment channel", "Creating the session",
+        "Starting the container", "Verifying the hardware", "Registering the kernel", "Ready"]
     card = panel.locator("article.jp-Walnut-session")
     card.wait_for()
     session_id = card.get_attribute("data-session")
