@@ -52,7 +52,7 @@ fi
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp_src" ]; then
   log "installing jupyter-walnut and its test tools"
   "$WALNUT_VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-  "$WALNUT_VENV/bin/pip" install -q -e "$ROOT[test,demo,docs,magics,sui]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  "$WALNUT_VENV/bin/pip" install -q -e "$ROOT[test,provider,demo,docs,magics,sui]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
   "$WALNUT_VENV/bin/python" -c "import jupyter_walnut" 
   # the editable install copied the built labextension once; keep it live instead
   mkdir -p "$WALNUT_VENV/share/jupyter/labextensions"
