@@ -1,6 +1,7 @@
 """Print the runtime requirements of jupyter-walnut that the GPU check installs, one a line.
 
-Read from pyproject.toml so the list is written once; JupyterLab is left out: the check
+Read from pyproject.toml so the list is written once: the base dependencies and the
+`provider` extra (the check runs a provider node too). JupyterLab is left out: the check
 drives the renter's Jupyter Server through its REST API and needs no Lab UI.
 """
 
@@ -15,7 +16,8 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 
 def requirements() -> list[str]:
-    deps = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    deps = [*project["dependencies"], *project["optional-dependencies"]["provider"]]
     return [dep for dep in deps if not re.match(r"jupyterlab\b", dep)]
 
 
