@@ -38,8 +38,8 @@ from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.common.signed_requests import sign_request
 from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.ledger.vouchers import Voucher
-from jupyter_walnut.provider.app import make_app
 from jupyter_walnut.provider.jobs import service
+from jupyter_walnut.provider.routes import make_app
 
 schemathesis = pytest.importorskip("schemathesis")
 

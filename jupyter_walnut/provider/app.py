@@ -23,6 +23,7 @@ import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado import httpclient, web, websocket
 
 from .._version import __version__
@@ -34,15 +35,12 @@ from ..common.errors import (
     StatusError,
     WalnutError,
 )
-from ..common.keepalive import Keepalive
 from ..common.numbers import NumberError, loads_json, parse_int
 from ..common.protocol import (
-    API,
     HEADER_KEY,
     JUPYTER_V1_SUBPROTOCOL,
     LINK_ACK_QUERY,
     LINK_ID_QUERY,
-    MAX_MESSAGE_SIZE,
     RESUME_SUBPROTOCOL,
     audience,
     gateway_path,
@@ -359,8 +357,6 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
 
 class MetricsHandler(web.RequestHandler):
     def get(self) -> None:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
         node = self.settings["walnut_node"]
         node.refresh_metrics()
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
@@ -378,30 +374,3 @@ def log_request(handler: web.RequestHandler) -> None:
     level = log.info if status < 400 else log.warning if status < 500 else log.error
     level("%d %s %s %.1fms", status, handler.request.method, handler.request.path,
           1000.0 * handler.request.request_time())
-
-
-def make_app(node: ProviderNode) -> web.Application:
-    from .jobs import routes as job_routes  # jobs.py imports this module
-
-    return web.Application(
-        [
-            (rf"{API}/health", HealthHandler),
-            (rf"{API}/status", StatusHandler),
-            (rf"{API}/openapi.yaml", OpenAPIHandler),
-            (rf"{API}/sessions", SessionsHandler),
-            (rf"{API}/sessions/{SESSION_ID}", SessionHandler),
-            (rf"{API}/sessions/{SESSION_ID}/vouchers", VouchersHandler),
-            (rf"{API}/sessions/{SESSION_ID}/topup", TopUpHandler),
-            (rf"{API}/sessions/{SESSION_ID}/gateway/(api/kernels/[^/]+/channels)",
-             GatewayWebsocketHandler),
-            (rf"{API}/sessions/{SESSION_ID}/gateway/(.*)", GatewayProxyHandler),
-            (r"/metrics", MetricsHandler),
-            *job_routes(),
-        ],
-        default_handler_class=NotFoundHandler,
-        log_function=log_request,
-        walnut_node=node,
-        websocket_max_message_size=MAX_MESSAGE_SIZE,
-        **Keepalive.from_env().server_settings(),  # a renter gone silent is found dead
-    )
-

@@ -17,13 +17,13 @@ from ..common.keys import KeyPair
 from ..common.signed_requests import RequestVerifier
 from ..ledger import Ledger
 from .analytics import refresh_earnings_metrics
-from .app import make_app
 from .config import ProviderConfig
 from .hardware import GPU, Hardware, detect
 from .image import ensure_gateway_image
 from .ledger_setup import node_ledger
 from .links import LinkTable
 from .metrics import ProviderMetrics
+from .routes import make_app
 from .runtimes import Runtime
 from .runtimes.docker import DockerRuntime, docker_available
 from .runtimes.process import ProcessRuntime
