@@ -300,3 +300,18 @@ def test_live_provider_cli_reads_the_configured_node(tmp_path, live_key_file):
     code, lines = claim(home)  # an unknown channel, read from the live node
     assert code == 1 and len(lines) == 1 and "E_UNKNOWN_CHANNEL" in lines[0], lines
 
+
+
+@live
+def test_live_provider_node_reads_channels_from_the_configured_node(tmp_path):
+    config = provider_config(ledger={"kind": "sui", "rpc_url": LIVE_URL,
+                                     "package_id": os.environ.get("WALNUT_SUI_PACKAGE")})
+    node = StackNode(tmp_path, None, config=config)
+    try:
+        client = node.client(KeyPair.generate())
+        with pytest.raises(ProviderAPIError) as refused:  # read from the live node: none
+            node.run(client.create_session(image="python", shape="cpu-small",
+                                           channel_id=CHANNEL))
+        assert refused.value.status == 402 and "::channel::Channel" in refused.value.message
+    finally:
+        node.stop()
