@@ -322,13 +322,13 @@ def plausible_config() -> st.SearchStrategy[dict]:
     def maybe(keys: list[str]) -> st.SearchStrategy[dict]:
         return st.fixed_dictionaries({}, optional={k: toml_values for k in keys})
 
-    shape = maybe(["name", "gpus", "cpus", "memory_mb", "price_mist_per_second", "extra"])
+    shape = maybe(["name", "gpus", "cpus", "memory_mb", "price_per_second_mist", "extra"])
     good_shape = st.just({"name": "cpu-small", "gpus": 0, "cpus": 1, "memory_mb": 512,
-                          "price_mist_per_second": 10})
+                          "price_per_second_mist": 10})
     window = maybe(["days", "start", "end"])
     avail = st.fixed_dictionaries({}, optional={
         "max_sessions": toml_scalars, "reserved_gpus": toml_values,
-        "max_session_seconds": toml_scalars,
+        "max_session_s": toml_scalars,
         "schedule": st.lists(window | toml_values, max_size=2)})
     return st.fixed_dictionaries({}, optional={
         "provider": maybe(["name", "endpoint", "region", "listen_host", "listen_port",
@@ -340,7 +340,7 @@ def plausible_config() -> st.SearchStrategy[dict]:
         "limits": maybe(["max_body_bytes", "signature_window_s"]),
         "tls": maybe(["mode", "cert", "key"]),
         "ledger": maybe(["kind", "path"]),
-        "settlement": maybe(["grace_seconds", "min_prepaid_seconds", "min_challenge_period_s",
+        "settlement": maybe(["grace_s", "min_prepaid_s", "min_challenge_period_s",
                              "settle_after_s"]),
         "bogus": toml_values,
     })
@@ -349,12 +349,12 @@ def plausible_config() -> st.SearchStrategy[dict]:
 VALID_CONFIG = {
     "provider": {"name": "n", "runtime": "process", "listen_port": 8765},
     "shapes": [{"name": "cpu-small", "gpus": 0, "cpus": 1, "memory_mb": 512,
-                "price_mist_per_second": 10}],
+                "price_per_second_mist": 10}],
     "images": [{"name": "python", "reference": "builtin"}],
     "availability": {"max_sessions": 2, "schedule": [{"days": ["mon"], "start": "09:00"}]},
     "limits": {"max_body_bytes": 4096},
     "tls": {"mode": "off"},
-    "settlement": {"grace_seconds": 30},
+    "settlement": {"grace_s": 30},
 }
 
 
@@ -415,7 +415,7 @@ def test_load_config_on_arbitrary_text_raises_only_config_error(tmp_path) -> Non
     count = Counter()
     path = tmp_path / "provider.toml"
     base = ('[provider]\nname = "n"\n[[shapes]]\nname = "a"\ncpus = 1\nmemory_mb = 64\n'
-            'price_mist_per_second = 1\n[[images]]\nname = "p"\nreference = "builtin"\n')
+            'price_per_second_mist = 1\n[[images]]\nname = "p"\nreference = "builtin"\n')
 
     @FAST
     @given(st.one_of(st.binary(max_size=200),

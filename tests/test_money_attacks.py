@@ -60,13 +60,13 @@ def stack(tmp_path_factory, ledger):
     config = provider_config(
         provider={"name": "money-node", "runtime": stack_runtime()},
         shapes=[{"name": "cpu-small", "gpus": 0, "cpus": 1, "memory_mb": 512,
-                 "price_mist_per_second": PRICE},
+                 "price_per_second_mist": PRICE},
                 # no test machine has 8 free GPUs: a create on it fails after the channel check
                 {"name": "gpu-8", "gpus": 8, "cpus": 1, "memory_mb": 512,
-                 "price_mist_per_second": PRICE}],
+                 "price_per_second_mist": PRICE}],
         availability={"max_sessions": 6},
         settlement={"settle_after_s": 1, "min_challenge_period_s": CHALLENGE_S,
-                    "min_prepaid_seconds": 1, "channel_check_interval_s": 1,
+                    "min_prepaid_s": 1, "channel_check_interval_s": 1,
                     "claim_interval_s": 3600})
     node = StackNode(tmp_path_factory.mktemp("provider"), ledger, config=config,
                      metering_interval_s=0.25)

@@ -121,7 +121,7 @@ async def test_end_of_session_claims_the_voucher_and_refunds_the_rest(provider, 
 async def test_a_renter_who_stops_paying_is_stopped_within_the_grace(provider_factory,
                                                                    renter_key, ledger):
     node = await provider_factory(config=provider_config(
-        settlement={"grace_seconds": 1, "settle_after_s": 1, "min_challenge_period_s": 60}))
+        settlement={"grace_s": 1, "settle_after_s": 1, "min_challenge_period_s": 60}))
     client, created, channel = await start(node, renter_key)
     sid = created["id"]
     while (await client.get_session(sid))["status"] == "running":
@@ -139,7 +139,7 @@ async def test_a_renter_who_stops_paying_is_stopped_within_the_grace(provider_fa
 
 async def test_deposit_used_up_stops_the_session(provider_factory, renter_key, ledger):
     node = await provider_factory(config=provider_config(
-        settlement={"min_prepaid_seconds": 1, "settle_after_s": 1, "min_challenge_period_s": 60}))
+        settlement={"min_prepaid_s": 1, "settle_after_s": 1, "min_challenge_period_s": 60}))
     client, created, channel = await start(node, renter_key, deposit=2_500)
     assert created["max_seconds"] == 2  # 2500 MIST buys 2 s at 1000 MIST/s
     session = await until_ended(client, created["id"])

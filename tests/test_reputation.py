@@ -25,7 +25,7 @@ SETTLE = {"settle_after_s": 30}
 
 def shape(name: str, cpus: float) -> dict:
     return {"name": name, "gpus": 0, "cpus": cpus, "memory_mb": 1024,
-            "price_mist_per_second": PRICE}
+            "price_per_second_mist": PRICE}
 
 
 def row_of(offers: list[dict], node) -> dict:

@@ -46,8 +46,8 @@ def node(tmp_path_factory):
     config = provider_config(
         provider={"name": "limits-node", "runtime": "docker"},
         shapes=[{"name": "cpu-small", "gpus": 0, "cpus": 1, "memory_mb": 512,
-                 "price_mist_per_second": PRICE, "disk_mb": DISK_MB}],
-        settlement={"grace_seconds": 3600})  # no vouchers here: keep sessions up
+                 "price_per_second_mist": PRICE, "disk_mb": DISK_MB}],
+        settlement={"grace_s": 3600})  # no vouchers here: keep sessions up
     with LocalLedger(tmp / "ledger.sqlite") as ledger:
         stack = StackNode(tmp / "provider", ledger, config=config, runtime="docker", tls=True)
         try:
@@ -234,7 +234,7 @@ def test_control_kernel_output_is_capped_in_the_provider(node, alice):
 
 
 def test_disk_and_egress_settings_are_validated():
-    base = {"name": "s", "cpus": 1, "memory_mb": 512, "price_mist_per_second": 1}
+    base = {"name": "s", "cpus": 1, "memory_mb": 512, "price_per_second_mist": 1}
     assert provider_config(shapes=[base]).shapes[0].disk_mb == 10240  # the default
     assert provider_config(shapes=[base]).egress == "internet"
     for bad, message in ((0, "shapes[0].disk_mb: must be an integer >= 64"),

@@ -32,7 +32,7 @@ SETTLE = {"settle_after_s": 30}
 
 def shape(name: str, cpus: float, memory_mb: int = 1024) -> dict:
     return {"name": name, "gpus": 0, "cpus": cpus, "memory_mb": memory_mb,
-            "price_mist_per_second": PRICE}
+            "price_per_second_mist": PRICE}
 
 
 @pytest.fixture
