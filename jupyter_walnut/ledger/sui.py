@@ -742,8 +742,13 @@ def _decoded(decode: Callable[[bytes], object], contents: bytes | None):
 
 def _make_client(rpc_url: str, config_dir: Path):
     """pysui's GraphQL client for `rpc_url`, configured in `config_dir` (keys stay ours)."""
-    from pysui import PysuiConfiguration, client_factory  # noqa: PLC0415  (optional: the sui extra)
-    from pysui.sui.sui_common.config.confgroup import GroupProtocol, NetworkType  # noqa: PLC0415  (optional: the sui extra)
+    try:
+        from pysui import PysuiConfiguration, client_factory  # noqa: PLC0415  (optional: the sui extra)
+        from pysui.sui.sui_common.config.confgroup import GroupProtocol, NetworkType  # noqa: PLC0415  (optional: the sui extra)
+    except ImportError as exc:  # a process configured for Sui, installed without the extra
+        raise LedgerError(
+            "E_NODE", 'the Sui ledger needs pysui: pip install "jupyter-walnut[sui]"'
+        ) from exc
 
     config = PysuiConfiguration.initialize_config(
         in_folder=config_dir, init_groups=[{"name": "walnut", "make_active": True}]
