@@ -16,6 +16,7 @@ from conftest import FUNDS, ThreadedProvider, on_settled, provider_config
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.money import format_sui
 from jupyter_walnut.provider.analytics import day_of, history
 from jupyter_walnut.provider.config import default_config_text
 from jupyter_walnut.provider.runtimes.base import RuntimeError_
@@ -76,6 +77,7 @@ async def test_provider_sees_what_it_earns(provider_factory, ledger, tmp_path, m
     assert done.returncode == 0, done.stderr
     assert "1 served, 1 failed to start" in done.stdout
     assert f"{claimed:>14}" in done.stdout  # today's claimed MIST
+    assert f"Earnings  {format_sui(claimed)} claimed, 0 SUI pending" in done.stdout
     as_json = await asyncio.to_thread(subprocess.run, [
         sys.executable, "-m", "jupyter_walnut.provider.cli", "--home", str(home), "status",
         "--history", "--json"], capture_output=True, text=True, timeout=60)

@@ -339,7 +339,7 @@ job_bodies = st.one_of(
     st.text(min_size=128, max_size=128).filter(
         lambda t: any(c not in "0123456789abcdefABCDEF" for c in t)).map(
         lambda sig: {"kind": "script", "entry": "run.py", "files": {"run.py": b64(b"x = 1")},
-                     "vouchers": [["5000", sig]]}),
+                     "vouchers": [{"amount_mist": "5000", "signature": sig}]}),
 ).map(lambda v: v if isinstance(v, bytes) else json.dumps(v).encode())
 
 

@@ -115,7 +115,8 @@ async def test_provider_job_voucher_amounts_are_checked(stack):
     key = KeyPair.generate()
     base = {"kind": "script", "entry": "a.py", "files": {"a.py": "cHJpbnQoMSk="}}
     for label, raw in BAD_NUMBERS.items():
-        body = json.dumps({**base, "vouchers": [["__N__", "00" * 64]]}).replace(
+        body = json.dumps({**base, "vouchers": [{"amount_mist": "__N__",
+                                                  "signature": "00" * 64}]}).replace(
             '"__N__"', raw).encode()
         code, message = await signed_post(stack, key, f"/api/v1/sessions/{SID}/jobs", body)
         assert code == 400 and "amount_mist" in message, (label, code, message)

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from jupyter_walnut.common.keys import KeyPair, to_sui_keystore_entry
-from jupyter_walnut.ledger import LocalLedger, Voucher, parse_sui
+from jupyter_walnut.common.money import format_sui, parse_sui
+from jupyter_walnut.ledger import LocalLedger, Voucher
 from jupyter_walnut.provider.cli_ledger import add_ledger_commands, cert_fingerprint
 from jupyter_walnut.renter.cli import main
 
@@ -115,6 +116,18 @@ def test_parse_sui_is_exact():
     for bad in ["", ".", "1.2.3", "-1", "1e3", "abc"]:
         with pytest.raises(ValueError):
             parse_sui(bad)
+
+
+def test_format_sui_is_exact_and_reads_back():
+    assert format_sui(0) == "0 SUI"
+    assert format_sui(1) == "0.000000001 SUI"
+    assert format_sui(1_500_000_000) == "1.5 SUI"
+    assert format_sui(12_345_600_000_000) == "12,345.6 SUI"
+    assert format_sui(-1_500_000_000) == "-1.5 SUI"
+    big = 2**64 - 1  # past float precision: every digit kept
+    assert format_sui(big) == "18,446,744,073.709551615 SUI"
+    for mist in (0, 1, 999_999_999, 10**9, big):
+        assert parse_sui(format_sui(mist)) == mist
 
 
 # --- walnut-provider register / claim --------------------------------------------

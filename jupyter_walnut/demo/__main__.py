@@ -25,9 +25,10 @@ from pathlib import Path
 import nbformat
 
 from ..common.keys import KeyPair
+from ..common.money import format_sui
 from ..common.protocol import API
 from ..common.tls import fingerprint
-from ..ledger import LocalLedger, format_sui
+from ..ledger import LocalLedger
 from .notebook import demo_notebook
 
 DEMO_FUNDS_MIST = 100 * 10**9  # 100 SUI on the local ledger

@@ -68,7 +68,6 @@ HTTP_STATUS: dict[str, int] = {
     "E_NODE": 503,
 }
 
-MIST_PER_SUI = 1_000_000_000
 FINGERPRINT_LENGTH = 32  # SHA-256 of the provider's TLS certificate (DER)
 
 

@@ -21,15 +21,44 @@ was already claimed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from ..common.errors import BadRequest
 from ..common.keys import KeyPair, verify
+from ..common.numbers import parse_int
 from . import bcs
 
 DOMAIN = b"walnut-voucher-v1"
 MESSAGE_LENGTH = len(DOMAIN) + bcs.ADDRESS_LENGTH + 8
 SIGNATURE_LENGTH = 64
 PUBLIC_KEY_LENGTH = 32
+_HEX_SIGNATURE = re.compile(rf"[0-9a-fA-F]{{{2 * SIGNATURE_LENGTH}}}")
+
+
+class VoucherFieldError(BadRequest, ValueError):
+    """A voucher's JSON fields are malformed (400); the message names the field."""
+
+
+def voucher_fields(amount_mist: int, signature: bytes) -> dict[str, str]:
+    """A voucher as JSON carries it, renter to provider (openapi.yaml's Voucher): the
+    cumulative amount as a decimal string (JSON numbers lose precision past 2**53) and the
+    signature as hex. The channel is the session's (its URL), or `channel_id` beside them."""
+    return {"amount_mist": str(int(amount_mist)), "signature": bytes(signature).hex()}
+
+
+def parse_voucher_fields(data: object, field: str = "") -> tuple[int, bytes]:
+    """(amount, signature) from `voucher_fields`' form, checked; else a VoucherFieldError or
+    NumberError (both 400) naming `field` and the bad key."""
+    if not isinstance(data, dict):
+        raise VoucherFieldError(f"{field or 'voucher: '}must be an object with amount_mist "
+                                "and signature")
+    amount = parse_int(data.get("amount_mist"), f"{field}amount_mist")
+    signature = data.get("signature")
+    if not isinstance(signature, str) or not _HEX_SIGNATURE.fullmatch(signature):
+        raise VoucherFieldError(f"{field}signature: must be {2 * SIGNATURE_LENGTH} hex "
+                                "characters (Ed25519)")
+    return amount, bytes.fromhex(signature)
 
 
 def voucher_message(channel_id: str | bytes, amount_mist: int) -> bytes:
@@ -75,20 +104,14 @@ class Voucher:
         return verify_voucher(public_key, self.channel_id, self.amount_mist, self.signature)
 
     def to_json(self) -> dict[str, object]:
-        # The amount travels as a decimal string: JSON numbers lose precision past 2**53.
-        return {
-            "channel_id": self.channel_id,
-            "amount_mist": str(self.amount_mist),
-            "signature": self.signature.hex(),
-        }
+        return {"channel_id": self.channel_id,
+                **voucher_fields(self.amount_mist, self.signature)}
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> Voucher:
         try:
-            amount = int(str(data["amount_mist"]), 10)
-            signature = bytes.fromhex(str(data["signature"]))
+            amount, signature = parse_voucher_fields(data)
             channel = bcs.normalize_address(str(data["channel_id"]))
-            bcs.u64(amount)
         except (KeyError, ValueError) as exc:
             raise ValueError(f"malformed voucher: {exc}") from exc
         return cls(channel, amount, signature)

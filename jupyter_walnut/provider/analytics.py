@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..common.money import format_sui
 from .config import ConfigError, load_config
 from .store import ACTIVE, SessionRecord, SessionStore
 
@@ -102,20 +103,14 @@ def history_from_home(home: Path, days: int = 30) -> dict | None:
         store.close()
 
 
-def format_sui(mist: int) -> str:
-    """Exact decimal SUI from integer MIST, trailing zeros trimmed."""
-    whole, frac = divmod(int(mist), 10**9)
-    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".")
-
-
 def format_history(h: dict) -> str:
     lines = [
         f"Since     {h['since']} ({h['days']} days)",
         f"Sessions  {h['sessions_served']} served, {h['failed_starts']} failed to start, "
         f"{h['active_sessions']} active; {h['running_seconds']} s metered",
-        f"Earnings  {format_sui(h['claimed_mist'])} SUI claimed, "
-        f"{format_sui(h['pending_mist'])} SUI pending, "
-        f"{format_sui(h['metered_unpaid_mist'])} SUI metered but unpaid",
+        f"Earnings  {format_sui(h['claimed_mist'])} claimed, "
+        f"{format_sui(h['pending_mist'])} pending, "
+        f"{format_sui(h['metered_unpaid_mist'])} metered but unpaid",
         "Day          claimed (MIST)  pending (MIST)  sessions  failed  busy",
     ]
     for d in h["by_day"]:

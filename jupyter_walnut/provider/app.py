@@ -46,6 +46,7 @@ from ..common.protocol import (
     gateway_path,
     token_auth,
 )
+from ..ledger.vouchers import parse_voucher_fields
 from .links import ResumableLink
 from .proxy import (
     GatewayWebsocketBridge,
@@ -191,14 +192,7 @@ class VouchersHandler(BaseHandler):
         body = self.json_body()
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
-        amount = parse_int(body.get("amount_mist"), "amount_mist")
-        signature = body.get("signature")
-        try:
-            sig = bytes.fromhex(signature) if isinstance(signature, str) else b""
-        except ValueError:
-            sig = b""
-        if len(sig) != 64:
-            raise BadRequest("signature: must be 128 hex characters (Ed25519)")
+        amount, sig = parse_voucher_fields(body)  # or 400 naming the field
         rec = self.node.sessions.record_voucher(session_id, renter, amount, sig)
         self.write_json(rec.public())
 

@@ -18,11 +18,12 @@ import warnings
 from pathlib import Path
 
 from ..common.keys import KeyError_, KeyPair
+from ..common.money import format_sui
 from ..common.numbers import cli_int
 from ..common.protocol import API
 from ..common.sqlite_store import StorageError
 from ..common.tls import fingerprint, generate_self_signed, is_loopback, server_context
-from .analytics import format_sui, print_history
+from .analytics import print_history
 from .cli_benchmark import add_benchmark_command
 from .cli_ledger import add_ledger_commands
 from .config import ConfigError, default_config_text, load_config, parse_config, slurm_config_text
@@ -203,7 +204,7 @@ def format_status(offer: dict) -> str:
         sui_per_hour = format_sui(s["price_mist_per_hour"])
         lines.append(f"  {s['name']:<12} {s['gpus']} GPU  {s['cpus']:g} CPU  "
                      f"{s['memory_mb']} MiB  {s['price_mist_per_second']} MIST/s "
-                     f"({sui_per_hour} SUI/h){'' if s['available'] else '  [full]'}")
+                     f"({sui_per_hour}/h){'' if s['available'] else '  [full]'}")
     return "\n".join(lines)
 
 

@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..common.cli import run_command
 from ..common.keys import KeyPair
+from ..common.money import format_sui
 from ..common.numbers import cli_int
-from ..ledger import Ledger, LocalLedger, Voucher, format_sui
+from ..ledger import Ledger, LocalLedger, Voucher
 from .config import ProviderConfig, load_config
 from .ledger_setup import ledger_identity, node_ledger
 

@@ -26,7 +26,6 @@ import base64
 import binascii
 import json
 import logging
-import re
 import secrets
 import time
 import weakref
@@ -40,6 +39,7 @@ from ..common.numbers import MAX_SECONDS, optional_int, parse_int
 from ..common.protocol import API, token_auth
 from ..common.remote_kernel import KernelError, RemoteKernel
 from ..common.sqlite_store import SQLiteStore
+from ..ledger.vouchers import parse_voucher_fields
 from .app import SESSION_ID, APIError, BaseHandler
 from .sessions import SessionError
 from .settlement import PaymentError
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("walnut.provider.jobs")
 
 JOB_ID = r"(j-[0-9a-f]{16})"
-_HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{128}")  # Ed25519, checked here, not when paying
 MAX_JOB_BODY = 12 * 1024 * 1024  # under the HTTP server's 16 MiB cap; base64 inflates 4/3
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 MAX_VOUCHERS = 1024
@@ -125,11 +124,12 @@ def parse_submission(body: Any) -> dict:
     attempt = optional_int(body, "attempt", 1, minimum=1, maximum=10**6)
     timeout = optional_int(body, "cell_timeout_s", minimum=1, maximum=MAX_SECONDS)
     vouchers = body.get("vouchers", [])
-    if not isinstance(vouchers, list) or len(vouchers) > MAX_VOUCHERS or not all(
-            isinstance(v, list) and len(v) == 2
-            and isinstance(v[1], str) and _HEX_SIGNATURE.fullmatch(v[1]) for v in vouchers):
-        raise APIError(400, f"vouchers: at most {MAX_VOUCHERS} [amount_mist, signature hex]")
-    vouchers = [[parse_int(v[0], "vouchers: amount_mist"), v[1]] for v in vouchers]
+    if not isinstance(vouchers, list) or len(vouchers) > MAX_VOUCHERS:
+        raise APIError(400, f"vouchers: at most {MAX_VOUCHERS} vouchers (amount_mist, "
+                            "signature)")
+    # kept as [amount, signature hex]: the job's own record, released by _pay
+    vouchers = [[amount, signature.hex()] for amount, signature in
+                (parse_voucher_fields(v, "vouchers: ") for v in vouchers)]
     stop_session = body.get("stop_session", True)
     if not isinstance(stop_session, bool):
         raise APIError(400, "stop_session: must be true or false")

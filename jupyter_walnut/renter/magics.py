@@ -24,8 +24,9 @@ from IPython.display import clear_output, display, publish_display_data
 from traitlets import Enum, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
+from ..common.money import format_sui
 from ..common.remote_kernel import KernelError, RemoteKernel
-from ..ledger import LocalLedger, default_ledger_path, format_sui
+from ..ledger import LocalLedger, default_ledger_path
 from .jobs import loop, transfer
 from .jobs.cli_args import (
     add_job_arguments,

@@ -18,6 +18,7 @@ from ..common.protocol import API, gateway_path, token_auth
 from ..common.protocol import audience as audience_of
 from ..common.signed_requests import sign_request
 from ..common.tls import TLSError, pinned_context, split_pin
+from ..ledger.vouchers import voucher_fields
 
 
 class ProviderClient:
@@ -106,7 +107,7 @@ class ProviderClient:
 
     async def send_voucher(self, session_id: str, amount_mist: int, signature: bytes) -> dict:
         return await self._call("POST", f"{API}/sessions/{session_id}/vouchers",
-                                {"amount_mist": str(amount_mist), "signature": signature.hex()})
+                                voucher_fields(amount_mist, signature))
 
     async def top_up_session(self, session_id: str) -> dict:
         """Ask the provider to read the session's topped-up channel on the ledger."""

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ...common.cli import CommandError
 from ...common.keys import KeyPair, load_sui_keystore, sui_active_key, to_sui_keystore_entry
+from ...common.money import format_sui, parse_sui
 from ...common.numbers import cli_int
-from ...ledger import LocalLedger, default_ledger_path, format_sui, parse_sui, walnut_home
+from ...ledger import LocalLedger, default_ledger_path, walnut_home
 
 
 def sui_amount(text: str) -> int:
