@@ -127,3 +127,24 @@ def test_money_changes_only_through_its_columns_and_never_moves_back(tmp_path):
                               voucher_signature="ef" * 64)
     assert store.get(sid).voucher_mist == 39_000
     store.close()
+
+
+def test_an_unreadable_legacy_amount_is_kept_aside_and_the_store_still_opens(tmp_path):
+    path = copy(tmp_path, "legacy_renter.sqlite")
+    raw = sqlite3.connect(path)
+    with raw:  # hand-edited or corrupt: not MIST, too large for a column, no known state
+        raw.execute("UPDATE sessions SET extra = ? WHERE id = 's-0000000000000002'",
+                    (json.dumps({"deposit_mist": "60000", "voucher_mist": 2**64,
+                                 "claimed_mist": True, "settlement": "weird"}),))
+    raw.close()
+    store = RenterStore(path)
+    s = store.get("s-0000000000000002")
+    assert (s.deposit_mist, s.voucher_mist, s.claimed_mist, s.settlement) == \
+        (60_000, 0, 0, Settlement.NONE)  # the budget was the deposit
+    assert s.extra == {"unreadable_deposit_mist": "60000", "unreadable_voucher_mist": 2**64,
+                       "unreadable_claimed_mist": True, "unreadable_settlement": "weird"}
+    # the others moved as usual, and the session's other facts can still change
+    assert store.get("s-0000000000000001").voucher_mist == 38_000
+    store.update(s.id, extra={**s.extra, "note": "kept"})
+    assert store.get(s.id).extra["note"] == "kept"
+    store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -59,6 +60,7 @@ class ProviderMoney(ChannelMoney):
     lost_mist: int = 0  # signed, never claimable: the channel closed before the claim
 
 
+SQLITE_INT_MAX = 2**63 - 1  # what an INTEGER column holds
 _SQL = {int: "INTEGER NOT NULL DEFAULT 0", str: "TEXT", float: "REAL"}
 
 
@@ -83,11 +85,13 @@ def money_columns(cls: type[ChannelMoney]) -> dict[str, str]:
 
 
 def legacy_money(cls: type[ChannelMoney], extra: dict[str, Any],
-                 defaults: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+                 defaults: Callable[[dict[str, Any]], dict[str, Any]]
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a previous release's `extra` into (money columns, what stays in extra).
 
-    A value of the wrong type stays in extra (nothing lost) and its column takes the
-    default; `defaults` are the fallbacks the previous release's readers used."""
+    A value of the wrong type stays in extra as `unreadable_<key>` (nothing lost, and no
+    money key left in extra) and its column takes the default; `defaults(money)` gives the
+    fallbacks the previous release's readers used for the keys it lacked."""
     hints = typing.get_type_hints(cls)
     money: dict[str, Any] = {}
     rest = dict(extra)
@@ -96,17 +100,20 @@ def legacy_money(cls: type[ChannelMoney], extra: dict[str, Any],
             continue
         value, kind = extra[name], hints[name]
         if kind is Settlement:
-            ok = value in Settlement.__members__.values()
+            ok = value in {s.value for s in Settlement}
         elif kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            ok = isinstance(value, int) and not isinstance(value, bool) \
+                and 0 <= value <= SQLITE_INT_MAX
         elif kind == float | None:
             ok = value is None or (isinstance(value, int | float) and not isinstance(value, bool))
         else:
             ok = value is None or isinstance(value, str)
+        del rest[name]
         if ok:
             money[name] = value
-            del rest[name]
-    for name, value in defaults.items():
+        else:
+            rest[f"unreadable_{name}"] = value
+    for name, value in defaults(money).items():
         money.setdefault(name, value)
     return money, rest
 

@@ -50,13 +50,15 @@ class MoneyStore(SQLiteStore):
                     db.execute("ROLLBACK")
                 raise
 
-    def _legacy_defaults(self, row: sqlite3.Row, extra: dict[str, Any]) -> dict[str, Any]:
-        """What the previous release's readers assumed for a money key missing from extra."""
+    def _legacy_defaults(self, row: sqlite3.Row, money: dict[str, Any]) -> dict[str, Any]:
+        """What the previous release's readers assumed for a money key missing from extra
+        (`money`: the keys it had, checked)."""
         return {}
 
     def _from_extra(self, row: sqlite3.Row) -> dict[str, Any]:
         extra = json.loads(row["extra"] or "{}")
-        money, rest = legacy_money(self.money, extra, self._legacy_defaults(row, extra))
+        money, rest = legacy_money(self.money, extra,
+                                   lambda found: self._legacy_defaults(row, found))
         return {**money, "extra": json.dumps(rest)}
 
     def _check_not_money(self, fields: dict[str, Any]) -> None:

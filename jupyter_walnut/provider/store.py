@@ -110,10 +110,10 @@ class SessionStore(MoneyStore):
     schema = SCHEMA
     money = ProviderMoney
 
-    def _legacy_defaults(self, row: sqlite3.Row, extra: dict) -> dict:
+    def _legacy_defaults(self, row: sqlite3.Row, money: dict) -> dict:
         # the previous earnings counted a settled session's voucher as claimed
-        if extra.get("settlement") in (Settlement.SETTLED, Settlement.LOST):
-            return {"claimed_mist": extra.get("voucher_mist", 0)}
+        if money.get("settlement") in (Settlement.SETTLED, Settlement.LOST):
+            return {"claimed_mist": money.get("voucher_mist", 0)}
         return {}
 
     def __init__(self, path: Path) -> None:

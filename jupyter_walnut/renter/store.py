@@ -106,7 +106,7 @@ class RenterStore(MoneyStore):
     schema = SCHEMA
     money = RenterMoney
 
-    def _legacy_defaults(self, row: sqlite3.Row, extra: dict) -> dict:
+    def _legacy_defaults(self, row: sqlite3.Row, money: dict) -> dict:
         return {"deposit_mist": row["budget_mist"]}  # the previous readers' fallback
 
     def insert(self, s: RenterSession) -> None:
