@@ -99,6 +99,8 @@ def test_notebook_job_end_to_end_survives_the_renter_leaving(tmp_path, ledger,
     # the provider stopped the session itself, so the renter pays only for the job
     sid = started["attempts"][0]["session_id"]
     assert threaded_provider.store.get(sid).status == "stopped"
+    # and was paid from the renter's pre-signed vouchers, with nobody online to sign one
+    assert threaded_provider.store.get(sid).voucher_mist > 0
 
     # a new process later: `walnut job status` follows it, downloads and verifies
     env = {**os.environ, "WALNUT_HOME": str(home), "WALNUT_LEDGER": str(tmp_path /

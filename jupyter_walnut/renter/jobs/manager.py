@@ -21,7 +21,7 @@ from typing import Any
 from ...common import archive
 from ...common.digest import ResultDigest, check
 from ...common.errors import BadRequest
-from ...ledger.vouchers import Voucher
+from ...ledger.vouchers import Voucher, voucher_fields
 from ..manager import RenterError, RenterManager
 from ..provider_client import ProviderAPIError
 from . import bundle
@@ -178,7 +178,7 @@ class JobManager:
                 "stop_session": True, "name": job["name"],
                 "vouchers": self._ladder(session)}
 
-    def _ladder(self, session) -> list[list]:
+    def _ladder(self, session) -> list[dict[str, str]]:
         """Cumulative vouchers up to the deposit, for the provider to release as the job
         runs while nobody is online to sign (see provider/jobs.py)."""
         if session.channel_id is None:
@@ -186,7 +186,7 @@ class JobManager:
         deposit = session.deposit_mist
         step = max(1, -(-deposit // LADDER_STEPS))
         amounts = sorted({min(deposit, step * i) for i in range(1, LADDER_STEPS + 1)})
-        return [[a, Voucher.sign(self.renter.key, session.channel_id, a).signature.hex()]
+        return [voucher_fields(a, Voucher.sign(self.renter.key, session.channel_id, a).signature)
                 for a in amounts]
 
     # --- following -------------------------------------------------------------------------
