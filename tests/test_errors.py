@@ -216,6 +216,8 @@ async def test_the_renter_real_refusals_take_the_same_path(jp_fetch, jp_serverap
     assert (code, body) == (400, {"message": "request body is not valid JSON", "status": 400})
     code, body = await renter_error(jp_fetch, "walnut", "sessions", "s-0123456789abcdef")
     assert (code, body["status"]) == (404, 404)
+    code, body = await renter_error(jp_fetch, "walnut", "jobs", "job-0123456789ab")
+    assert (code, body) == (404, {"message": "no job 'job-0123456789ab'", "status": 404})
     # the ledger refuses a deposit beyond the wallet: E_INSUFFICIENT_FUNDS, 402 by its table
     code, body = await renter_error(jp_fetch, "walnut", "sessions", method="POST",
                                     body=json.dumps({"provider_url": stack.pinned_url,
