@@ -253,6 +253,11 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
     def node(self) -> ProviderNode:
         return self.settings["walnut_node"]
 
+    def refuse(self, exc: WalnutError) -> None:
+        """Answer the upgrade request in the API's one error shape (no websocket opens)."""
+        self.set_status(exc.answer_status)
+        self.finish(error_body(exc))
+
     def check_origin(self, origin: str) -> bool:
         return True  # authenticated by the session token header, not by cookies
 
@@ -260,9 +265,8 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
         try:
             handle = self.node.sessions.authorize_gateway(
                 session_id, session_token_from(self.request.headers))
-        except WalnutError as exc:  # a websocket upgrade answers in the API's shape too
-            self.set_status(exc.answer_status)
-            self.finish(error_body(exc))
+        except WalnutError as exc:
+            self.refuse(exc)
             return
         rec = self.node.sessions.store.get(session_id)
         ws_url = handle.gateway_url.replace("http", "ws", 1) + "/" + kernel_path
@@ -286,10 +290,8 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
         try:
             await bridge.connect(url, token_auth(gateway_token), subprotocols)
         except (httpclient.HTTPClientError, OSError) as exc:
-            code = getattr(exc, "code", 502)
-            self.set_status(404 if code == 404 else 502)
-            self.finish(json.dumps({"error": {"status": self.get_status(),
-                                              "message": "kernel websocket unavailable"}}))
+            status = 404 if getattr(exc, "code", 502) == 404 else 502
+            self.refuse(WalnutError("kernel websocket unavailable", status=status))
             return None
         return bridge
 
@@ -303,9 +305,8 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
         except NumberError:
             self._renter_ack = -1
         if not re.fullmatch(r"[0-9a-f]{32}", link_id) or self._renter_ack < 0:
-            self.set_status(400)
-            self.finish(json.dumps({"error": {"status": 400, "message":
-                        "a resumable link needs session_id (32 hex) and walnut_ack >= 0"}}))
+            self.refuse(BadRequest(
+                "a resumable link needs session_id (32 hex) and walnut_ack >= 0"))
             return
         key = f"{session_id}/{kernel_path}/{link_id}"
         link = self.node.links.get(key)
