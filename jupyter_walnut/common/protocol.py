@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 
 API = "/api/v1"  # every provider route lives under it
 
@@ -75,3 +76,25 @@ def parse_control_frame(text: str) -> tuple[int, str | None] | None:
         return None
     link = control.get("link")
     return ack, link if isinstance(link, str) else None
+
+
+@dataclass(frozen=True)
+class Received:
+    """One frame from the other end of a link: an acknowledgement (`ack` set: the peer has
+    everything up to it) or a new data frame (`seq`, `payload`)."""
+
+    ack: int | None = None
+    seq: int = 0
+    payload: bytes = b""
+
+
+def receive(message: str | bytes, delivered: int) -> Received | None:
+    """What `message` means to a side that has delivered up to `delivered`; None to drop it
+    (unreadable, or a replay of a frame already delivered)."""
+    if isinstance(message, str):
+        control = parse_control_frame(message)
+        return None if control is None else Received(ack=control[0])
+    frame = parse_data_frame(message)
+    if frame is None or frame[0] <= delivered:
+        return None
+    return Received(seq=frame[0], payload=frame[1])

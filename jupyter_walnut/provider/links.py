@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from tornado import websocket
 
-from ..common.protocol import control_frame, data_frame, parse_control_frame, parse_data_frame
+from ..common.protocol import control_frame, data_frame, receive
 
 log = logging.getLogger("walnut.provider.links")
 
@@ -143,17 +143,13 @@ class ResumableLink:
             self.table.on_detached(self)
 
     async def from_renter(self, message: str | bytes) -> None:
-        if isinstance(message, str):
-            control = parse_control_frame(message)
-            if control is not None:
-                self._drop_acked(control[0])
+        got = receive(message, self.in_delivered)  # None: a replay the gateway already has
+        if got is None:
             return
-        frame = parse_data_frame(message)
-        if frame is None:
+        if got.ack is not None:
+            self._drop_acked(got.ack)
             return
-        seq, payload = frame
-        if seq <= self.in_delivered:
-            return  # a replay of something the gateway already has
+        seq, payload = got.seq, got.payload
         self.metrics.bytes_to_gateway.inc(len(payload))
         self.metrics.msgs_to_gateway.inc()
         try:

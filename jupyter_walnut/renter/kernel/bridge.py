@@ -30,7 +30,7 @@ from tornado.websocket import WebSocketClientConnection
 
 from ...common.jupyter_wire import DELIM, from_ws_v1, sign, split_zmq, to_ws_v1
 from ...common.keepalive import Keepalive, Watchdog
-from ...common.protocol import control_frame, data_frame, parse_control_frame, parse_data_frame
+from ...common.protocol import control_frame, data_frame, parse_control_frame, receive
 from .output_policy import POLICY_TYPES, OutputPolicy
 
 ACK_EVERY = 32  # acknowledge after this many frames, or after ACK_DELAY_S of quiet
@@ -231,20 +231,15 @@ class KernelBridge:
                 if not await self._reconnect():
                     return
                 continue
-            if isinstance(msg, str):
-                control = parse_control_frame(msg)
-                if control is not None:
-                    self._drop_acked(control[0])
+            got = receive(msg, self._in_seq)  # None: replayed after a reconnect, delivered
+            if got is None:
                 continue
-            numbered = parse_data_frame(msg)
-            if numbered is None:
+            if got.ack is not None:
+                self._drop_acked(got.ack)
                 continue
-            seq, frame = numbered
-            if seq <= self._in_seq:
-                continue  # replayed after a reconnect: already delivered
-            self._in_seq = seq
+            self._in_seq = got.seq
             try:
-                channel, parts = from_ws_v1(frame)
+                channel, parts = from_ws_v1(got.payload)
             except ValueError:
                 continue
             self._deliver(channel, parts)
