@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from jupyter_walnut.common.keys import KeyPair
-from jupyter_walnut.common.tls import generate_self_signed, server_context
+from jupyter_walnut.common.tls import generate_self_signed, pinned_url, server_context, split_pin
 from jupyter_walnut.renter.manager import RenterManager
 
 pytestmark = pytest.mark.asyncio
@@ -40,3 +40,13 @@ async def test_renter_discovers_registered_providers_and_pins_them(provider_fact
     bad = [o for o in offers if o["provider_url"].startswith(impostor.url)]
     assert len(bad) == 1 and not bad[0]["healthy"]
     assert "not the pinned" in bad[0]["error"]
+
+
+def test_a_registered_fingerprint_in_any_spelling_becomes_one_pin():
+    pin = "ab" * 32
+    for spelled in (pin, pin.upper(), "0x" + pin, ":".join(["AB"] * 32)):
+        url = pinned_url("https://node.example:8765/", spelled)
+        assert url == f"https://node.example:8765#sha256={pin}"
+        assert split_pin(url) == ("https://node.example:8765", pin)
+    assert pinned_url("http://127.0.0.1:8765", pin) == "http://127.0.0.1:8765"  # no TLS
+    assert pinned_url("https://node.example:8765", None) == "https://node.example:8765"

@@ -73,6 +73,18 @@ def fingerprint(cert: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def pin_of(fingerprint: str | None) -> str:
+    """A registered fingerprint as a pin: lower-case hex, no `0x`, no colons ("" for none)."""
+    return (fingerprint or "").lower().removeprefix("0x").replace(":", "")
+
+
+def pinned_url(url: str, fingerprint: str | None) -> str:
+    """`url` carrying its certificate pin, as `split_pin` reads it back; an HTTP URL, or one
+    without a fingerprint, as it is."""
+    base, pin = url.rstrip("/"), pin_of(fingerprint)
+    return f"{base}#sha256={pin}" if base.startswith("https://") and pin else base
+
+
 def split_pin(url: str) -> tuple[str, str | None]:
     """(`url` without its fragment, the pinned fingerprint or None)."""
     base, _, fragment = url.partition("#")

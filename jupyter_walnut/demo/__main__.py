@@ -27,7 +27,7 @@ import nbformat
 from ..common.keys import KeyPair
 from ..common.money import format_sui
 from ..common.protocol import API
-from ..common.tls import fingerprint
+from ..common.tls import fingerprint, pinned_url
 from ..ledger import LocalLedger
 from .notebook import demo_notebook
 
@@ -156,7 +156,7 @@ def run_demo(args, root: Path, env: dict, spawn) -> int:
     with urllib.request.urlopen(f"{base_url}{API}/status", timeout=10,
                                 context=context) as resp:
         offer = json.load(resp)
-    provider_url = f"{base_url}#sha256={pin}"  # the renter pins the provider's certificate
+    provider_url = pinned_url(base_url, pin)  # the renter pins the provider's certificate
     say(f"provider {offer['node']} at {base_url} (runtime: {offer['runtime']}, "
         f"TLS sha256={pin[:16]}...)")
 

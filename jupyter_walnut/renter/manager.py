@@ -18,7 +18,7 @@ from traitlets.config import LoggingConfigurable
 from ..common.keys import KeyPair
 from ..common.models import Settlement
 from ..common.sqlite_store import StorageError
-from ..common.tls import TLSError
+from ..common.tls import TLSError, pinned_url
 from ..ledger import Channel, Ledger, LocalLedger, default_ledger_path, walnut_home
 from .errors import RenterError
 from .kernelspecs import remove_kernelspec, write_kernelspec
@@ -116,9 +116,7 @@ class RenterManager(LoggingConfigurable):
                 log.warning("provider registry unavailable: %s", exc)
                 entries = []
             for entry in entries:
-                url = entry.endpoint.rstrip("/")
-                if url.startswith("https://") and entry.tls_fingerprint:
-                    url += f"#sha256={entry.tls_fingerprint.lower().removeprefix('0x')}"
+                url = pinned_url(entry.endpoint, entry.tls_fingerprint)
                 if url not in urls and url.split("#")[0] not in urls:
                     urls.append(url)
         return urls

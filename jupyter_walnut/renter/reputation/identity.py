@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from ...common.tls import TLSError, split_pin
+from ...common.tls import TLSError, pin_of, split_pin
 from ...ledger import ProviderEntry
 
 log = logging.getLogger("walnut.reputation")
@@ -26,14 +26,11 @@ def registry_entries(ledger) -> list[ProviderEntry]:
         return []
 
 
-def _fingerprint(entry: ProviderEntry) -> str:
-    return (entry.tls_fingerprint or "").lower().removeprefix("0x").replace(":", "")
-
-
 def _matches(entry: ProviderEntry, base: str, pin: str | None) -> bool:
     if entry.endpoint.rstrip("/") != base:
         return False
-    return not base.startswith("https:") or (pin is not None and _fingerprint(entry) == pin)
+    return not base.startswith("https:") or (
+        pin is not None and pin_of(entry.tls_fingerprint) == pin)
 
 
 class Identities:
