@@ -380,3 +380,14 @@ async def test_jobs_rest_for_the_sidebar(jp_fetch, jp_serverapp, tmp_path, ledge
         await jp_fetch("walnut", "jobs", method="POST", body=json.dumps(
             {"path": "../outside.ipynb", "budget_mist": BUDGET}))
     assert err.value.code == 400 and b"outside the server root" in err.value.response.body
+
+
+@pytest.mark.parametrize("content", ["\u00e9t\u00e9", "\U000bb64b", 42, None])
+def test_a_job_file_that_is_not_base64_is_a_400(content):
+    """Found by the API fuzzer: non-ASCII "base64" made the provider answer 500."""
+    from jupyter_walnut.common.errors import WalnutError
+    from jupyter_walnut.provider.jobs import parse_submission
+
+    with pytest.raises(WalnutError, match="is not base64") as refused:
+        parse_submission({"kind": "script", "entry": "a.py", "files": {"a.py": content}})
+    assert refused.value.status == 400

@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..common import archive as result_archive
 from ..common import digest as result_digest
+from ..common.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from ..common.numbers import MAX_SECONDS, optional_int, parse_int
 from ..common.protocol import API, token_auth
 from ..common.remote_kernel import KernelError, RemoteKernel
 from ..common.sqlite_store import SQLiteStore
 from ..ledger.vouchers import parse_voucher_fields
-from .app import SESSION_ID, APIError, BaseHandler
+from .app import SESSION_ID, BaseHandler
 from .sessions import SessionError
 from .settlement import PaymentError
 
@@ -90,52 +91,53 @@ class JobStore(SQLiteStore):
 
 def _safe_path(name: object) -> str:
     if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
-        raise APIError(400, f"files: bad path {name!r}")
+        raise BadRequest(f"files: bad path {name!r}")
     p = PurePosixPath(name)
     if not p.parts or p.is_absolute() or ".." in p.parts or p.parts[0] in (".walnut", "outputs"):
-        raise APIError(400, f"files: path {name!r} must be relative, inside the job, and not "
-                            "under .walnut/ or outputs/")
+        raise BadRequest(f"files: path {name!r} must be relative, inside the job, and not "
+                         "under .walnut/ or outputs/")
     return p.as_posix()
 
 
 def parse_submission(body: Any) -> dict:
     if not isinstance(body, dict):
-        raise APIError(400, "request body must be a JSON object")
+        raise BadRequest("request body must be a JSON object")
     allowed = {"kind", "entry", "files", "attempt", "cell_timeout_s", "stop_session",
                "vouchers", "name"}
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise APIError(400, f"unknown field: {unknown[0]}")
+        raise BadRequest(f"unknown field: {unknown[0]}")
     kind = body.get("kind")
     if kind not in ("notebook", "script"):
-        raise APIError(400, "kind: must be 'notebook' or 'script'")
+        raise BadRequest("kind: must be 'notebook' or 'script'")
     files = body.get("files")
     if not isinstance(files, dict) or not files:
-        raise APIError(400, "files: an object of path -> base64 content is required")
+        raise BadRequest("files: an object of path -> base64 content is required")
     decoded = {}
     for name, data in files.items():
         try:
             decoded[_safe_path(name)] = base64.b64decode(data, validate=True)
-        except (binascii.Error, TypeError) as exc:
-            raise APIError(400, f"files: {name!r} is not base64") from exc
+        # non-ASCII text is a ValueError, not a binascii.Error
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise BadRequest(f"files: {name!r} is not base64") from exc
     entry = body.get("entry")
     if not isinstance(entry, str) or entry not in decoded:
-        raise APIError(400, "entry: must name one of the files")
+        raise BadRequest("entry: must name one of the files")
     attempt = optional_int(body, "attempt", 1, minimum=1, maximum=10**6)
     timeout = optional_int(body, "cell_timeout_s", minimum=1, maximum=MAX_SECONDS)
     vouchers = body.get("vouchers", [])
     if not isinstance(vouchers, list) or len(vouchers) > MAX_VOUCHERS:
-        raise APIError(400, f"vouchers: at most {MAX_VOUCHERS} vouchers (amount_mist, "
-                            "signature)")
+        raise BadRequest(f"vouchers: at most {MAX_VOUCHERS} vouchers (amount_mist, "
+                         "signature)")
     # kept as [amount, signature hex]: the job's own record, released by _pay
     vouchers = [[amount, signature.hex()] for amount, signature in
                 (parse_voucher_fields(v, "vouchers: ") for v in vouchers)]
     stop_session = body.get("stop_session", True)
     if not isinstance(stop_session, bool):
-        raise APIError(400, "stop_session: must be true or false")
+        raise BadRequest("stop_session: must be true or false")
     name = body.get("name")
     if name is not None and not isinstance(name, str):
-        raise APIError(400, "name: must be a string")
+        raise BadRequest("name: must be a string")
     return {"kind": kind, "entry": entry, "files": decoded, "attempt": attempt,
             "cell_timeout_s": timeout, "stop_session": stop_session,
             "vouchers": sorted(vouchers), "name": (name or entry)[:200]}
@@ -158,10 +160,10 @@ class JobService:
     def submit(self, session_id: str, renter: str, sub: dict) -> dict:
         rec = self.node.sessions.owned(session_id, renter)
         if rec.status != "running":
-            raise APIError(409, f"session is {rec.status}")
+            raise Conflict(f"session is {rec.status}")
         busy = [j for j in self.store.for_session(session_id) if j["status"] not in TERMINAL]
         if busy:
-            raise APIError(409, f"session already runs job {busy[0]['id']}")
+            raise Conflict(f"session already runs job {busy[0]['id']}")
         job = {"id": "j-" + secrets.token_hex(8), "session_id": session_id, "renter": renter,
                "status": "starting", "kind": sub["kind"], "entry": sub["entry"],
                "name": sub["name"], "attempt": sub["attempt"],
@@ -180,7 +182,7 @@ class JobService:
         self.node.sessions.owned(session_id, renter)
         job = self.store.get(job_id)
         if job is None or job["session_id"] != session_id:
-            raise APIError(404, f"no job {job_id!r}")
+            raise NotFound(f"no job {job_id!r}")
         return job
 
     def public(self, job: dict) -> dict:
@@ -409,7 +411,7 @@ class JobsHandler(BaseHandler):
         self._t0 = time.perf_counter()
         length = parse_int(self.request.headers.get("Content-Length") or "0", "Content-Length")
         if max(length, len(self.request.body or b"")) > MAX_JOB_BODY:
-            raise APIError(413, f"job over {MAX_JOB_BODY} bytes: send fewer or smaller files")
+            raise PayloadTooLarge(f"job over {MAX_JOB_BODY} bytes: send fewer or smaller files")
 
     def post(self, session_id: str) -> None:
         renter, _ = self.renter()
@@ -447,7 +449,7 @@ class JobResultsHandler(BaseHandler):
         job = svc.owned(session_id, job_id, renter)
         path = svc.results_path(job_id)
         if job["status"] not in TERMINAL or not path.exists():
-            raise APIError(409, f"job {job_id} has no results yet ({job['status']})")
+            raise Conflict(f"job {job_id} has no results yet ({job['status']})")
         self.set_header("Content-Type", "application/gzip")
         self.finish(path.read_bytes())
 
