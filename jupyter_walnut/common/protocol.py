@@ -10,6 +10,8 @@ import struct
 from dataclasses import dataclass
 
 API = "/api/v1"  # every provider route lives under it
+SESSION_ID_PATTERN = r"s-[0-9a-f]{16}"  # a provider's session id; the renter keeps it too
+JOB_ID_PATTERN = r"j-[0-9a-f]{16}"  # a provider's job id
 
 # --- signed requests (common/signed_requests.py) -----------------------------------------
 HEADER_KEY = "X-Walnut-Public-Key"
@@ -48,6 +50,7 @@ MAX_MESSAGE_SIZE = 256 * 1024 * 1024  # one websocket frame, on every hop
 # control frame (text, both directions): {"ack": N, "link": "<link instance>"}
 RESUME_SUBPROTOCOL = "walnut.resume.v1"
 LINK_ID_QUERY = "session_id"  # the renter's name for the link, stable across reconnects
+LINK_ID_PATTERN = r"[0-9a-f]{32}"
 LINK_ACK_QUERY = "walnut_ack"  # the last sequence number the renter got
 SEQ = struct.Struct(">Q")
 

@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator, validators
 
 from .errors import BadGateway
 from .numbers import U64_MAX, bounded_json_int
+from .protocol import JOB_ID_PATTERN, SESSION_ID_PATTERN
 
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024  # a status with 256 shapes is ~100 KiB
 
@@ -76,7 +77,7 @@ STATUS = obj({
 })
 
 SESSION = obj({
-    "id": {"type": "string", "pattern": "^s-[0-9a-f]{16}$"},
+    "id": {"type": "string", "pattern": f"^{SESSION_ID_PATTERN}$"},
     "status": {"enum": ["starting", "running", "stopped", "failed"]},
     "reason": text(4096), "running_seconds": U64, "cost_mist": U64,
 }, {
@@ -99,7 +100,7 @@ SESSION_CREATED = {**SESSION, "required": sorted([*SESSION["required"], "access_
                                   "gateway_path": text(512)}}
 
 JOB = obj({
-    "id": {"type": "string", "pattern": "^j-[0-9a-f]{16}$"},
+    "id": {"type": "string", "pattern": f"^{JOB_ID_PATTERN}$"},
     "status": {"type": "string", "pattern": "^[a-z_]{1,32}$"},  # starting, collecting, ...
     "cell": COUNT, "cells": COUNT, "elapsed_s": SECONDS, "error": text(8192),
     "retryable": {"type": "boolean"},
@@ -109,7 +110,7 @@ JOB = obj({
     "signature": text(256, nullable=True),
 })
 
-_SID, _JID = r"s-[0-9a-f]{16}", r"j-[0-9a-f]{16}"
+_SID, _JID = SESSION_ID_PATTERN, JOB_ID_PATTERN
 # (method, path under /api/v1) -> (what, schema); the first match wins
 ROUTES: list[tuple[str, re.Pattern, str, dict]] = [
     (method, re.compile(path), what, schema) for method, path, what, schema in [

@@ -40,8 +40,10 @@ from ..common.protocol import (
     HEADER_KEY,
     JUPYTER_V1_SUBPROTOCOL,
     LINK_ACK_QUERY,
+    LINK_ID_PATTERN,
     LINK_ID_QUERY,
     RESUME_SUBPROTOCOL,
+    SESSION_ID_PATTERN,
     audience,
     gateway_path,
     token_auth,
@@ -60,7 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("walnut.provider.api")
 
-SESSION_ID = r"(s-[0-9a-f]{16})"
+SESSION_ID = f"({SESSION_ID_PATTERN})"
 
 
 def own_audience(node: ProviderNode) -> str:
@@ -304,7 +306,7 @@ class GatewayWebsocketHandler(websocket.WebSocketHandler):
                 self.get_query_argument(LINK_ACK_QUERY, "0", strip=False), LINK_ACK_QUERY)
         except NumberError:
             self._renter_ack = -1
-        if not re.fullmatch(r"[0-9a-f]{32}", link_id) or self._renter_ack < 0:
+        if not re.fullmatch(LINK_ID_PATTERN, link_id) or self._renter_ack < 0:
             self.refuse(BadRequest(
                 "a resumable link needs session_id (32 hex) and walnut_ack >= 0"))
             return

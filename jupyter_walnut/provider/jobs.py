@@ -37,7 +37,7 @@ from ..common import archive as result_archive
 from ..common import digest as result_digest
 from ..common.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from ..common.numbers import MAX_SECONDS, optional_int, parse_int
-from ..common.protocol import API, token_auth
+from ..common.protocol import API, JOB_ID_PATTERN, token_auth
 from ..common.remote_kernel import KernelError, RemoteKernel
 from ..common.sqlite_store import SQLiteStore
 from ..ledger.vouchers import parse_voucher_fields
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("walnut.provider.jobs")
 
-JOB_ID = r"(j-[0-9a-f]{16})"
+JOB_ID = f"({JOB_ID_PATTERN})"
 MAX_JOB_BODY = 12 * 1024 * 1024  # under the HTTP server's 16 MiB cap; base64 inflates 4/3
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 MAX_VOUCHERS = 1024

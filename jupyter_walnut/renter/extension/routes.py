@@ -4,6 +4,7 @@ the table that names them all lives here, not in handlers.py)."""
 
 from __future__ import annotations
 
+from ...common.protocol import SESSION_ID_PATTERN
 from .analytics_handlers import analytics_handlers
 from .handlers import (
     FundHandler,
@@ -18,7 +19,7 @@ from .jobs_handlers import jobs_handlers
 
 
 def handlers() -> list[tuple[str, type]]:
-    sid = r"(s-[0-9a-f]{16})"
+    sid = f"({SESSION_ID_PATTERN})"
     return [*jobs_handlers(), *analytics_handlers(),
         (r"/walnut/offers", OffersHandler),
         (r"/walnut/sessions", SessionsHandler),
