@@ -26,7 +26,7 @@ from jupyter_walnut.common.signed_requests import SignatureError, sign_request
 from jupyter_walnut.common.sqlite_store import StorageError
 from jupyter_walnut.common.tls import pinned_context
 from jupyter_walnut.ledger import ABORT_CODES, HTTP_STATUS, LedgerError, LocalLedger
-from jupyter_walnut.provider.app import APIError, BaseHandler
+from jupyter_walnut.provider.app import BaseHandler
 from jupyter_walnut.provider.sessions import SessionError
 from jupyter_walnut.provider.settlement import PaymentError
 from jupyter_walnut.renter.errors import RenterError
@@ -47,7 +47,6 @@ CASES: dict[str, tuple] = {  # name: (the error a handler raises, the status the
     "RenterError": (lambda: RenterError(409, "session s-1 is stopped"), 409),
     "SessionError": (lambda: SessionError(409, "node is at capacity (3 sessions)"), 409),
     "PaymentError": (lambda: PaymentError(402, "the channel pays another provider"), 402),
-    "APIError": (lambda: APIError(413, "job over 12 MiB"), 413),
     "StorageError": (lambda: StorageError(507, "no space left on the disk"), 507),
     "NumberError": (lambda: NumberError("amount_mist", "must be a positive integer"), 400),
     "SignatureError": (lambda: SignatureError("request signature is not valid"), 401),

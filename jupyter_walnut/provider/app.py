@@ -32,7 +32,6 @@ from ..common.errors import (
     BadRequest,
     NotFound,
     PayloadTooLarge,
-    StatusError,
     WalnutError,
 )
 from ..common.numbers import NumberError, loads_json, parse_int
@@ -69,10 +68,6 @@ def own_audience(node: ProviderNode) -> str:
     """What a renter's signature must name to reach this node: the fingerprint of the
     certificate it serves, or on plain HTTP (loopback only) its provider address."""
     return audience(getattr(node, "tls_fingerprint", None), node.identity.address)
-
-
-class APIError(StatusError):
-    """A request this API refuses, with the status picked where it is raised."""
 
 
 def error_body(exc: WalnutError) -> str:
