@@ -18,6 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from traitlets import Float
+from traitlets.config import LoggingConfigurable
+
 from ...common import archive
 from ...common.digest import ResultDigest, check
 from ...common.errors import BadRequest
@@ -43,14 +46,20 @@ def _now() -> float:
     return time.time()
 
 
-class JobManager:
-    def __init__(self, renter: RenterManager, *, unreachable_grace_s: float = 20.0,
-                 poll_interval_s: float = 1.0) -> None:
+class JobManager(LoggingConfigurable):
+    """A renter's batch jobs; its parent is the RenterManager, so `c.JobManager.<name>`
+    configures it in a server."""
+
+    unreachable_grace_s = Float(
+        20.0, config=True,
+        help="Seconds a job's provider may stay unreachable before the job counts as lost.")
+    poll_interval_s = Float(1.0, config=True, help="Seconds between job status polls.")
+
+    def __init__(self, renter: RenterManager, **kwargs) -> None:
+        super().__init__(parent=renter, **kwargs)
         self.renter = renter
         self.store = JobStore(renter.home / "jobs.sqlite")
         self.dir = renter.home / "jobs"
-        self.unreachable_grace_s = unreachable_grace_s
-        self.poll_interval_s = poll_interval_s
         self.max_result_files = archive.MAX_MEMBERS  # what one results archive may unpack to
         self.max_unpacked_bytes = archive.MAX_UNPACKED_BYTES
 
