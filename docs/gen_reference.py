@@ -244,6 +244,7 @@ def _traits_markdown(cls, intro: str) -> list[str]:
 
 def configuration_markdown() -> str:
     from jupyter_walnut.renter.extension.app import WalnutApp
+    from jupyter_walnut.renter.jobs.manager import JobManager
     from jupyter_walnut.renter.kernel.provisioner import WalnutProvisioner
     from jupyter_walnut.renter.magics import WalnutMagics
     from jupyter_walnut.renter.manager import RenterManager
@@ -264,12 +265,13 @@ def configuration_markdown() -> str:
            ""]
     out += _traits_markdown(WalnutApp, "The Jupyter Server extension (the `/walnut/` API and "
                             "the JupyterLab panel). `ledger_class = \"sui\"` with `sui_rpc_url` "
-                            "and `sui_package_id` settles on Sui (see the architecture page's "
-                            "settlement section).")
+                            "and `sui_package_id` settles on Sui (see "
+                            "(../architecture.md#choosing-the-ledger)).")
     out += _traits_markdown(RenterManager, "The server's sessions, made by WalnutApp "
                             "(`c.RenterManager.<option>`).")
     out += _traits_markdown(RenterPayments, "The renter's side of payment channels "
                             "(`c.RenterPayments.<option>`).")
+    out += _traits_markdown(JobManager, "Batch jobs (`c.JobManager.<option>`).")
     out += _traits_markdown(WalnutProvisioner, "The `walnut` kernel provisioner. Walnut writes "
                             "these into each session's kernelspec (`metadata.kernel_provisioner"
                             ".config`); you rarely set them yourself.")
