@@ -265,8 +265,8 @@ def configuration_markdown() -> str:
            ""]
     out += _traits_markdown(WalnutApp, "The Jupyter Server extension (the `/walnut/` API and "
                             "the JupyterLab panel). `ledger_class = \"sui\"` with `sui_rpc_url` "
-                            "and `sui_package_id` settles on Sui (see "
-                            "(../architecture.md#choosing-the-ledger)).")
+                            "and `sui_package_id` settles on Sui "
+                            "([choosing the ledger](../architecture.md#choosing-the-ledger)).")
     out += _traits_markdown(RenterManager, "The server's sessions, made by WalnutApp "
                             "(`c.RenterManager.<option>`).")
     out += _traits_markdown(RenterPayments, "The renter's side of payment channels "
