@@ -1,6 +1,7 @@
 """The typed state both roles keep about a session's money: its status, where its payment
 channel's settlement stands, and the amounts, as stored in real columns (see
-`sqlite_store.SQLiteStore._migrate_columns`) and as the REST views emit them.
+`money_store.MoneyStore`, which also migrates a store that kept them in its `extra` JSON)
+and as the REST views emit them, at the top level of a session.
 
 The enums are `StrEnum`s, so SQLite and JSON hold the same strings as before.
 """
@@ -119,7 +120,7 @@ def legacy_money(cls: type[ChannelMoney], extra: dict[str, Any],
 
 
 def money_of(row: dict[str, Any]) -> dict[str, Any]:
-    """Turn a row's money columns into typed values (the settlement enum)."""
+    """Turn a row's status and settlement columns into their enums."""
     if "settlement" in row:
         row["settlement"] = Settlement(row["settlement"])
     if "status" in row:
