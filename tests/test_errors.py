@@ -31,6 +31,8 @@ from jupyter_walnut.provider.sessions import SessionError
 from jupyter_walnut.provider.settlement import PaymentError
 from jupyter_walnut.renter.errors import RenterError
 from jupyter_walnut.renter.extension.handlers import WalnutHandler
+from jupyter_walnut.renter.jobs.manager import JobManager
+from jupyter_walnut.renter.manager import RenterManager
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -235,3 +237,23 @@ async def test_the_renter_real_refusals_take_the_same_path(jp_fetch, jp_serverap
     assert stack.ledger.balance(manager.key.address) == funds
     assert stack.ledger.channels(renter=manager.key.address) == []
     assert manager.store.list() == [] and stack.store.list() == []
+
+
+@pytest.mark.asyncio
+async def test_a_job_the_ledger_refuses_fails_with_its_message_and_is_not_retried(stack,
+                                                                                  tmp_path):
+    key = KeyPair.generate()
+    stack.ledger.fund(key.address, 100_000)
+    renter = RenterManager(tmp_path / "renter", [stack.pinned_url], key=key,
+                           ledger=stack.ledger)
+    script = tmp_path / "job.py"
+    script.write_text("print(1)\n")
+    jobs = JobManager(renter)
+    job = jobs.create(script, budget_mist=10**9, max_retries=2)
+    job = await jobs.start(job["id"])
+    assert job["status"] == "failed"
+    [attempt] = job["attempts"]  # money is missing everywhere: no other provider is tried
+    assert attempt["error"] == ("could not start: insufficient balance: the deposit is "
+                                "1000000000 MIST, the wallet holds 100000 MIST")
+    assert stack.ledger.balance(key.address) == 100_000
+    assert stack.ledger.channels(renter=key.address) == []

@@ -23,7 +23,7 @@ from traitlets.config import LoggingConfigurable
 
 from ...common import archive
 from ...common.digest import ResultDigest, check
-from ...common.errors import BadRequest
+from ...common.errors import BadRequest, WalnutError
 from ...ledger.vouchers import Voucher, voucher_fields
 from ..manager import RenterError, RenterManager
 from ..provider_client import ProviderAPIError
@@ -161,7 +161,7 @@ class JobManager(LoggingConfigurable):
             remote = await jobs_api.submit(self.renter.client(session.provider_url), session.id,
                                            self._submission(job, attempt, session))
             attempt.update(remote_id=remote["id"], status="running")
-        except (OfferError, RenterError, ProviderAPIError, OSError) as exc:
+        except (WalnutError, OSError) as exc:  # a refused launch: ledger, disk, provider...
             message = getattr(exc, "message", None) or str(exc)
             if attempt not in job["attempts"]:
                 job["attempts"].append(attempt)
@@ -170,7 +170,8 @@ class JobManager(LoggingConfigurable):
             if attempt["session_id"]:
                 await self._stop_session(attempt)
             self._save(job)
-            if not isinstance(exc, OfferError | RenterError) and \
+            # another provider may do what this one could not; money or offers would not
+            if isinstance(exc, ProviderAPIError | OSError) and \
                     attempt["n"] <= job["max_retries"]:
                 await self._attempt(job, slot, avoid)
                 return
