@@ -24,6 +24,7 @@ from IPython.display import clear_output, display, publish_display_data
 from traitlets import Enum, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
+from ..common.errors import WalnutError
 from ..common.money import format_sui
 from ..common.remote_kernel import KernelError, RemoteKernel
 from ..ledger import LocalLedger, default_ledger_path
@@ -566,7 +567,9 @@ def _timings_line(t: dict[str, float]) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # a WalnutError's message is written for the user (no ledger code, no HTTP status)
+    raw = (exc.message if isinstance(exc, WalnutError) else str(exc)).strip()
+    text = raw.splitlines()[0] if raw else type(exc).__name__
     return f"walnut: {text}"
 
 

@@ -27,8 +27,6 @@ import sys
 import warnings
 from typing import Any
 
-from ...common.errors import BadRequest
-
 MAX_DEPTH = 64
 SCALARS = (type(None), bool, int, float, str)
 SEQUENCES = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset"}
@@ -36,8 +34,10 @@ SERIES_COLUMN = "walnut_series"
 MAX_NPY_HEADER = 65536  # NumPy itself reads at most 10,000 bytes of header
 
 
-class DataError(BadRequest, ValueError):
-    """A value that is not data, or parts that do not decode as data; one line."""
+class DataError(ValueError):
+    """A value that is not data, or parts that do not decode as data; one line. Not a
+    WalnutError: this module runs in remote kernels too, importing only the standard
+    library; the renter reports it as a TransferError."""
 
 
 def type_name(value: Any) -> str:
