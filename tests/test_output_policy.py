@@ -272,12 +272,10 @@ def test_clean_html_keeps_links_and_images_of_the_web():
 def test_walnut_run_republishes_through_the_policy(monkeypatch):
     """`%%walnut run` re-displays the remote kernel's outputs in the local kernel, whose
     outputs JupyterLab trusts: they pass the same policy."""
-    import IPython.display
-
     from jupyter_walnut.renter import magics
 
     published: list[tuple[dict, dict]] = []
-    monkeypatch.setattr(IPython.display, "publish_display_data",
+    monkeypatch.setattr(magics, "publish_display_data",
                         lambda data, metadata=None, **kw: published.append((data, kw)))
     for kind in ("display_data", "execute_result", "update_display_data"):
         magics._show_output({"header": {"msg_type": kind}, "content": {
