@@ -148,3 +148,33 @@ def test_an_unreadable_legacy_amount_is_kept_aside_and_the_store_still_opens(tmp
     store.update(s.id, extra={**s.extra, "note": "kept"})
     assert store.get(s.id).extra["note"] == "kept"
     store.close()
+
+
+def sessions_table(path: Path) -> tuple:
+    db = sqlite3.connect(path)
+    try:
+        return (db.execute("SELECT sql FROM sqlite_master WHERE name = 'sessions'").fetchone(),
+                db.execute("SELECT * FROM sessions ORDER BY id").fetchall())
+    finally:
+        db.close()
+
+
+def test_a_migration_cut_short_leaves_the_old_store_as_it_was(tmp_path):
+    path = copy(tmp_path, "legacy_renter.sqlite")
+    before = sessions_table(path)
+
+    class CutShort(RenterStore):
+        moved = 0
+
+        def _from_extra(self, row):
+            CutShort.moved += 1
+            if CutShort.moved == 3:  # a crash half way through the rows
+                raise KeyboardInterrupt
+            return super()._from_extra(row)
+
+    with pytest.raises(KeyboardInterrupt):
+        CutShort(path)
+    assert sessions_table(path) == before  # no column added, no extra emptied
+    store = RenterStore(path)  # the next open migrates it whole
+    assert store.get("s-0000000000000002").claimed_mist == 30_000
+    store.close()
