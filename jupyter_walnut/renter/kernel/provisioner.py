@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import UTC, datetime
 from typing import Any
 
 from jupyter_client.provisioning import KernelProvisionerBase
-from traitlets import Float, Unicode
+from traitlets import Float, TraitError, Unicode
 
 from ...common.errors import BadGateway
 from ...common.protocol import RESUME_SUBPROTOCOL
@@ -221,6 +222,19 @@ class WalnutProvisioner(KernelProvisionerBase):
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
         return max(recommended, 30.0)  # a REST round trip to the provider, then the kernel
+
+    async def post_launch(self, **kwargs: Any) -> None:
+        await super().post_launch(**kwargs)
+        # jupyter_client lists a started kernel one loop turn before jupyter_server gives it
+        # its activity marker; GET /api/kernels in between was a 500 (the unset trait),
+        # which a client polling a restarted server for its re-attached kernels hit
+        if self.parent is not None and self.parent.has_trait("last_activity"):
+            try:
+                unset = self.parent.last_activity is None
+            except TraitError:  # an Instance trait never set cannot even be read
+                unset = True
+            if unset:
+                self.parent.last_activity = datetime.now(UTC)
 
     def get_stable_start_time(self, recommended: float = 10.0) -> float:
         return max(recommended, 30.0)
