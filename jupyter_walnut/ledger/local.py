@@ -308,12 +308,8 @@ class LocalLedger(Ledger):
 
     @staticmethod
     def _provider_in(db: sqlite3.Connection, provider_id: str) -> ProviderEntry:
-        row = db.execute(
-            "SELECT * FROM providers WHERE provider_id = ?", (normalize(provider_id),)
-        ).fetchone()
-        if row is None:
-            raise LedgerError("E_UNKNOWN_PROVIDER", f"no provider entry {provider_id}")
-        return _provider_row(row)
+        return _provider_row(_one_row(db, "providers", "provider_id", normalize(provider_id),
+                                      "E_UNKNOWN_PROVIDER", f"no provider entry {provider_id}"))
 
     # --- channels -----------------------------------------------------------
     def open_channel(
@@ -523,12 +519,18 @@ class LocalLedger(Ledger):
 
     @staticmethod
     def _channel_in(db: sqlite3.Connection, channel_id: str) -> Channel:
-        row = db.execute(
-            "SELECT * FROM channels WHERE channel_id = ?", (normalize_channel_id(channel_id),)
-        ).fetchone()
-        if row is None:
-            raise LedgerError("E_UNKNOWN_CHANNEL", f"no channel {channel_id}")
-        return _channel_row(row)
+        return _channel_row(_one_row(db, "channels", "channel_id",
+                                     normalize_channel_id(channel_id),
+                                     "E_UNKNOWN_CHANNEL", f"no channel {channel_id}"))
+
+
+def _one_row(db: sqlite3.Connection, table: str, key: str, value: str, code: str,
+             missing: str) -> tuple:
+    """The row of `table` whose primary `key` is `value`, or the ledger's `code` error."""
+    row = db.execute(f"SELECT * FROM {table} WHERE {key} = ?", (value,)).fetchone()
+    if row is None:
+        raise LedgerError(code, missing)
+    return row
 
 
 def _check_i64(amount: int) -> int:
