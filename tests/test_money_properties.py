@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LedgerError, LocalLedger
 from jupyter_walnut.ledger.vouchers import Voucher
-from jupyter_walnut.provider import sessions as sessions_module
+from jupyter_walnut.provider import admission, metering, session_settlement, sessions
 from jupyter_walnut.provider.hardware import Hardware
 from jupyter_walnut.provider.runtimes.base import Runtime, RuntimeHandle, RuntimeState
 from jupyter_walnut.provider.sessions import SessionError, SessionManager, SessionRequest
@@ -37,6 +38,8 @@ PRICE = 1000  # cpu-small in provider_config()
 MAX_STEP_S = 20  # the longest metering interval a sequence uses
 EXAMPLES = 600  # sequences per run: well under a minute on two busy cores
 SEQUENCES_RUN = [0]
+# the provider's session modules that read `time`: all of them run on the test's clock
+CLOCKED_MODULES = (admission, metering, session_settlement, sessions)
 
 
 class FakeClock:
@@ -236,8 +239,9 @@ def check_invariants(w: World) -> None:
 
 async def run_sequence(root: Path, deposit: int, ops: list[tuple]) -> None:
     clock = FakeClock()
-    with mock.patch.object(sessions_module, "time", clock), \
-            LocalLedger(root / "ledger.sqlite", clock=clock.now_ms) as ledger:
+    with ExitStack() as clocks, LocalLedger(root / "ledger.sqlite", clock=clock.now_ms) as ledger:
+        for module in CLOCKED_MODULES:
+            clocks.enter_context(mock.patch.object(module, "time", clock))
         renter, provider = KeyPair.generate(), KeyPair.generate()
         ledger.fund(renter.address, FUNDS)
         channel = ledger.open_channel(renter, provider.address, renter.public_key, deposit,
