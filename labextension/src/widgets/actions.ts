@@ -1,0 +1,8 @@
+import { ISession } from '../logic/types';
+
+/** What the sidebar asks of the app: open or switch notebooks onto a session's kernel. */
+export interface IPanelActions {
+  openNotebook(session: ISession): void;
+  useInCurrentNotebook?: (session: ISession) => void;
+  canUseInCurrentNotebook(): boolean;
+}

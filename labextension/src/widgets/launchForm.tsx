@@ -1,0 +1,177 @@
+import { Notification } from '@jupyterlab/apputils';
+import * as React from 'react';
+
+import { errorText } from '../logic/errors';
+import { formatSui, parseSui, toMist } from '../logic/money';
+import { describeHardware, offerKey, offerPricePerHour } from '../logic/offers';
+import { launchQuote } from '../logic/sessions';
+import { formatDurationLong } from '../logic/time';
+import { WalnutModel } from '../model';
+import { IPanelActions } from './actions';
+import { LaunchProgress } from './launchProgress';
+import { Section } from './section';
+
+/** The launch form: offer, image, budget or duration, the deposit quote; then the progress. */
+export function LaunchSection(props: { model: WalnutModel; actions: IPanelActions }) {
+  const { model } = props;
+  const healthy = model.offers.filter(o => o.healthy);
+  const selectedKey = model.selectedOffer ?? (healthy[0] ? offerKey(healthy[0]) : '');
+  const offer = healthy.find(o => offerKey(o) === selectedKey);
+  const [image, setImage] = React.useState('');
+  const [mode, setMode] = React.useState<'budget' | 'duration'>('budget');
+  const [budget, setBudget] = React.useState('0.05');
+  const [minutes, setMinutes] = React.useState('30');
+  const launching = model.launch !== null && model.launch.phase === 'running';
+
+  let parseProblem: string | undefined;
+  let budgetMist: bigint | null = null;
+  let maxSeconds: number | null = null;
+  if (mode === 'budget') {
+    try {
+      budgetMist = parseSui(budget);
+    } catch (e) {
+      parseProblem = 'Enter the budget in SUI, for example 0.5.';
+    }
+  } else {
+    const m = Number(minutes);
+    if (!Number.isFinite(m) || m <= 0) {
+      parseProblem = 'Enter the maximum duration in minutes.';
+    } else {
+      maxSeconds = Math.round(m * 60);
+    }
+  }
+  const balance =
+    model.wallet?.balance_mist === undefined || model.wallet?.balance_mist === null ? null : toMist(model.wallet.balance_mist);
+  const quote = offer && !parseProblem ? launchQuote(offer, { budgetMist, maxSeconds }, balance) : null;
+  const images = offer?.images?.length ? offer.images : ['python'];
+  const chosenImage = images.includes(image) ? image : images[0];
+
+  const submit = async (e: React.FormEvent) => {
+    e.preventDefault();
+    if (!offer || !quote || quote.problem) {
+      return;
+    }
+    const request = {
+      provider_url: offer.provider_url,
+      shape: offer.shape ?? '',
+      image: chosenImage,
+      ...(mode === 'budget' ? { budget_mist: Number(budgetMist) } : { max_seconds: maxSeconds! })
+    };
+    try {
+      const s = await model.launchSession(request);
+      Notification.success(`Session on ${s.node} is running. Its kernel is ready to use.`, {
+        autoClose: 6000,
+        actions: [{ label: 'Open notebook', callback: () => props.actions.openNotebook(s) }]
+      });
+    } catch (err) {
+      // the progress below says at which step, and whether anything was charged
+      Notification.error(`Launch failed: ${errorText(err)}`, { autoClose: 10000 });
+    }
+  };
+
+  return (
+    <Section id="jp-Walnut-launch" title="Launch">
+      {healthy.length === 0 ? (
+        <p className="jp-Walnut-muted">No healthy offer to launch on.</p>
+      ) : (
+        <form className="jp-Walnut-form" onSubmit={e => void submit(e)} aria-describedby="jp-Walnut-quote">
+          <label>
+            <span>Offer</span>
+            <select
+              className="jp-mod-styled"
+              value={selectedKey}
+              disabled={launching}
+              onChange={e => {
+                model.selectedOffer = e.target.value;
+                model.notify();
+              }}
+            >
+              {healthy.map(o => (
+                <option key={offerKey(o)} value={offerKey(o)}>
+                  {o.node} · {o.shape} · {describeHardware(o)} ·{' '}
+                  {formatSui(offerPricePerHour(o) ?? 0n, { minDecimals: 2 })}/h
+                </option>
+              ))}
+            </select>
+          </label>
+          <label>
+            <span>Image</span>
+            <select className="jp-mod-styled" value={chosenImage} disabled={launching} onChange={e => setImage(e.target.value)}>
+              {images.map(i => (
+                <option key={i} value={i}>
+                  {i}
+                </option>
+              ))}
+            </select>
+          </label>
+          <fieldset className="jp-Walnut-mode" disabled={launching}>
+            <legend>Limit the session by</legend>
+            <label className="jp-Walnut-radio">
+              <input type="radio" name="walnut-mode" checked={mode === 'budget'} onChange={() => setMode('budget')} />
+              budget
+            </label>
+            <label className="jp-Walnut-radio">
+              <input
+                type="radio"
+                name="walnut-mode"
+                checked={mode === 'duration'}
+                onChange={() => setMode('duration')}
+              />
+              maximum duration
+            </label>
+          </fieldset>
+          {mode === 'budget' ? (
+            <label>
+              <span>Budget (SUI)</span>
+              <input
+                className="jp-mod-styled"
+                inputMode="decimal"
+                value={budget}
+                disabled={launching}
+                aria-label="Budget in SUI"
+                onChange={e => setBudget(e.target.value)}
+              />
+            </label>
+          ) : (
+            <label>
+              <span>Maximum duration (minutes)</span>
+              <input
+                className="jp-mod-styled"
+                inputMode="numeric"
+                value={minutes}
+                disabled={launching}
+                aria-label="Maximum duration in minutes"
+                onChange={e => setMinutes(e.target.value)}
+              />
+            </label>
+          )}
+          <div id="jp-Walnut-quote" className="jp-Walnut-quote" aria-live="polite">
+            {parseProblem ? (
+              <span className="jp-Walnut-warn">{parseProblem}</span>
+            ) : quote ? (
+              <>
+                <div>
+                  Locks a deposit of <strong data-testid="walnut-deposit">{formatSui(quote.depositMist)}</strong>
+                </div>
+                <div>
+                  Buys up to <strong>{formatDurationLong(quote.seconds)}</strong> at{' '}
+                  {formatSui(offerPricePerHour(offer!) ?? 0n)}/h
+                </div>
+                <div className="jp-Walnut-muted">Unused deposit comes back when the session ends.</div>
+                {quote.problem && <div className="jp-Walnut-warn">{quote.problem}</div>}
+              </>
+            ) : null}
+          </div>
+          <button
+            type="submit"
+            className="jp-Button jp-mod-styled jp-mod-accept"
+            disabled={launching || !quote || Boolean(quote.problem) || Boolean(parseProblem)}
+          >
+            {launching ? 'Launching…' : 'Confirm and launch'}
+          </button>
+        </form>
+      )}
+      <LaunchProgress model={model} actions={props.actions} />
+    </Section>
+  );
+}
