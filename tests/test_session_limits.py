@@ -137,7 +137,9 @@ def test_detached_links_beyond_the_cap_are_dropped_oldest_first(node, alice):
     opened = []
     for _ in range(limit + 4):  # a renter opening links and walking away from each
         conn, key = link_socket(node, alice)
-        assert key in table
+        # the link enters the table before its handler attaches: wait for the attach, or the
+        # detach below is seen before it happens (and its eviction after the count)
+        wait_for(lambda k=key: k in table and table[k].handler is not None, "the attach")
         opened.append(key)
         node.loop.call_soon_threadsafe(conn.close)
         wait_for(lambda k=key: k not in table or table[k].handler is None, "the detach")
