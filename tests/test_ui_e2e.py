@@ -120,6 +120,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
 
 def test_researcher_flow(stack: WalnutStack, page) -> None:
     shot = Shots(page)
+    try:
+        researcher_flow(stack, page, shot)
+    except BaseException:  # what the browser showed, and the servers' logs, for the report
+        shot("failure")
+        for log in stack.root.glob("*.log"):
+            shutil.copy(log, ARTIFACTS / f"failure-{log.name}")
+        raise
+
+
+def researcher_flow(stack: WalnutStack, page, shot: Shots) -> None:
     page.goto(stack.lab_url)
     page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
     page.get_by_role("tab", name=re.compile("Walnut", re.I)).or_(
