@@ -304,6 +304,27 @@ async def test_a_node_naming_another_providers_address_gains_none_of_its_reputat
     assert history[(honest.pinned_url,)]["provider_address"] == honest.identity.address
 
 
+async def test_a_launch_never_pays_an_address_the_registry_denies(jp_fetch, jp_serverapp,
+                                                                  world):
+    """A registered node that names another provider's address in its status would have the
+    renter's channel pay that address: the launch is refused before any money moves."""
+    honest, hostile, ledger = world
+    hostile.answer = status_answer({**hostile.status,
+                                    "provider_address": honest.identity.address,
+                                    "provider_public_key": honest.identity.public_key.hex()})
+    manager = manager_of(jp_serverapp)
+    before = ledger.balance(manager.key.address)
+    with pytest.raises(httpclient.HTTPClientError) as err:
+        await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(
+            {"provider_url": hostile.pinned_url, "shape": "cpu-small", "budget_mist": 60_000}))
+    assert err.value.code == 409
+    message = json.loads(err.value.response.body)["message"]
+    assert "registry entry for this endpoint belongs to" in message, message
+    assert ledger.balance(manager.key.address) == before
+    assert ledger.channels(renter=manager.key.address) == []
+    assert not [r for r in hostile.seen if r["path"] == "/api/v1/sessions"]
+
+
 @pytest.mark.asyncio
 async def test_an_oversized_answer_is_refused_while_reading(world):
     """The body cap stops the read: a provider streaming without end costs a bounded read."""

@@ -204,6 +204,12 @@ class RenterManager(LoggingConfigurable):
             status = await client.status()
         except ProviderAPIError as exc:
             raise RenterError(502, f"provider unreachable: {exc.message}") from exc
+        # the channel pays the address the node reports: never one its registry entry denies
+        owner = identities(self).owner(job.provider_url, status["provider_address"])
+        if owner not in (None, status["provider_address"]):
+            raise RenterError(409, f"the node says it is {status['provider_address']}, but the "
+                                   f"registry entry for this endpoint belongs to {owner}; "
+                                   "nothing was paid")
         offer = next((s for s in status["shapes"] if s["name"] == job.shape), None)
         if offer is None:
             raise RenterError(400, f"provider {status['node']} has no shape {job.shape!r}")
