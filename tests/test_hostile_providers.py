@@ -314,6 +314,7 @@ async def test_a_launch_never_pays_an_address_the_registry_denies(jp_fetch, jp_s
                                     "provider_public_key": honest.identity.public_key.hex()})
     manager = manager_of(jp_serverapp)
     before = ledger.balance(manager.key.address)
+    seen = len(hostile.seen)  # the node is shared by this module's tests
     with pytest.raises(httpclient.HTTPClientError) as err:
         await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(
             {"provider_url": hostile.pinned_url, "shape": "cpu-small", "budget_mist": 60_000}))
@@ -322,7 +323,7 @@ async def test_a_launch_never_pays_an_address_the_registry_denies(jp_fetch, jp_s
     assert "registry entry for this endpoint belongs to" in message, message
     assert ledger.balance(manager.key.address) == before
     assert ledger.channels(renter=manager.key.address) == []
-    assert not [r for r in hostile.seen if r["path"] == "/api/v1/sessions"]
+    assert not [r for r in hostile.seen[seen:] if r["path"] == "/api/v1/sessions"]
 
 
 @pytest.mark.asyncio
