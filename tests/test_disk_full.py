@@ -24,6 +24,7 @@ from stack import StackNode, stack_runtime
 from jupyter_walnut.common.errors import WalnutError
 from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger import LocalLedger
+from jupyter_walnut.provider.app import STORAGE_ANSWERS
 from jupyter_walnut.renter.manager import RenterManager
 from jupyter_walnut.renter.provider_client import ProviderAPIError
 
@@ -182,8 +183,9 @@ async def test_full_disk_under_the_providers_state_refuses_new_sessions(stack_fa
     with pytest.raises(ProviderAPIError) as err:
         await client.create_session(image="python", channel_id=channel)
     assert err.value.status == 507
-    assert err.value.message == (f"no space left on the disk holding {node.store.path}: "
-                                 "free some space and try again")
+    # the renter learns it is the provider's disk, not where the provider keeps its state
+    assert err.value.message == STORAGE_ANSWERS[507]
+    assert str(node.store.path.parent) not in err.value.message
     assert node.store.list() == []
     assert gateways(node) == []  # no gateway left running
     refunded = ledger.get_channel(channel)  # the provider closed the channel it cannot serve

@@ -47,6 +47,7 @@ from ..common.protocol import (
     gateway_path,
     token_auth,
 )
+from ..common.sqlite_store import StorageError
 from ..ledger.vouchers import parse_voucher_fields
 from .links import ResumableLink
 from .proxy import (
@@ -126,6 +127,9 @@ class BaseHandler(web.RequestHandler):
                 exc = WalnutError(exc.log_message or self._reason, status=exc.status_code)
             else:
                 exc = WalnutError("internal error", status=500)
+        if isinstance(exc, StorageError):  # its message names the node's own paths: logged
+            exc = WalnutError(STORAGE_ANSWERS.get(exc.status, STORAGE_ANSWERS[503]),
+                              status=exc.status)
         self.set_status(exc.answer_status)
         self.set_header("Content-Type", "application/json")
         self.finish(error_body(exc))
@@ -136,6 +140,14 @@ class BaseHandler(web.RequestHandler):
                 log.error("%s %s: %s", self.request.method, self.request.path, value.message)
             return
         super().log_exception(typ, value, tb)
+
+
+# What a renter reads when the node's own state cannot be written: the node's log has the
+# path and the cause, the renter only needs to know it is the provider's trouble.
+STORAGE_ANSWERS = {
+    507: "the provider's disk is full: it cannot take this request now; try again later",
+    503: "the provider's state is unavailable: try again later",
+}
 
 
 class HealthHandler(BaseHandler):
