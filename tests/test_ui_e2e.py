@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from ui_helpers import WalnutStack
+from ui_helpers import WalnutStack, http_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("WALNUT_CHROMIUM", "/usr/bin/chromium"))
@@ -118,6 +118,12 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def notebook_kernels(stack: WalnutStack) -> set[str]:
+    """The kernel names of the server's notebook sessions, as the server has them."""
+    sessions = http_json(f"{stack.base_url}api/sessions", token=stack.token)
+    return {s["kernel"]["name"] for s in sessions if s.get("kernel")}
+
+
 def test_researcher_flow(stack: WalnutStack, page) -> None:
     shot = Shots(page)
     try:
@@ -207,6 +213,10 @@ def researcher_flow(stack: WalnutStack, page, shot: Shots) -> None:
     dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
     wait_for(lambda: "walnut" in kernel_button.inner_text(), 60,
              "the walnut kernel in the notebook")
+    # the toolbar names the new kernel while the switch is pending; a cell run before the
+    # server's session has changed kernels goes to the old, local one
+    wait_for(lambda: notebook_kernels(stack) == {f"walnut-{session_id}"}, 60,
+             "the notebook's session on the walnut kernel")
 
     # 5. run a cell that prints the remote host name
     cell = nb.locator(".jp-Cell").first
