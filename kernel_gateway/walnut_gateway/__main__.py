@@ -6,6 +6,9 @@ WALNUT_GATEWAY_PORT     listen port (default 8888)
 WALNUT_MAX_KERNELS      kernels this session may run at once (default 4)
 WALNUT_SESSION_CGROUP   1 when the gateway's memory cgroup is the session's own (a container),
                         so an OOM kill there is reported as the reason a kernel restarted
+
+Before anything else the gateway moves into the session's own writable environment
+($HOME/.walnut/env, see env.py) and re-executes itself there, so its kernels install into it.
 """
 
 from __future__ import annotations
@@ -13,24 +16,17 @@ from __future__ import annotations
 import os
 import sys
 
-from kernel_gateway.gatewayapp import KernelGatewayApp
-
-MAX_MESSAGE_SIZE = 256 * 1024 * 1024
-
-
-class WalnutGatewayApp(KernelGatewayApp):
-    name = "walnut-gateway"
-
-    def init_webapp(self) -> None:
-        super().init_webapp()
-        # tornado's 10 MiB default would close the socket on one large output message
-        self.web_app.settings["websocket_max_message_size"] = MAX_MESSAGE_SIZE
+from walnut_gateway import env as session_env
 
 
 def main() -> None:
-    token = os.environ.pop("WALNUT_GATEWAY_TOKEN", "")
-    if not token:
+    if not os.environ.get("WALNUT_GATEWAY_TOKEN"):
         sys.exit("walnut-gateway: WALNUT_GATEWAY_TOKEN is required")
+    # before the gateway's imports: re-executes this process, once, inside the session env
+    session_env.enter()
+    from walnut_gateway.app import WalnutGatewayApp
+
+    token = os.environ.pop("WALNUT_GATEWAY_TOKEN")
     argv = [
         f"--KernelGatewayApp.ip={os.environ.get('WALNUT_GATEWAY_IP', '127.0.0.1')}",
         f"--KernelGatewayApp.port={int(os.environ.get('WALNUT_GATEWAY_PORT', '8888'))}",
@@ -48,7 +44,8 @@ def main() -> None:
     app_env = ["HOME", "LANG", "LC_ALL", "WALNUT_SESSION_ID", "CUDA_VISIBLE_DEVICES",
                "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "JUPYTER_RUNTIME_DIR",
                "PYTHONUNBUFFERED", "TMPDIR", "MPLCONFIGDIR", "OMP_NUM_THREADS",
-               "WALNUT_PRICE_MIST_PER_SECOND", "WALNUT_SHAPE", "WALNUT_NODE"]
+               "WALNUT_PRICE_MIST_PER_SECOND", "WALNUT_SHAPE", "WALNUT_NODE",
+               *session_env.KERNEL_VARS]
     app = WalnutGatewayApp.instance()
     # the token goes in as a trait, never on the command line where `ps` would show it
     app.auth_token = token
