@@ -72,9 +72,19 @@ STATUS = obj({
     "hardware": {"type": "object", "maxProperties": 64, "properties": {
         "gpus": array(obj({"uuid": text(128)}), 64)}},  # the check compares them
     "settlement": obj({}, {"min_prepaid_seconds": U64, "min_challenge_period_s": U64,
-                           "grace_seconds": U64, "ledger": text(64)}, max_properties=32),
+                           "grace_seconds": U64, "ledger": text(64),
+                           "bills_install": {"type": "boolean"}}, max_properties=32),
     "uptime_seconds": U64,
 })
+
+# a session's requirements being prepared (issue #15, contract C4); the texts are shown
+ENVIRONMENT = obj({"state": {"enum": ["none", "resolving", "downloading", "installing", "ready",
+                                      "cached", "failed"]}}, {
+    "step": text(1024, nullable=True), "done": {**COUNT, "type": ["integer", "null"]},
+    "total": {**COUNT, "type": ["integer", "null"]},
+    "requirements_hash": {"type": ["string", "null"], "pattern": "^[0-9a-f]{1,128}$"},
+    "error": text(16384, nullable=True),
+}, max_properties=16)
 
 SESSION = obj({
     "id": {"type": "string", "pattern": f"^{SESSION_ID_PATTERN}$"},
@@ -86,7 +96,7 @@ SESSION = obj({
     "price_mist_per_second": U64, "max_seconds": U64, "runtime": text(64),
     "channel_id": text(128, nullable=True), "created_at": TIMESTAMP, "started_at": TIMESTAMP,
     "ended_at": TIMESTAMP, "extra": {"type": "object", "maxProperties": 64},
-    "usage": SMALL_MAP,
+    "usage": SMALL_MAP, "environment": {**ENVIRONMENT, "type": ["object", "null"]},
     # the channel's money (common/models.py ProviderMoney); a newer provider may name
     # more settlement states
     "settlement": {"type": "string", "pattern": "^[a-z_]{1,32}$"}, "deposit_mist": U64,

@@ -19,9 +19,11 @@ from .store import RenterStore
 log = logging.getLogger("walnut.renter")
 
 # price and budget from the provider's live status; the payment channel on the ledger; the
-# provider's session record; its container running; the hardware check (issue #9); the
-# kernelspec JupyterLab lists
-STEPS = ("quote", "open_channel", "create_session", "await_running", "verify", "kernelspec")
+# provider's session record; the requirements installed in it (issue #15, only when some
+# were given); its container running; the hardware check (issue #9); the kernelspec
+# JupyterLab lists
+STEPS = ("quote", "open_channel", "create_session", "environment", "await_running", "verify",
+         "kernelspec")
 STARTED, DONE, FAILED = "started", "done", "failed"
 
 OnStep = Callable[[str, str, str], None]
@@ -31,14 +33,38 @@ StepBody = Callable[[], Awaitable[str | None]]
 # the one-line progress the magics and older callers of `launch(on_progress=)` show
 PROGRESS_LINES = {"quote": "contacting provider", "open_channel": "opening payment channel",
                   "create_session": "starting session container",
+                  "environment": "preparing the environment",
                   "verify": "verifying the hardware"}
 READY = "ready"
+
+
+def environment_detail(env: dict | None) -> str:
+    """A provider's `environment` report (contract C4) in words: "installing 3 of 7:
+    pandas", "environment ready from cache", or pip's error. One line but for the error;
+    the texts come from the provider, so they are cut to a bounded length."""
+    if not isinstance(env, dict):
+        return ""
+    state = str(env.get("state") or "none")
+    step = " ".join(str(env.get("step") or "").split())[:200]
+    if state == "cached":
+        return "environment ready from cache"
+    if state == "ready":
+        return "environment ready"
+    if state == "failed":
+        error = str(env.get("error") or step or "no error text from the provider")
+        return f"installing requirements failed: {error[-4000:]}"
+    if state == "none":
+        return ""
+    done, total = env.get("done"), env.get("total")
+    count = f" {done} of {total}" if isinstance(done, int) and isinstance(total, int) \
+        and total > 0 else ""
+    return f"{state}{count}" + (f": {step}" if step else "")
 
 
 def error_detail(exc: BaseException) -> str:
     """The failure as the user reads it: a Walnut error's message, else the exception."""
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return str(message)[:2000]
+    return str(message)[:8000]  # room for pip's error text (issue #15)
 
 
 async def run_steps(steps: Sequence[tuple[str, StepBody]], on_step: OnStep) -> None:
@@ -88,7 +114,10 @@ def progress_reporter(on_progress: Callable[[str], None]) -> OnStep:
     """An `on_step` that feeds a one-line progress callback (the magics' progress bar)."""
 
     def report(step: str, state: str, detail: str) -> None:
-        if state == STARTED and step in PROGRESS_LINES:
+        if step == "environment" and detail and state != FAILED:
+            # the provider's install, live: "installing 3 of 7: pandas", "ready from cache"
+            on_progress(f"environment: {detail}")
+        elif state == STARTED and step in PROGRESS_LINES:
             on_progress(PROGRESS_LINES[step])
         elif state == DONE and step == STEPS[-1]:
             on_progress(READY)

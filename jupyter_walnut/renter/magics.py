@@ -41,6 +41,11 @@ from .jobs.tables import Table, mist
 from .jobs.transfer import SERIALIZERS
 from .kernel.output_policy import sanitize
 from .manager import RenterManager
+from .requirements import (
+    read_requirements_file,
+    requirements_from_notebook,
+    requirements_from_sources,
+)
 from .store import ACTIVE
 
 HELP = """\
@@ -48,6 +53,7 @@ Walnut: rent remote kernels by the second, from code.
 
   %walnut providers [--shape S] [--gpus N] [--max-price MIST] [--available] [--provider URL]
   %walnut launch [--offer O] [--budget MIST | --max-seconds N] [--image NAME]
+                 [--requirements FILE | --requirements-from-notebook [NOTEBOOK]]
   %walnut sessions [--all]
   %walnut stop SESSION_ID | --all
   %walnut balance
@@ -109,6 +115,12 @@ def _parsers() -> dict[str, _Parser]:
     la.add_argument("--max-seconds", type=int, help="longest it may run")
     la.add_argument("--image", default="python", help="image name from the offer")
     la.add_argument("--provider", action="append", default=[], metavar="URL")
+    env = la.add_mutually_exclusive_group()
+    env.add_argument("--requirements", metavar="FILE",
+                     help="pip requirements the provider installs before the kernel starts")
+    env.add_argument("--requirements-from-notebook", nargs="?", const="", metavar="NOTEBOOK",
+                     help="the packages NOTEBOOK (default: this one) imports, at the "
+                          "versions installed here")
 
     se = new("sessions", "Your sessions with their cost so far.")
     se.add_argument("--all", action="store_true", help="include ended sessions")
@@ -335,7 +347,7 @@ class WalnutMagics(Magics, Configurable):
         return table
 
     def _launch(self, offer_spec: str | None, budget: int | None, max_seconds: int | None,
-                image: str = "python"):
+                image: str = "python", requirements: str | None = None):
         offer = choose_offer(self._offers(), offer_spec, listed=self._listed)
         if budget is None and max_seconds is None:
             max_seconds = self.default_max_seconds
@@ -344,20 +356,44 @@ class WalnutMagics(Magics, Configurable):
                  "starting session container", "ready"]
         events = Events()
 
+        reached = [0]
+
         def handle(kind: str, step: str) -> None:
-            done = steps.index(step) + 1 if step in steps else 0
-            progress.update(f"{offer['node']}/{offer['shape']}: {step}", done / len(steps))
+            # an environment line ("environment: installing 3 of 7: pandas") keeps the bar
+            reached[0] = steps.index(step) + 1 if step in steps else reached[0]
+            progress.update(f"{offer['node']}/{offer['shape']}: {step}", reached[0] / len(steps))
 
         session = events.pump(self.manager.launch(
             offer["provider_url"], offer["shape"], image=image, max_seconds=max_seconds,
-            budget_mist=budget, on_progress=lambda step: events.emit("progress", step)),
-            handle)
+            budget_mist=budget, on_progress=lambda step: events.emit("progress", step),
+            requirements=requirements), handle)
         progress.close(f"session {session.id} running on {session.node} "
                        f"({session.shape}, budget {session.budget_mist:,} MIST)")
         return session
 
     def _cmd_launch(self, args, cell) -> None:
-        self._launch(args.offer, args.budget, args.max_seconds, args.image)
+        requirements = self._requirements(args)  # a bad file: one line, nothing launched
+        try:
+            self._launch(args.offer, args.budget, args.max_seconds, args.image, requirements)
+        except WalnutError as exc:
+            if "\n" in exc.message:  # pip's own error text, whole, above the one line
+                print(exc.message, file=sys.stderr)
+            raise
+
+    def _requirements(self, args) -> str | None:
+        if args.requirements:
+            return read_requirements_file(args.requirements)
+        if args.requirements_from_notebook is None:
+            return None
+        path = args.requirements_from_notebook or os.environ.get("JPY_SESSION_NAME", "")
+        if path.endswith(".ipynb") and (args.requirements_from_notebook or os.path.isfile(path)):
+            text = requirements_from_notebook(path)
+        else:  # no notebook file known to this kernel: the cells it has run
+            history = (self.shell.user_ns.get("In") if self.shell is not None else None) or []
+            text = requirements_from_sources([str(c) for c in history])
+        print("walnut: requirements from the notebook's imports:\n" + (text or "(none)\n"),
+              end="")
+        return text
 
     def _cmd_sessions(self, args, cell) -> Table:
         manager = self.manager

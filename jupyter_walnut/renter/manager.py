@@ -22,10 +22,19 @@ from ..common.tls import TLSError, pinned_url
 from ..ledger import Channel, Ledger, LocalLedger, default_ledger_path, walnut_home
 from .errors import RenterError
 from .kernelspecs import remove_kernelspec, write_kernelspec
-from .launch import OnStep, StepLog, fan_out, progress_reporter, run_steps
+from .launch import (
+    STARTED,
+    OnStep,
+    StepLog,
+    environment_detail,
+    fan_out,
+    progress_reporter,
+    run_steps,
+)
 from .payments import RenterPayments
 from .provider_client import ProviderAPIError, ProviderClient
 from .reputation import decorate_offers, identities
+from .requirements import check_requirements
 from .store import ACTIVE, RenterSession, RenterStore, kernel_name
 from .verify.runner import verify_session
 
@@ -44,6 +53,8 @@ class _Launch:
     max_seconds: int | None
     budget_mist: int | None
     steps: StepLog
+    requirements: str | None = None  # pip requirements the provider installs first
+    report: OnStep | None = None  # the launch's on_step, for progress within a step
     client: ProviderClient | None = None
     status: dict = field(default_factory=dict)
     offer: dict = field(default_factory=dict)
@@ -70,6 +81,9 @@ class RenterManager(LoggingConfigurable):
     unreachable_timeout_s = Float(
         300.0, config=True,
         help="Seconds a silent provider's session is kept before it counts as ended.")
+    environment_timeout_s = Float(
+        1800.0, config=True,
+        help="Seconds a provider may take to install a launch's requirements.")
     poll_interval_s = Float(2.0, help="Seconds between session cost refreshes "
                                       "(WalnutApp.poll_interval).")
 
@@ -167,6 +181,8 @@ class RenterManager(LoggingConfigurable):
                     "images": [i["name"] for i in st["images"]],
                     "max_session_seconds": st["max_session_seconds"],
                     "version": st.get("version"),
+                    # whether the time the provider spends installing requirements is paid
+                    "bills_install": st.get("settlement", {}).get("bills_install", False),
                 })
         return decorate_offers(self, rows)
 
@@ -175,23 +191,32 @@ class RenterManager(LoggingConfigurable):
     async def launch(self, provider_url: str, shape: str, image: str = "python",
                      max_seconds: int | None = None, budget_mist: int | None = None,
                      on_progress: Callable[[str], None] | None = None,
-                     verify: bool = True, on_step: OnStep | None = None) -> RenterSession:
+                     verify: bool = True, on_step: OnStep | None = None,
+                     requirements: str | None = None) -> RenterSession:
         """The launch pipeline (renter/launch.py): each step is reported to `on_step`
-        (and as a line to `on_progress`) and stored with the session once it has one."""
+        (and as a line to `on_progress`) and stored with the session once it has one.
+        `requirements` (pip requirements text) are installed by the provider before the
+        kernel is handed over; they are checked before anything is paid."""
+        if requirements is not None:
+            requirements = check_requirements(requirements)  # or a 400, nothing launched
+            if not any(line.split("#")[0].strip() for line in requirements.splitlines()):
+                requirements = None  # only comments: nothing to install
         job = _Launch(provider_url=provider_url.rstrip("/"), shape=shape, image=image,
                       max_seconds=max_seconds, budget_mist=budget_mist,
-                      steps=StepLog(self.store))
+                      steps=StepLog(self.store), requirements=requirements)
         steps: list[tuple[str, Callable[[], Awaitable[str | None]]]] = [
             ("quote", lambda: self._quote(job)),
             ("open_channel", lambda: self._open_channel(job)),
             ("create_session", lambda: self._create_session(job)),
-            ("await_running", lambda: self._await_running(job)),
         ]
+        if requirements is not None:  # issue #15: the provider installs them first
+            steps.append(("environment", lambda: self._environment(job)))
+        steps.append(("await_running", lambda: self._await_running(job)))
         if verify:  # issue #9: check the container against the offer; stops it if it lies
             steps.append(("verify", lambda: self._verify(job)))
         steps.append(("kernelspec", lambda: self._kernelspec(job)))
-        await run_steps(steps, fan_out(job.steps, on_step,
-                                       on_progress and progress_reporter(on_progress)))
+        job.report = fan_out(job.steps, on_step, on_progress and progress_reporter(on_progress))
+        await run_steps(steps, job.report)
         log.info("walnut session %s running on %s", job.session.id, job.session.node)
         return job.session
 
@@ -230,7 +255,12 @@ class RenterManager(LoggingConfigurable):
         self.store.check_writable()  # a full disk is found before any money moves
         job.client, job.status, job.offer = client, status, offer
         job.max_seconds, job.budget = max_seconds, budget
-        return f"{price} MIST/s, budget {budget} MIST for up to {max_seconds} s"
+        quote = f"{price} MIST/s, budget {budget} MIST for up to {max_seconds} s"
+        if job.requirements is not None:
+            billed = status.get("settlement", {}).get("bills_install", False)
+            quote += (", installing the requirements is billed" if billed else
+                      ", installing the requirements is not billed")
+        return quote
 
     async def _open_channel(self, job: _Launch) -> str:
         job.channel = await self.payments.open(job.status["provider_address"],
@@ -241,9 +271,10 @@ class RenterManager(LoggingConfigurable):
     async def _create_session(self, job: _Launch) -> str:
         status, offer, channel_id = job.status, job.offer, job.channel.channel_id
         try:
+            extra = {} if job.requirements is None else {"requirements": job.requirements}
             created = await job.client.create_session(image=job.image, shape=job.shape,
                                                       max_seconds=job.max_seconds,
-                                                      channel_id=channel_id)
+                                                      channel_id=channel_id, **extra)
         except ProviderAPIError as exc:
             # a provider that refused closes the channel itself; if it could not be
             # reached, the refresh loop recovers the deposit after the challenge period
@@ -260,6 +291,7 @@ class RenterManager(LoggingConfigurable):
             max_seconds=job.max_seconds, budget_mist=job.budget, status="starting",
             created_at=time.time(), access_token=created["access_token"],
             channel_id=channel_id, deposit_mist=job.budget, settlement=Settlement.OPEN,
+            extra={} if job.requirements is None else {"requirements": job.requirements},
         )
         try:
             self.store.insert(session)
@@ -271,6 +303,38 @@ class RenterManager(LoggingConfigurable):
         job.session = session
         job.steps.attach(session.id)  # from here on, the steps are stored with it
         return session.id
+
+    async def _environment(self, job: _Launch) -> str:
+        """Follow the provider installing the requirements (contract C4): each report is
+        kept with the session and shown as this step's detail, live."""
+        session_id = job.session.id
+        last: dict = {}
+
+        def seen(remote: dict) -> None:
+            env = remote.get("environment")
+            if not isinstance(env, dict) or env == last:
+                return
+            last.clear()
+            last.update(env)
+            fresh = self.store.get(session_id)
+            self.store.update(session_id, extra={**fresh.extra, "environment": env})
+            detail = environment_detail(env)
+            if detail and env.get("state") != "failed":
+                job.report("environment", STARTED, detail)
+
+        try:
+            await job.client.wait_environment(session_id, self.environment_timeout_s, seen)
+        except ProviderAPIError as exc:
+            failed = environment_detail(last) if last.get("state") == "failed" else ""
+            reason = failed or exc.message
+            if exc.status != 409:  # still starting there (timed out, unreachable): stop it
+                await self._stop_unrecorded(job.client, session_id)
+            self.store.update(session_id, status="failed", reason=reason[:8000],
+                              ended_at=time.time())
+            # the container never ran for the renter: the provider refunds the deposit
+            raise RenterError(502, f"the session did not start: {reason} (nothing was "
+                                   "charged: the deposit comes back in full)") from exc
+        return environment_detail(last) or "the provider reported no environment"
 
     async def _await_running(self, job: _Launch) -> None:
         session_id = job.session.id

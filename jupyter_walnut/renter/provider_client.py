@@ -131,6 +131,27 @@ class ProviderClient:
             await asyncio.sleep(delay)  # polling a remote service, bounded by the deadline
             delay = min(delay * 1.5, 0.5)
 
+    async def wait_environment(self, session_id: str, timeout: float, on_status=None) -> dict:
+        """Poll while the provider prepares the session's requirements (issue #15): returns
+        the session once its environment is ready (or cached), or once it runs; raises with
+        the provider's reason if it failed. `on_status` sees each status on the way."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            session = await self.get_session(session_id)
+            if on_status is not None:
+                on_status(session)
+            state = (session.get("environment") or {}).get("state")
+            if session["status"] == "running" or state in ("ready", "cached"):
+                return session
+            if session["status"] in ("failed", "stopped"):
+                raise ProviderAPIError(409, f"session {session['status']}: {session['reason']}")
+            if time.monotonic() > deadline:
+                raise ProviderAPIError(0, "the session's requirements were not installed "
+                                          f"within {timeout:.0f}s")
+            await asyncio.sleep(delay)  # polling a remote service, bounded by the deadline
+            delay = min(delay * 1.5, 0.5)
+
     # --- the session's kernel gateway, through the provider's proxy --------------------
 
     def gateway_base(self, session_id: str) -> str:

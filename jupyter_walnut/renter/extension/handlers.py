@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
@@ -11,6 +12,7 @@ from tornado import web
 from ...common.errors import BadRequest, WalnutError
 from ...common.numbers import MAX_SECONDS, U64_MAX, loads_json, optional_int
 from ..manager import RenterManager
+from ..requirements import RequirementsError, check_requirements, requirements_from_notebook
 from ..store import ACTIVE, RenterSession
 
 
@@ -41,7 +43,10 @@ class WalnutHandler(APIHandler):
 
     def session_json(self, s: RenterSession) -> dict:
         """A session as the sidebar reads it, with the steps its launch went through."""
-        return {**s.public(), "launch": self.walnut.store.launch_steps(s.id)}
+        return {**s.public(), "launch": self.walnut.store.launch_steps(s.id),
+                # the provider preparing its requirements (issue #15), as last reported
+                "environment": s.extra.get("environment"),
+                "has_requirements": bool(s.extra.get("requirements"))}
 
     def body(self) -> dict:
         try:
@@ -83,18 +88,50 @@ class SessionsHandler(WalnutHandler):
     async def post(self) -> None:
         data = self.body()
         unknown = sorted(set(data) - {"provider_url", "shape", "image", "max_seconds",
-                                      "budget_mist"})
+                                      "budget_mist", "requirements",
+                                      "requirements_from_notebook"})
         if unknown:
             raise BadRequest(f"unknown field: {unknown[0]}")
+        requirements = self.requirements(data)  # a bad one is refused before any step
         session = await self.walnut.launch(
             provider_url=_str_field(data, "provider_url"),
             shape=_str_field(data, "shape"),
             image=_str_field(data, "image", default="python"),
             max_seconds=positive_int(data, "max_seconds", MAX_SECONDS),
             budget_mist=positive_int(data, "budget_mist"),
+            requirements=requirements,
         )
         self.set_status(201)
         self.finish(json.dumps(self.session_json(session)))
+
+
+    def requirements(self, data: dict) -> str | None:
+        """`requirements` (pip requirements text) or `requirements_from_notebook` (a
+        notebook's path under the server root: its imports at this server's versions)."""
+        text, notebook = data.get("requirements"), data.get("requirements_from_notebook")
+        if text is not None and notebook is not None:
+            raise BadRequest("give requirements or requirements_from_notebook, not both")
+        if notebook is not None:
+            return requirements_from_notebook(self.server_path(notebook))
+        if text is None:
+            return None
+        if not isinstance(text, str):
+            raise BadRequest("requirements must be a string of pip requirements")
+        return check_requirements(text)
+
+    def server_path(self, rel: object) -> Path:
+        """A path the browser names, inside the server's root (as the file browser sees)."""
+        if not isinstance(rel, str) or not rel:
+            raise RequirementsError("requirements_from_notebook must be a notebook's path "
+                                    "relative to the server root")
+        root = Path(self.settings.get("server_root_dir", ".")).expanduser().resolve()
+        try:
+            path = (root / rel).resolve()
+        except (OSError, ValueError) as exc:
+            raise RequirementsError(f"{rel!r} is not a path: {exc}") from None
+        if root not in path.parents:
+            raise RequirementsError(f"{rel}: outside the server root")
+        return path
 
 
 class SessionHandler(WalnutHandler):

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..requirements import read_requirements_file
 from .bundle import parse_value
 from .manager import JobError, JobManager
 from .sweep import expand_grid, parse_grid, run_sweep, summary
@@ -54,6 +55,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_argument("--cell-timeout", type=int, metavar="S")
     sub.add_argument("--name")
     sub.add_argument("--wait", action="store_true", help="follow it until it ends")
+    sub.add_argument("--requirements", metavar="FILE",
+                     help="pip requirements the provider installs before the job runs")
     ls = actions.add_parser("list", help="your jobs")
     ls.add_argument("--sweep", help="only the runs of this sweep")
     for name, text in (("status", "follow once and show a job"),
@@ -110,10 +113,13 @@ def run_job_command(args: argparse.Namespace, jm: JobManager, ui: Any,
     if action == "list":
         return jobs_table(jm.store.list(sweep_id=args.sweep))
     if action == "submit":
+        requirements = read_requirements_file(args.requirements) if args.requirements \
+            else None  # a bad file is one line, before anything is recorded or paid
         job = jm.create(args.path, files=_files(args.files), budget_mist=args.budget,
                         parameters=_params(args.param), offer=_offer(args.offer, listed),
                         max_retries=args.retries, redundancy=args.redundancy,
-                        name=args.name, image=args.image, cell_timeout_s=args.cell_timeout)
+                        name=args.name, image=args.image, cell_timeout_s=args.cell_timeout,
+                        requirements=requirements)
 
         async def go(progress):
             started = await jm.start(job["id"])

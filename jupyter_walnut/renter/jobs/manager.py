@@ -69,7 +69,7 @@ class JobManager(LoggingConfigurable):
                parameters: dict[str, Any] | None = None, offer: str | None = None,
                max_retries: int = 2, redundancy: int = 1, name: str | None = None,
                image: str = "python", cell_timeout_s: int | None = None,
-               sweep_id: str | None = None) -> dict:
+               sweep_id: str | None = None, requirements: str | None = None) -> dict:
         """Record a job and keep a copy of its inputs (retries resend them)."""
         if isinstance(budget_mist, bool) or not isinstance(budget_mist, int) or budget_mist <= 0:
             raise JobError("budget must be a positive integer amount of MIST")
@@ -95,6 +95,7 @@ class JobManager(LoggingConfigurable):
             "budget_mist": budget_mist, "offer": offer, "image": image,
             "max_retries": max_retries, "redundancy": redundancy,
             "cell_timeout_s": cell_timeout_s, "sweep_id": sweep_id, "status": "queued",
+            "requirements": requirements,  # installed by the provider before each attempt
             "created_at": _now(), "ended_at": None, "attempts": [], "cost_mist": 0,
             "error": "", "result_dir": None, "verified": None, "verification": "",
             "metrics": {}, "digest": None, "outputs_digest": None,
@@ -156,7 +157,8 @@ class JobManager(LoggingConfigurable):
             status = await self.renter.client(offer["provider_url"]).status()
             attempt["provider_public_key"] = status["provider_public_key"]
             session = await self.renter.launch(offer["provider_url"], offer["shape"],
-                                               image=job["image"], budget_mist=budget)
+                                               image=job["image"], budget_mist=budget,
+                                               requirements=job.get("requirements"))
             attempt["session_id"] = session.id
             remote = await jobs_api.submit(self.renter.client(session.provider_url), session.id,
                                            self._submission(job, attempt, session))
