@@ -28,6 +28,7 @@ from ..common.errors import WalnutError
 from ..common.money import format_sui
 from ..common.remote_kernel import KernelError, RemoteKernel
 from ..ledger import LocalLedger, default_ledger_path
+from . import drift
 from .jobs import loop, transfer
 from .jobs.cli_args import (
     add_job_arguments,
@@ -497,6 +498,9 @@ class WalnutMagics(Magics, Configurable):
             t0 = time.perf_counter()
             kernel = await self._kernel_for(session)
             timings["connect_s"] = time.perf_counter() - t0
+            for line in await drift.check_transfer(  # version drift of pickled pushes
+                    kernel, [ns[n] for n in push if _pickled_push(ns[n], serializer)]):
+                events.emit("warning", line)
             t = time.perf_counter()
             moved = 0
             for name in push:
@@ -514,6 +518,9 @@ class WalnutMagics(Magics, Configurable):
                 moved += size
             timings.update(pull_s=time.perf_counter() - t, pull_bytes=moved,
                            total_s=time.perf_counter() - t0)
+            if serializer != "data":  # only pickled pulls depend on matching versions
+                for line in await drift.check_transfer(kernel, pulled.values()):
+                    events.emit("warning", line)
             return result
 
         def interrupt() -> None:
@@ -522,7 +529,8 @@ class WalnutMagics(Magics, Configurable):
                 loop.submit(kernel.interrupt())
 
         try:
-            result = events.pump(work(), lambda kind, m: _show_output(m), interrupt)
+            result = events.pump(work(), lambda kind, m: print(m, file=sys.stderr)
+                                 if kind == "warning" else _show_output(m), interrupt)
         except Exception as exc:
             if isinstance(exc, KernelError):
                 self._kernels.pop(session.id, None)
@@ -561,6 +569,15 @@ class _MagicUI:
                              lambda kind, text: progress.update(*_split_frac(text)))
         progress.close()
         return result
+
+
+def _pickled_push(value: Any, serializer: str) -> bool:
+    """Whether a push of `value` travels as a pickle: any push with a pickle serializer; with
+    `data`, a value of anything but NumPy/pandas types (data, or plain values: no pickle)."""
+    return serializer != "data" or bool(drift.value_packages(value) - DATA_PACKAGES)
+
+
+DATA_PACKAGES = {"numpy", "pandas", "pyarrow"}  # what the data format carries without pickling
 
 
 def _split_frac(text: str) -> tuple[str, float | None]:
