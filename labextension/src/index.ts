@@ -56,7 +56,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const panel = new WalnutPanel(model, commands, {
       openNotebook,
       useInCurrentNotebook,
-      canUseInCurrentNotebook: () => Boolean(notebooks?.currentWidget)
+      canUseInCurrentNotebook: () => Boolean(notebooks?.currentWidget),
+      currentNotebookPath: () => notebooks?.currentWidget?.context.path ?? null
     });
     app.shell.add(panel, 'left', { rank: 850 });
     if (restorer) {

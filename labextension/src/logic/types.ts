@@ -1,6 +1,6 @@
 /** The JSON shapes of the /walnut REST API (see jupyter_walnut/renter/extension/handlers.py). */
 
-import type { ILaunchStep } from './launch';
+import type { IEnvironment, ILaunchStep } from './launch';
 
 export interface IOffer {
   provider_url: string;
@@ -24,6 +24,8 @@ export interface IOffer {
   images?: string[];
   max_session_seconds?: number;
   version?: string | null;
+  /** Whether the time the provider spends installing requirements is billed. */
+  bills_install?: boolean;
   /** 0-100 from evidence (jupyter_walnut/renter/reputation), null without any. */
   reliability?: number | null;
   /** The last session-start check on this provider: passed, failed or never run. */
@@ -80,6 +82,9 @@ export interface ISession {
   extra?: { [key: string]: any }; // other facts (verification), never money
   /** The steps its launch went through, in order. */
   launch?: ILaunchStep[];
+  /** The provider preparing its requirements, as last reported (issue #15). */
+  environment?: IEnvironment | null;
+  has_requirements?: boolean;
 }
 
 export interface IStatus {
@@ -103,4 +108,8 @@ export interface ILaunchRequest {
   image?: string;
   max_seconds?: number;
   budget_mist?: number;
+  /** pip requirements text the provider installs before the kernel starts. */
+  requirements?: string;
+  /** Or a notebook's path under the server root: its imports at the server's versions. */
+  requirements_from_notebook?: string;
 }

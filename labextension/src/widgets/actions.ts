@@ -5,4 +5,6 @@ export interface IPanelActions {
   openNotebook(session: ISession): void;
   useInCurrentNotebook?: (session: ISession) => void;
   canUseInCurrentNotebook(): boolean;
+  /** The current notebook's path under the server root, if one is open. */
+  currentNotebookPath?: () => string | null;
 }

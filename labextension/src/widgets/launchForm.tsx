@@ -3,6 +3,7 @@ import * as React from 'react';
 
 import { errorText } from '../logic/errors';
 import { formatSui, parseSui, toMist } from '../logic/money';
+import { installBillingText, MAX_REQUIREMENTS_BYTES } from '../logic/launch';
 import { describeHardware, offerKey, offerPricePerHour } from '../logic/offers';
 import { launchQuote } from '../logic/sessions';
 import { formatDurationLong } from '../logic/time';
@@ -21,6 +22,11 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
   const [mode, setMode] = React.useState<'budget' | 'duration'>('budget');
   const [budget, setBudget] = React.useState('0.05');
   const [minutes, setMinutes] = React.useState('30');
+  // requirements the provider installs first (issue #15): none, typed, or a notebook's imports
+  const [reqMode, setReqMode] = React.useState<'none' | 'text' | 'notebook'>('none');
+  const [reqText, setReqText] = React.useState('');
+  const [reqNotebook, setReqNotebook] = React.useState<string | null>(null);
+  const notebookPath = reqNotebook ?? props.actions.currentNotebookPath?.() ?? '';
   const launching = model.launch !== null && model.launch.phase === 'running';
 
   let parseProblem: string | undefined;
@@ -40,6 +46,13 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
       maxSeconds = Math.round(m * 60);
     }
   }
+  if (!parseProblem && reqMode === 'text' && new TextEncoder().encode(reqText).length > MAX_REQUIREMENTS_BYTES) {
+    parseProblem = 'The requirements are larger than 64 KiB.';
+  } else if (!parseProblem && reqMode === 'text' && !reqText.trim()) {
+    parseProblem = 'Enter the requirements, one a line (for example pandas==2.2.3).';
+  } else if (!parseProblem && reqMode === 'notebook' && !notebookPath.trim()) {
+    parseProblem = 'Enter the path of the notebook whose imports to install.';
+  }
   const balance =
     model.wallet?.balance_mist === undefined || model.wallet?.balance_mist === null ? null : toMist(model.wallet.balance_mist);
   const quote = offer && !parseProblem ? launchQuote(offer, { budgetMist, maxSeconds }, balance) : null;
@@ -55,7 +68,9 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
       provider_url: offer.provider_url,
       shape: offer.shape ?? '',
       image: chosenImage,
-      ...(mode === 'budget' ? { budget_mist: Number(budgetMist) } : { max_seconds: maxSeconds! })
+      ...(mode === 'budget' ? { budget_mist: Number(budgetMist) } : { max_seconds: maxSeconds! }),
+      ...(reqMode === 'text' ? { requirements: reqText } : {}),
+      ...(reqMode === 'notebook' ? { requirements_from_notebook: notebookPath.trim() } : {})
     };
     try {
       const s = await model.launchSession(request);
@@ -145,6 +160,53 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
               />
             </label>
           )}
+          <fieldset className="jp-Walnut-mode jp-Walnut-requirements" disabled={launching}>
+            <legend>Requirements installed before the kernel starts</legend>
+            <label className="jp-Walnut-radio">
+              <input type="radio" name="walnut-req" checked={reqMode === 'none'} onChange={() => setReqMode('none')} />
+              none
+            </label>
+            <label className="jp-Walnut-radio">
+              <input type="radio" name="walnut-req" checked={reqMode === 'text'} onChange={() => setReqMode('text')} />
+              these packages
+            </label>
+            <label className="jp-Walnut-radio">
+              <input
+                type="radio"
+                name="walnut-req"
+                checked={reqMode === 'notebook'}
+                onChange={() => setReqMode('notebook')}
+              />
+              what a notebook imports
+            </label>
+          </fieldset>
+          {reqMode === 'text' && (
+            <label>
+              <span>Requirements (pip format, one a line)</span>
+              <textarea
+                className="jp-mod-styled jp-Walnut-requirementsText"
+                rows={4}
+                spellCheck={false}
+                placeholder={'pandas==2.2.3\nscikit-learn>=1.5'}
+                value={reqText}
+                disabled={launching}
+                aria-label="Requirements"
+                onChange={e => setReqText(e.target.value)}
+              />
+            </label>
+          )}
+          {reqMode === 'notebook' && (
+            <label>
+              <span>Notebook (its imports, at this server’s versions)</span>
+              <input
+                className="jp-mod-styled"
+                value={notebookPath}
+                disabled={launching}
+                aria-label="Notebook whose imports to install"
+                onChange={e => setReqNotebook(e.target.value)}
+              />
+            </label>
+          )}
           <div id="jp-Walnut-quote" className="jp-Walnut-quote" aria-live="polite">
             {parseProblem ? (
               <span className="jp-Walnut-warn">{parseProblem}</span>
@@ -158,6 +220,9 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
                   {formatSui(offerPricePerHour(offer!) ?? 0n)}/h
                 </div>
                 <div className="jp-Walnut-muted">Unused deposit comes back when the session ends.</div>
+                {reqMode !== 'none' && (
+                  <div data-testid="walnut-install-billing">{installBillingText(offer!.bills_install)}</div>
+                )}
                 {quote.problem && <div className="jp-Walnut-warn">{quote.problem}</div>}
               </>
             ) : null}
