@@ -175,7 +175,7 @@ def _kind_doc(f) -> str:
         return "one of " + ", ".join(f"`{c}`" for c in f.choices)
     if f.kind == "str" and f.check is not None:
         return "absolute path"
-    return {"str": "string", "table": "table", "array": "array of tables",
+    return {"str": "string", "bool": "true or false", "table": "table", "array": "array of tables",
             "map": "tables by name"}[f.kind]
 
 

@@ -96,6 +96,9 @@ class ProviderConfig:
     egress: str  # internet (no host, LAN or metadata addresses) | offline
     settlement: SettlementPolicy
     slurm: SlurmSettings  # [slurm], runtime "slurm"
+    # [environments]: prepared-environment cache bound and install timeout (issue #15)
+    environments_cache_mb: int = 10240
+    install_timeout_s: int = 1800
 
     def shape(self, name: str) -> Shape | None:
         return next((s for s in self.shapes if s.name == name), None)
@@ -187,6 +190,8 @@ def parse_config(data: dict) -> ProviderConfig:
         egress=values["network"]["egress"],
         settlement=_settlement(values["settlement"]),
         slurm=_slurm(values["slurm"], shapes),
+        environments_cache_mb=values["environments"]["cache_mb"],
+        install_timeout_s=values["environments"]["install_timeout_s"],
     )
 
 

@@ -34,7 +34,7 @@ _URL = re.compile(r"^https?://")
 NAME_ERROR = "{value!r} is not a valid name (a-z, 0-9, . _ -)"
 SLURM_NAME_ERROR = "{value!r} is not a Slurm name (A-Z, a-z, 0-9, . _ -)"
 
-Kind = Literal["int", "number", "str", "list", "table", "array", "map"]
+Kind = Literal["int", "number", "str", "bool", "list", "table", "array", "map"]
 
 
 class ConfigError(BadRequest, ValueError):
@@ -246,6 +246,17 @@ SETTLEMENT = _section(
              "claimed at once.", minimum=1),
     _seconds("claim_interval_s", 600, "Claim the newest voucher of a long session this often, "
              "in seconds.", minimum=1),
+    Field("bills_install", "bool", "Meter a session while its launch requirements install "
+          "(offers show it); false: metering begins once the session runs.", False),
+)
+
+ENVIRONMENTS = _section(
+    "environments",
+    Field("cache_mb", "int", "Most MiB of prepared session environments (requirements "
+          "installed at launch) kept for their renter's next launch; least recently used go "
+          "first, 0 keeps none.", 10240, minimum=0),
+    _seconds("install_timeout_s", 1800, "Longest a launch's requirements may take to "
+             "install, in seconds; then the launch fails.", minimum=10),
 )
 
 SLURM_SHAPE = _section("slurm.shapes.<name>", *_slurm_names("this shape's jobs"))
@@ -281,6 +292,8 @@ ROOT = _section(
     Field("ledger", "table", "Where channels and payments live.", {}, section=LEDGER),
     Field("settlement", "table", "When sessions are stopped and vouchers claimed.", {},
           section=SETTLEMENT),
+    Field("environments", "table", "Requirements installed at launch and their prepared "
+          "environments.", {}, section=ENVIRONMENTS),
     Field("slurm", "table", "Runtime `slurm`: where jobs go and how the gateway runs on a "
           "node.", {}, section=SLURM),
 )
@@ -310,6 +323,10 @@ def _check(f: Field, value: Any, key: str) -> Any:
             raise fail(f"must be a number {'>' if f.above else '>='} {low}"
                        + (f" and <= {f.maximum}" if f.maximum is not None else ""))
         return float(value)
+    if f.kind == "bool":
+        if not isinstance(value, bool):
+            raise fail("must be true or false")
+        return value
     if f.kind == "str":
         if not isinstance(value, str) or (not value and f.default != ""):
             raise fail("must be a string" if f.default == "" else "must be a non-empty string")

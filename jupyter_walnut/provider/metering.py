@@ -40,6 +40,13 @@ class Metering:
         """Meter a session from now on (it started, or was adopted after a restart)."""
         self._mono[session_id] = time.monotonic()
 
+    def forget(self, session_id: str) -> None:
+        """Stop metering a session that never ran (a failed start: nothing is billed)."""
+        self._mono.pop(session_id, None)
+
+    def is_metered(self, session_id: str) -> bool:
+        return session_id in self._mono
+
     def is_unsaved(self, session_id: str) -> bool:
         """Whether the session ended but its end is not in the store yet."""
         return session_id in self._unsaved

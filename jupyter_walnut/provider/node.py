@@ -160,6 +160,8 @@ class ProviderNode:
                 "min_prepaid_seconds": self.config.settlement.min_prepaid_seconds,
                 "min_challenge_period_s": self.config.settlement.min_challenge_period_s,
                 "grace_seconds": self.config.settlement.grace_seconds,
+                # whether install time of launch requirements is metered (issue #15)
+                "bills_install": self.config.settlement.bills_install,
             },
             "uptime_seconds": int(time.time() - self.started_at),
         }

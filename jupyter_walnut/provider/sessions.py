@@ -17,8 +17,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from ..common.protocol import token_auth
 from .admission import Admission
 from .config import ProviderConfig
+from .environment_prep import EnvironmentPrep, PreparedEnvironments
 from .hardware import Hardware
 from .metering import Metering
+from .requirements import Requirements
 from .runtimes import Runtime, RuntimeError_, RuntimeHandle, SessionSpec
 from .session_request import SessionError, SessionRequest, hash_token
 from .session_settlement import SessionSettlement
@@ -61,6 +63,12 @@ class SessionManager:
                                    self._start_in_background, settlement)
         self.metering = Metering(store, settlement, self)
         self.payments = SessionSettlement(config, store, settlement, self)
+        self.environments = EnvironmentPrep(
+            runtime, store, PreparedEnvironments(self.state_dir / "environments",
+                                                 config.environments_cache_mb * 2**20),
+            config.install_timeout_s)
+        # launch requirements of admitted sessions, until their start installs them
+        self._requirements: dict[str, Requirements] = {}
 
     # --- admission (admission.py) ------------------------------------------------
 
@@ -73,7 +81,18 @@ class SessionManager:
     async def create(self, renter: str, renter_public_key: str, req: SessionRequest
                      ) -> tuple[SessionRecord, str]:
         """Admit and start a session; returns the record and the renter's access token."""
-        return await self.admission.create(renter, renter_public_key, req)
+        if req.requirements and not self.runtime.can_exec:
+            raise SessionError(400, f"requirements: this node's {self.runtime.name} runtime "
+                                    "cannot install requirements at launch; launch without "
+                                    "them")
+        rec, token = await self.admission.create(renter, renter_public_key, req)
+        if req.requirements:
+            # read by _start once the gateway is ready: the start task has not run yet (no
+            # await since admission scheduled it), and its wait for the gateway awaits
+            self._requirements[rec.id] = req.requirements
+            self.environments.pending(rec.id, req.requirements)
+            rec = self.store.get(rec.id)
+        return rec, token
 
     # --- metering and payment (metering.py, session_settlement.py) -------------------
 
@@ -131,11 +150,19 @@ class SessionManager:
             self._handles[rec.id] = handle
             self.store.update(rec.id, gateway_url=handle.gateway_url, runtime_ref=handle.ref)
             await self._wait_ready(handle, rec.gateway_token)
+            requirements = self._requirements.pop(rec.id, None)
+            if requirements:
+                if self.config.settlement.bills_install:
+                    self.metering.begin(rec.id)  # the install is billed (the offer says so)
+                await self.environments.prepare(rec, handle, spec.image, requirements)
         except asyncio.CancelledError:
             # the provider is shutting down mid-start: leave no gateway behind
             if handle is not None:
                 await asyncio.shield(self.runtime.stop(handle))
             self._handles.pop(rec.id, None)
+            self._requirements.pop(rec.id, None)
+            self.metering.forget(rec.id)
+            self.environments.interrupted(rec.id, "the provider shut down during the install")
             self.store.update(rec.id, status="failed", ended_at=time.time(),
                               reason="the provider shut down while the session was starting")
             raise
@@ -148,6 +175,8 @@ class SessionManager:
                     log.info("session %s gateway output before failure:\n%s", rec.id, logs)
                 await self.runtime.stop(handle)
             self._handles.pop(rec.id, None)
+            self._requirements.pop(rec.id, None)
+            self.metering.forget(rec.id)  # a failed start is never billed, install or not
             if self.store.get(rec.id).status != "starting":
                 return  # stopped while it started (a Slurm job in the queue): that end stands
             self.store.update(rec.id, status="failed", reason=reason, ended_at=time.time())
@@ -155,7 +184,8 @@ class SessionManager:
             self.on_event("failed", self.store.get(rec.id))
             return
         now = time.time()
-        self.metering.begin(rec.id)
+        if not self.metering.is_metered(rec.id):
+            self.metering.begin(rec.id)
         self.store.update(rec.id, status="running", started_at=now, checkpoint_wall=now)
         log.info("session %s running (%s, shape %s)", rec.id, self.runtime.name, rec.shape)
         self.on_event("started", self.store.get(rec.id))
@@ -286,6 +316,8 @@ class SessionManager:
             else:
                 if handle is not None:
                     await self.runtime.stop(handle)
+                self.environments.interrupted(
+                    rec.id, "the provider restarted during the install")
                 self.store.update(rec.id, status="failed", ended_at=time.time(),
                                   reason="session was lost while the provider was down")
         for handle in running.values():  # gateways this node has no record of

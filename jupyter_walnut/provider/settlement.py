@@ -39,6 +39,7 @@ class SettlementPolicy:
     settle_after_s: int = 15  # wait this long after the end for the renter's final voucher
     channel_check_interval_s: int = 5  # read running sessions' channels this often
     claim_interval_s: int = 600  # claim the newest voucher of a running session this often
+    bills_install: bool = False  # meter a session while its launch requirements install
 
     def problem(self) -> str | None:
         """What makes this policy unsafe ("key: why"), or None."""

@@ -97,6 +97,10 @@ class SessionRecord(ProviderMoney):
         for secret in ("gateway_token", "access_token_hash", "gateway_url", "runtime_ref",
                        "voucher_signature"):
             data.pop(secret)
+        # requirements at launch (environment_prep.py): their install's state
+        data["environment"] = data["extra"].pop("environment", None) or {
+            "state": "none", "step": "", "done": 0, "total": None, "requirements_hash": None,
+            "error": None}
         data["running_seconds"] = self.running_ms // 1000
         data["cost_mist"] = self.cost_mist
         return data

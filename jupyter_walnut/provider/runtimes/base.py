@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class Runtime(abc.ABC):
     """Starts, watches and stops session gateways."""
 
     name: str = "abstract"
+    can_exec: bool = False  # implements exec/save_env/restore_env (requirements at launch)
 
     @abc.abstractmethod
     async def start(self, spec: SessionSpec) -> RuntimeHandle:
@@ -94,5 +96,43 @@ class Runtime(abc.ABC):
         """Recent gateway output, for failure reasons."""
         return ""
 
+    # --- inside a running session (requirements at launch, environment_prep.py) ---------
+
+    async def exec(self, handle: RuntimeHandle, argv: list[str], env: dict[str, str],
+                   on_line: Callable[[str], None]) -> int:
+        """Run `argv` inside the session as the session's own user (uid 1000 in a container)
+        with `env` added to the session's environment; `on_line` gets each line of its output
+        (stdout and stderr, on the event loop) as it comes. Returns the exit code; cancelling
+        it stops waiting (the caller stops the session)."""
+        raise RuntimeError_(f"the {self.name} runtime cannot run commands in a session")
+
+    async def save_env(self, handle: RuntimeHandle, dest: Path) -> int:
+        """Write a tar of the session's Python environment (`$HOME/.walnut/env`, members
+        under `env/`) to `dest`; returns its size in bytes."""
+        raise RuntimeError_(f"the {self.name} runtime cannot copy a session environment")
+
+    async def restore_env(self, handle: RuntimeHandle, src: Path) -> None:
+        """Put a tar written by `save_env` back as the session's environment, owned by the
+        session's user."""
+        raise RuntimeError_(f"the {self.name} runtime cannot copy a session environment")
+
     async def close(self) -> None:
         """Release runtime resources (clients, not sessions)."""
+
+
+class LineSplitter:
+    """Bytes of a command's output as whole lines (a trailing partial line on `flush`)."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit = emit
+        self._rest = b""
+
+    def feed(self, data: bytes) -> None:
+        *lines, self._rest = (self._rest + data).replace(b"\r", b"\n").split(b"\n")
+        for line in lines:
+            self.emit(line.decode(errors="replace"))
+
+    def flush(self) -> None:
+        if self._rest:
+            self.emit(self._rest.decode(errors="replace"))
+            self._rest = b""

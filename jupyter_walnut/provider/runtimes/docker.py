@@ -29,6 +29,7 @@ from docker.types import DeviceRequest, LogConfig
 from . import egress
 from .base import (
     GATEWAY_CONTAINER_PORT,
+    LineSplitter,
     Runtime,
     RuntimeError_,
     RuntimeHandle,
@@ -38,6 +39,8 @@ from .base import (
 from .disk import WorkspaceDisks
 
 WORKSPACE = "/home/walnut/work"
+SESSION_ENV = WORKSPACE + "/.walnut/env"  # the session's writable venv (walnut_gateway/env.py)
+SESSION_USER = "1000:1000"
 PORT_KEY = f"{GATEWAY_CONTAINER_PORT}/tcp"
 LABEL_MANAGED = "walnut.managed"
 LABEL_PROVIDER = "walnut.provider"
@@ -107,6 +110,7 @@ def _host_port(attrs: dict[str, Any]) -> int | None:
 
 class DockerRuntime(Runtime):
     name = "docker"
+    can_exec = True
 
     def __init__(self, client=None, provider_id: str = "local", *,
                  shm_size: str = "256m", tmp_mb: int = 512, disk_dir: Path | None = None
@@ -164,7 +168,7 @@ class DockerRuntime(Runtime):
             detach=True,
             labels=self._labels(spec.session_id),
             environment=env,
-            user="1000:1000",
+            user=SESSION_USER,
             working_dir=WORKSPACE,
             network=name,
             ports={PORT_KEY: ("127.0.0.1", None)},  # loopback only, a free host port
@@ -320,6 +324,45 @@ class DockerRuntime(Runtime):
 
     async def logs(self, handle: RuntimeHandle, tail: int = 50) -> str:
         return await self._call(self._logs, handle, tail)
+
+    # --- inside a running session -------------------------------------------------------
+
+    def _exec(self, ref: str, argv: list[str], env: dict[str, str], lines: LineSplitter
+              ) -> int:
+        api = self.client.api
+        exec_id = api.exec_create(ref, argv, user=SESSION_USER, environment=env,
+                                  workdir=WORKSPACE)["Id"]
+        for chunk in api.exec_start(exec_id, stream=True):
+            lines.feed(chunk)
+        lines.flush()
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        return -1 if code is None else int(code)
+
+    async def exec(self, handle: RuntimeHandle, argv: list[str], env: dict[str, str],
+                   on_line: Callable[[str], None]) -> int:
+        loop = asyncio.get_running_loop()
+        lines = LineSplitter(lambda line: loop.call_soon_threadsafe(on_line, line))
+        return await self._call(self._exec, handle.ref, argv, env, lines)
+
+    def _save_env(self, ref: str, dest: Path) -> int:
+        stream, _ = self.client.containers.get(ref).get_archive(SESSION_ENV)
+        with open(dest, "wb") as out:
+            for chunk in stream:
+                out.write(chunk)
+        return dest.stat().st_size
+
+    async def save_env(self, handle: RuntimeHandle, dest: Path) -> int:
+        return await self._call(self._save_env, handle.ref, dest)
+
+    def _restore_env(self, ref: str, src: Path) -> None:
+        # the engine extracts inside the container's file system (no path leaves it); the
+        # members keep the session user's ownership that get_archive recorded
+        with open(src, "rb") as data:
+            if not self.client.api.put_archive(ref, SESSION_ENV.rsplit("/", 1)[0], data):
+                raise RuntimeError_("the Docker engine did not take the prepared environment")
+
+    async def restore_env(self, handle: RuntimeHandle, src: Path) -> None:
+        await self._call(self._restore_env, handle.ref, src)
 
     async def close(self) -> None:
         if self._own_client and self._client is not None:

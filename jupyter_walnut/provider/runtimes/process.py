@@ -18,13 +18,17 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
-from .base import Runtime, RuntimeError_, RuntimeHandle, RuntimeState, SessionSpec
+from .base import LineSplitter, Runtime, RuntimeError_, RuntimeHandle, RuntimeState, SessionSpec
 
 _RECORD = "gateway.json"
+# pip settings the provider gives sessions; the host's other PIP_* never reach a session
+_SESSION_PIP = ("PIP_INDEX_URL", "PIP_TRUSTED_HOST")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,6 +70,7 @@ def _limits(spec: SessionSpec):
 
 class ProcessRuntime(Runtime):
     name = "process"
+    can_exec = True
 
     def __init__(self, state_dir: Path, python: str = sys.executable) -> None:
         """`state_dir/<session id>/` holds each session's record, log and workspace."""
@@ -73,6 +78,7 @@ class ProcessRuntime(Runtime):
         self.python = python
         self._procs: dict[str, subprocess.Popen] = {}
         self._samplers: dict[int, psutil.Process] = {}
+        self._envs: dict[str, dict[str, str]] = {}  # the gateway's environment, by session
 
     def _record_path(self, session_id: str) -> Path:
         return self.state_dir / session_id / _RECORD
@@ -105,13 +111,15 @@ class ProcessRuntime(Runtime):
         self._procs[spec.session_id] = proc
         handle = RuntimeHandle(spec.session_id, f"http://127.0.0.1:{port}", str(proc.pid))
         record = {"session_id": spec.session_id, "pid": proc.pid, "url": handle.gateway_url,
-                  "log": str(log_path)}
+                  "log": str(log_path), "workspace": str(spec.workspace)}
+        self._envs[spec.session_id] = env
         self._record_path(spec.session_id).write_text(json.dumps(record))
         return handle
 
     async def stop(self, handle: RuntimeHandle) -> None:
         pid = int(handle.ref)
         proc = self._procs.pop(handle.session_id, None)
+        self._envs.pop(handle.session_id, None)
         # kernels run in sessions of their own (jupyter_client's start_new_session):
         # note them now, the gateway's process group does not contain them
         descendants = _descendants(pid)
@@ -198,3 +206,88 @@ class ProcessRuntime(Runtime):
         except (OSError, ValueError, KeyError):
             return ""
         return "\n".join(lines[-tail:])
+
+    # --- inside a running session -------------------------------------------------------
+
+    def _workspace(self, session_id: str) -> Path:
+        try:
+            return Path(json.loads(self._record_path(session_id).read_text())["workspace"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise RuntimeError_(f"session {session_id} has no workspace here") from exc
+
+    def _env_dir(self, session_id: str) -> Path:
+        return self._workspace(session_id) / ".walnut" / "env"
+
+    async def exec(self, handle: RuntimeHandle, argv: list[str], env: dict[str, str],
+                   on_line: Callable[[str], None]) -> int:
+        base = self._envs.get(handle.session_id)
+        if base is None:
+            raise RuntimeError_(f"session {handle.session_id} was not started by this process")
+        full = {k: v for k, v in base.items()
+                if not k.startswith("PIP_") or k in _SESSION_PIP}
+        full["WALNUT_SESSION_ENV"] = str(self._env_dir(handle.session_id))
+        full.update(env)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=self._workspace(handle.session_id), env=full,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        lines = LineSplitter(on_line)
+        try:
+            assert proc.stdout is not None
+            while chunk := await proc.stdout.read(65536):
+                lines.feed(chunk)
+            lines.flush()
+            return await proc.wait()
+        finally:
+            if proc.returncode is None:  # cancelled: the command goes with the wait
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                await proc.wait()
+
+    async def save_env(self, handle: RuntimeHandle, dest: Path) -> int:
+        env_dir = self._env_dir(handle.session_id)
+
+        def write() -> int:
+            with tarfile.open(dest, "w") as tar:
+                tar.add(env_dir, arcname="env")
+            return dest.stat().st_size
+
+        return await asyncio.to_thread(write)
+
+    async def restore_env(self, handle: RuntimeHandle, src: Path) -> None:
+        env_dir = self._env_dir(handle.session_id)
+
+        def extract() -> None:
+            with tarfile.open(src) as tar:
+                members = [m for m in tar.getmembers() if _restorable(m, env_dir)]
+                tar.extractall(env_dir.parent, members=members, filter="tar")
+            _rebase_scripts(env_dir)
+
+        await asyncio.to_thread(extract)
+
+
+def _restorable(member: tarfile.TarInfo, env_dir: Path) -> bool:
+    """The installed files of a saved env: not the interpreter links and wrappers the new
+    session's gateway already wrote for its own path (bin/python, bin/pip, pyvenv.cfg)."""
+    parts = Path(member.name).parts
+    if not parts or parts[0] != "env" or ".." in parts:
+        return False
+    target = env_dir.parent / member.name
+    return member.isdir() or not (target.exists() or target.is_symlink())
+
+
+def _rebase_scripts(env_dir: Path) -> None:
+    """Console scripts pip wrote name the saving session's python on their #! line: this
+    session's instead (every session env has its own path in the process runtime)."""
+    python = str(env_dir / "bin" / "python")
+    for script in (env_dir / "bin").iterdir():
+        if script.is_symlink() or not script.is_file():
+            continue
+        with open(script, "rb") as fh:
+            first = fh.readline()
+        if not first.startswith(b"#!") or not first.rstrip().endswith(b"/.walnut/env/bin/python"):
+            continue
+        rest = script.read_bytes()[len(first):]
+        script.write_bytes(f"#!{python}\n".encode() + rest)
