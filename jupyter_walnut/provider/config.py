@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config_schema import DAYS, ROOT, ConfigError, DeprecatedKeyWarning, read, render
+from .image import ImageBuildError, builtin_flavor
 from .runtimes.slurm import SlurmPlacement, SlurmSettings
 from .settlement import SettlementPolicy
 
@@ -41,7 +42,7 @@ class Shape:
 @dataclass(frozen=True)
 class Image:
     name: str  # what renters ask for
-    reference: str  # docker image reference; "builtin" means the offline-built gateway image
+    reference: str  # a Docker image reference, or "builtin[:<flavor>]": the offline-built one
     description: str
 
 
@@ -156,6 +157,16 @@ def _sui_checked(values: dict) -> dict:
     return values
 
 
+def _images(rows: list[dict]) -> tuple[Image, ...]:
+    """`builtin` / `builtin:<flavor>` must name a flavor the offline build knows."""
+    for i, row in enumerate(rows):
+        try:
+            builtin_flavor(row["reference"])
+        except ImageBuildError as exc:
+            raise ConfigError(f"images[{i}].reference: {exc}") from None
+    return tuple(Image(**row) for row in rows)
+
+
 def parse_config(data: dict) -> ProviderConfig:
     values = read(ROOT, data)
     prov, tls, limits = values["provider"], values["tls"], values["limits"]
@@ -174,7 +185,7 @@ def parse_config(data: dict) -> ProviderConfig:
         listen_port=prov["listen_port"],
         runtime=prov["runtime"],
         shapes=shapes,
-        images=tuple(Image(**row) for row in values["images"]),
+        images=_images(values["images"]),
         availability=_availability(values["availability"]),
         max_body_bytes=limits["max_body_bytes"],
         signature_window_s=limits["signature_window_s"],

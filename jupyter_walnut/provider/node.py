@@ -19,7 +19,16 @@ from ..ledger import Ledger
 from .analytics import refresh_earnings_metrics
 from .config import ProviderConfig
 from .hardware import GPU, Hardware, detect
-from .image import ensure_gateway_image
+from .image import (
+    ImageBuildError,
+    built_packages,
+    builtin_flavor,
+    ensure_gateway_image,
+    flavor_description,
+    gateway_image_tag,
+    image_packages,
+    local_packages,
+)
 from .ledger_setup import node_ledger
 from .links import LinkTable
 from .metrics import ProviderMetrics
@@ -91,6 +100,7 @@ class ProviderNode:
         self._stopped = False
         self.links = LinkTable()  # resumable kernel links by session/kernel/link id, capped
         self.link_grace_s = 120.0  # how long a link waits for its renter to come back
+        self._built_packages: dict[str, dict] = {}  # image tag -> its walnut.packages label
 
     def hardware(self) -> Hardware:
         """Detected hardware, re-read at most every 2 s (NVML calls are not free)."""
@@ -106,10 +116,35 @@ class ProviderNode:
     def _resolve_image(self, reference: str) -> str:
         if self.runtime.name != "docker":
             return reference  # processes run this machine's Python environment
-        if reference != "builtin":
+        flavor = builtin_flavor(reference)
+        if flavor is None:
             return reference
-        return ensure_gateway_image(self.runtime.client,
+        return ensure_gateway_image(self.runtime.client, flavor=flavor,
                                     progress=lambda step: log.info("gateway image: %s", step))
+
+    def _image_offer(self, image) -> dict:
+        """An offered image with its key versions: the `walnut.packages` label of the built
+        image where there is one, else what its flavor's pins declare (built on first use)."""
+        flavor = builtin_flavor(image.reference)
+        packages = None
+        if self.runtime.name != "docker":
+            packages = local_packages()  # sessions run this machine's Python environment
+        else:
+            try:
+                tag = gateway_image_tag(flavor) if flavor else image.reference
+            except ImageBuildError:
+                tag = None
+            if tag is not None:
+                packages = self._built_packages.get(tag)
+                if packages is None:
+                    packages = built_packages(self.runtime.client, tag)
+                    if packages is not None:  # a tag's content never changes
+                        self._built_packages[tag] = packages
+        if packages is None:
+            packages = image_packages(flavor) if flavor else {}
+        description = image.description or (flavor_description(flavor) if flavor else "")
+        return {"name": image.name, "description": description, "flavor": flavor,
+                "packages": packages}
 
     def _on_queued(self, session_id: str, text: str) -> bool:
         """Show a session waiting in the cluster's queue as its reason; False once it was
@@ -151,8 +186,7 @@ class ProviderNode:
                  "available": s.name in cap["shapes_available"]}
                 for s in self.config.shapes
             ],
-            "images": [{"name": i.name, "description": i.description}
-                       for i in self.config.images],
+            "images": [self._image_offer(i) for i in self.config.images],
             "max_session_seconds": self.config.availability.max_session_seconds,
             "egress": self.config.egress,
             "settlement": {
