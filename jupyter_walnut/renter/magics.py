@@ -42,6 +42,8 @@ from .jobs.tables import Table, mist
 from .jobs.transfer import SERIALIZERS
 from .kernel.output_policy import sanitize
 from .manager import RenterManager
+from .offer_filters import filter_offers as filter_images
+from .offer_filters import image_label, parse_image_filter
 from .requirements import (
     read_requirements_file,
     requirements_from_notebook,
@@ -53,6 +55,7 @@ HELP = """\
 Walnut: rent remote kernels by the second, from code.
 
   %walnut providers [--shape S] [--gpus N] [--max-price MIST] [--available] [--provider URL]
+                    [--image NAME] [--package 'torch>=2'] [--cuda [VERSION]]
   %walnut launch [--offer O] [--budget MIST | --max-seconds N] [--image NAME]
                  [--requirements FILE | --requirements-from-notebook [NOTEBOOK]]
   %walnut sessions [--all]
@@ -107,6 +110,11 @@ def _parsers() -> dict[str, _Parser]:
     pr.add_argument("--gpus", type=int, help="at least this many GPUs")
     pr.add_argument("--max-price", type=int, metavar="MIST", help="MIST per second at most")
     pr.add_argument("--available", action="store_true", help="only offers with free capacity")
+    pr.add_argument("--image", metavar="NAME", help="only offers with an image of this name")
+    pr.add_argument("--package", action="append", default=[], metavar="REQ",
+                    help="only images with this package version, e.g. 'torch>=2' (repeatable)")
+    pr.add_argument("--cuda", nargs="?", const="any", metavar="VERSION",
+                    help="only images with CUDA (of this version, e.g. 12 or '>=12.1')")
     pr.add_argument("--provider", action="append", default=[], metavar="URL",
                     help="also ask this provider (remembered for this kernel)")
 
@@ -331,19 +339,22 @@ class WalnutMagics(Magics, Configurable):
         return loop.run(manager.offers())
 
     def _cmd_providers(self, args, cell) -> Table:
+        wanted = parse_image_filter(args.image, args.package, args.cuda)  # before any asking
         rows = filter_offers(self._offers(), shape=args.shape, gpus=args.gpus,
                              max_price=args.max_price, available_only=args.available)
+        rows = filter_images(rows, wanted)
         rows.sort(key=lambda o: (not o.get("healthy"), o.get("price_mist_per_second", 0)))
         self._listed = rows
         table = Table(["#", "provider", "shape", "gpus", "cpus", "memory", "MIST/s",
-                       "MIST/h", "free", "latency", "region"], [
+                       "MIST/h", "free", "latency", "region", "images"], [
             [i, o.get("node", o["provider_url"]), o.get("shape", "-"),
              f"{o['gpus']} x {o['gpu_model']}" if o.get("gpu_model") else o.get("gpus", ""),
              o.get("cpus", ""), f"{o['memory_mb']} MB" if "memory_mb" in o else "",
              mist(o.get("price_mist_per_second")), mist(o.get("price_mist_per_hour")),
              ("yes" if o["available"] else "no") if o.get("healthy") else
              f"down: {o.get('error', '')}"[:40],
-             f"{o['latency_ms']} ms" if "latency_ms" in o else "", o.get("region", "")]
+             f"{o['latency_ms']} ms" if "latency_ms" in o else "", o.get("region", ""),
+             _images_cell(o)]
             for i, o in enumerate(rows)], title=f"{len(rows)} offer(s)")
         return table
 
@@ -370,6 +381,10 @@ class WalnutMagics(Magics, Configurable):
             requirements=requirements), handle)
         progress.close(f"session {session.id} running on {session.node} "
                        f"({session.shape}, budget {session.budget_mist:,} MIST)")
+        declared = next((i.get("packages") for i in offer.get("image_details") or []
+                         if i.get("name") == image), None)
+        for line in drift.launch_warnings(image, declared, drift.imported_packages()):
+            print(line, file=sys.stderr)  # what this notebook imported, at other versions
         return session
 
     def _cmd_launch(self, args, cell) -> None:
@@ -569,6 +584,13 @@ class _MagicUI:
                              lambda kind, text: progress.update(*_split_frac(text)))
         progress.close()
         return result
+
+
+def _images_cell(offer: dict) -> str:
+    """The offer's images with their key versions; only the matching ones when filtered."""
+    shown = offer.get("matching_images")
+    return ", ".join(image_label(i) for i in offer.get("image_details") or []
+                     if shown is None or i.get("name") in shown)
 
 
 def _pickled_push(value: Any, serializer: str) -> bool:

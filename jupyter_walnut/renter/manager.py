@@ -31,6 +31,7 @@ from .launch import (
     progress_reporter,
     run_steps,
 )
+from .offer_filters import image_details
 from .payments import RenterPayments
 from .provider_client import ProviderAPIError, ProviderClient
 from .reputation import decorate_offers, identities
@@ -179,6 +180,7 @@ class RenterManager(LoggingConfigurable):
                     "available": shape["available"],
                     "free_session_slots": st["capacity"]["free_session_slots"],
                     "images": [i["name"] for i in st["images"]],
+                    "image_details": image_details(st["images"]),
                     "max_session_seconds": st["max_session_seconds"],
                     "version": st.get("version"),
                     # whether the time the provider spends installing requirements is paid

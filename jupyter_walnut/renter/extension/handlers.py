@@ -12,6 +12,7 @@ from tornado import web
 from ...common.errors import BadRequest, WalnutError
 from ...common.numbers import MAX_SECONDS, U64_MAX, loads_json, optional_int
 from ..manager import RenterManager
+from ..offer_filters import filter_offers, parse_image_filter
 from ..requirements import RequirementsError, check_requirements, requirements_from_notebook
 from ..store import ACTIVE, RenterSession
 
@@ -75,7 +76,16 @@ def _str_field(data: dict, key: str, required: bool = True, default: str | None 
 class OffersHandler(WalnutHandler):
     @web.authenticated
     async def get(self) -> None:
-        self.finish(json.dumps({"offers": await self.walnut.offers()}))
+        """?image=NAME&package=torch>=2&cuda=any|12|>=12.1 narrow the list (400 on a bad
+        filter, before any provider is asked)."""
+        unknown = sorted(set(self.request.arguments) - {"image", "package", "cuda"})
+        if unknown:
+            raise BadRequest(f"unknown filter: {unknown[0][:64]}")
+        wanted = parse_image_filter(self.get_query_argument("image", None),
+                                    self.get_query_arguments("package"),
+                                    self.get_query_argument("cuda", None))
+        offers = filter_offers(await self.walnut.offers(), wanted)
+        self.finish(json.dumps({"offers": offers}))
 
 
 class SessionsHandler(WalnutHandler):
