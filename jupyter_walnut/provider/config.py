@@ -97,6 +97,10 @@ class ProviderConfig:
     egress: str  # internet (no host, LAN or metadata addresses) | offline
     settlement: SettlementPolicy
     slurm: SlurmSettings  # [slurm], runtime "slurm"
+    # [packages]: the node's package cache (package_cache.py)
+    packages_cache: str = "devpi"  # devpi | off
+    packages_upstream_url: str = ""  # "": devpi's own default
+    packages_port: int = 0  # 0: chosen once, kept in the state directory
     # [environments]: prepared-environment cache bound and install timeout (issue #15)
     environments_cache_mb: int = 10240
     install_timeout_s: int = 1800
@@ -201,6 +205,9 @@ def parse_config(data: dict) -> ProviderConfig:
         egress=values["network"]["egress"],
         settlement=_settlement(values["settlement"]),
         slurm=_slurm(values["slurm"], shapes),
+        packages_cache=values["packages"]["cache"],
+        packages_upstream_url=values["packages"]["upstream_url"],
+        packages_port=values["packages"]["port"],
         environments_cache_mb=values["environments"]["cache_mb"],
         install_timeout_s=values["environments"]["install_timeout_s"],
     )

@@ -199,6 +199,20 @@ NETWORK = _section(
           "(nothing).", "internet", choices=EGRESS),
 )
 
+PACKAGES = _section(
+    "packages",
+    Field("cache", "str", "`devpi`: the node runs a devpi-server package cache that every "
+          "session installs from (sessions cannot write to it); `off`: sessions use no index "
+          "of the node's.", "devpi", choices=("devpi", "off")),
+    Field("upstream_url", "str", "The simple index the cache mirrors (hash-checked); empty for "
+          "devpi's own default.", "", pattern=_URL,
+          pattern_error="must start with http:// or https://",
+          default_doc='`""` (devpi\'s default index)', example="http://mirror.example/simple/"),
+    Field("port", "int", "Loopback port of the cache; 0: a free one, chosen once and kept in "
+          "the state directory (adopted sessions still reach it after a restart).", 0,
+          minimum=0, maximum=65535),
+)
+
 TLS = _section(
     "tls",
     Field("mode", "str", "`self-signed` (made by `init`), `files` (your own certificate) or "
@@ -288,6 +302,8 @@ ROOT = _section(
     Field("availability", "table", "When and how much is rented.", {}, section=AVAILABILITY),
     Field("limits", "table", "Request limits of the API.", {}, section=LIMITS),
     Field("network", "table", "What sessions may reach.", {}, section=NETWORK),
+    Field("packages", "table", "The node's package cache sessions install from.", {},
+          section=PACKAGES),
     Field("tls", "table", "The API's certificate.", {}, section=TLS),
     Field("ledger", "table", "Where channels and payments live.", {}, section=LEDGER),
     Field("settlement", "table", "When sessions are stopped and vouchers claimed.", {},

@@ -32,6 +32,7 @@ from .image import (
 from .ledger_setup import node_ledger
 from .links import LinkTable
 from .metrics import ProviderMetrics
+from .package_cache import PackageCache
 from .routes import make_app
 from .runtimes import Runtime
 from .runtimes.docker import DockerRuntime, docker_available
@@ -91,6 +92,14 @@ class ProviderNode:
                                        self.state_dir, resolve_image=self._resolve_image,
                                        settlement=self.settlement)
         self.sessions.on_event = self._on_session_event
+        # the package cache sessions install from; Slurm's sessions run on other machines
+        self.package_cache: PackageCache | None = None
+        self._cache_start: asyncio.Task | None = None
+        if config.packages_cache == "devpi" and runtime.name in ("docker", "process"):
+            self.package_cache = PackageCache(
+                self.state_dir / "package-cache", runtime=runtime.name, egress=config.egress,
+                upstream_url=config.packages_upstream_url, port=config.packages_port)
+            self.sessions.package_cache = self.package_cache
         if hasattr(runtime, "on_queued"):  # Slurm: a queued session tells its renter where
             runtime.on_queued = self._on_queued
             runtime.recorded_url = lambda sid: getattr(self.store.get(sid), "gateway_url", None)
@@ -222,6 +231,14 @@ class ProviderNode:
     async def start(self, host: str | None = None, port: int | None = None,
                     ssl_context=None) -> int:
         """Adopt surviving sessions, start the loops and listen; returns the bound port."""
+        if self.package_cache is not None:
+            # its port first (adopted sessions' relays need it); devpi takes seconds to
+            # start (it derives its key with argon2), sessions starting meanwhile wait for it
+            cache_port = await self.package_cache.prepare()
+            if cache_port is not None and hasattr(self.runtime, "package_port"):
+                self.runtime.package_port = cache_port
+                self.runtime.package_target = self.package_cache.socket_path
+            self._cache_start = asyncio.ensure_future(self.package_cache.start())
         await self.sessions.adopt()
         self._loops = asyncio.ensure_future(self.sessions.run_loops())
         # bodies up to the hard cap are read and refused with a JSON 413 by the handlers;
@@ -247,4 +264,9 @@ class ProviderNode:
             link.close("provider shutting down")
         await self.sessions.shutdown(stop_sessions=stop_sessions)
         await self.runtime.close()
+        if self._cache_start is not None:
+            self._cache_start.cancel()
+            await asyncio.gather(self._cache_start, return_exceptions=True)
+        if self.package_cache is not None:
+            await self.package_cache.stop()
         self.store.close()

@@ -59,6 +59,7 @@ class SessionManager:
         self.metering_interval_s = 1.0
         self.watch_interval_s = 1.0
         self._stopping: set[str] = set()  # sessions whose gateway is being stopped
+        self.package_cache = None  # the node's PackageCache (package_cache.py), if it runs one
         self.admission = Admission(config, store, hardware, runtime.name,
                                    self._start_in_background, settlement)
         self.metering = Metering(store, settlement, self)
@@ -144,6 +145,10 @@ class SessionManager:
         )
         handle = None
         try:
+            if self.package_cache is not None:  # PIP_INDEX_URL & co once the cache serves
+                await self.package_cache.wait_ready()
+                spec = SessionSpec(**{**spec.__dict__, "env": {
+                    **spec.env, **self.package_cache.session_env(rec.id)}})
             spec = SessionSpec(**{**spec.__dict__, "image": await asyncio.to_thread(
                 self.resolve_image, image_ref)})
             handle = await self.runtime.start(spec)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import tempfile
 from collections.abc import Callable
@@ -37,6 +38,9 @@ from .base import (
     SessionSpec,
 )
 from .disk import WorkspaceDisks
+from .relay import PACKAGE_HOST, TcpRelay
+
+log = logging.getLogger("walnut.provider")
 
 WORKSPACE = "/home/walnut/work"
 SESSION_ENV = WORKSPACE + "/.walnut/env"  # the session's writable venv (walnut_gateway/env.py)
@@ -108,6 +112,14 @@ def _host_port(attrs: dict[str, Any]) -> int | None:
     return None
 
 
+def _network_gateway(attrs: dict[str, Any]) -> str | None:
+    """The host's address on a session network (its bridge's gateway)."""
+    for row in ((attrs.get("IPAM") or {}).get("Config") or []):
+        if row.get("Gateway") and ":" not in row["Gateway"]:
+            return row["Gateway"].split("/")[0]
+    return None
+
+
 class DockerRuntime(Runtime):
     name = "docker"
     can_exec = True
@@ -123,6 +135,12 @@ class DockerRuntime(Runtime):
         self.provider_id = provider_id
         self.shm_size = shm_size
         self.tmp_mb = tmp_mb
+        # the node's package cache on loopback (package_cache.py): each session reaches it
+        # through a relay on its own bridge's gateway address, by the name PACKAGE_HOST
+        self.package_port: int | None = None
+        self.package_target = ""  # the cache's Unix socket, each relay's other end
+        self._gateways: dict[str, str] = {}  # session -> its bridge's gateway address
+        self._relays: dict[str, TcpRelay] = {}
         self.disks = WorkspaceDisks(disk_dir or Path(tempfile.gettempdir()) /
                                     f"walnut-disks-{re.sub(r'[^a-zA-Z0-9_.-]', '-', provider_id)}")
 
@@ -187,6 +205,8 @@ class DockerRuntime(Runtime):
         )
         if spec.cpus > 0:
             kwargs["nano_cpus"] = int(spec.cpus * 1e9)
+        if spec.session_id in self._gateways:
+            kwargs["extra_hosts"] = {PACKAGE_HOST: self._gateways[spec.session_id]}
         if spec.gpus:
             kwargs["device_requests"] = [
                 DeviceRequest(device_ids=[str(g) for g in spec.gpus], capabilities=[["gpu"]])
@@ -199,10 +219,18 @@ class DockerRuntime(Runtime):
         name = resource_name(spec.session_id)
         labels = self._labels(spec.session_id)
         try:
-            client.networks.create(name, driver="bridge", labels=labels, check_duplicate=True,
-                                   options={"com.docker.network.bridge.name":
-                                            egress.bridge_name(spec.session_id)})
-            egress.install(spec.session_id, spec.egress)  # before anything runs behind it
+            network = client.networks.create(
+                name, driver="bridge", labels=labels, check_duplicate=True,
+                options={"com.docker.network.bridge.name": egress.bridge_name(spec.session_id)})
+            services: tuple[tuple[str, int], ...] = ()
+            if self.package_port:
+                network.reload()
+                gateway = _network_gateway(network.attrs)
+                if gateway:
+                    self._gateways[spec.session_id] = gateway
+                    services = ((gateway, self.package_port),)
+            # before anything runs behind it
+            egress.install(spec.session_id, spec.egress, services)
             device = self.disks.create(name, spec.disk_mb)
             client.volumes.create(name, labels=labels, driver="local", driver_opts={
                 "type": "ext4", "device": device, "o": "nosuid,nodev,discard"})
@@ -224,7 +252,33 @@ class DockerRuntime(Runtime):
             raise
 
     async def start(self, spec: SessionSpec) -> RuntimeHandle:
-        return await self._call(self._start, spec, image=spec.image)
+        try:
+            handle = await self._call(self._start, spec, image=spec.image)
+        except BaseException:
+            self._gateways.pop(spec.session_id, None)
+            raise
+        await self._open_relay(spec.session_id)
+        return handle
+
+    async def _open_relay(self, session_id: str) -> None:
+        """The session's way to the package cache (none when the node runs no cache)."""
+        gateway = self._gateways.get(session_id)
+        if not self.package_port or gateway is None or session_id in self._relays:
+            return
+        relay = TcpRelay(self.package_target)
+        try:
+            await relay.start(gateway, self.package_port)
+        except OSError as exc:  # the session runs, without the node's package index
+            log.warning("session %s: no package cache relay on %s:%s (%s)", session_id,
+                        gateway, self.package_port, exc)
+            return
+        self._relays[session_id] = relay
+
+    async def _close_relay(self, session_id: str) -> None:
+        self._gateways.pop(session_id, None)
+        relay = self._relays.pop(session_id, None)
+        if relay is not None:
+            await relay.close()
 
     def _remove(self, session_id: str, ref: str) -> None:
         client = self.client
@@ -261,6 +315,7 @@ class DockerRuntime(Runtime):
         egress.remove(session_id)
 
     async def stop(self, handle: RuntimeHandle) -> None:
+        await self._close_relay(handle.session_id)
         await self._call(self._remove, handle.session_id, handle.ref)
 
     def _state(self, handle: RuntimeHandle) -> RuntimeState:
@@ -293,10 +348,19 @@ class DockerRuntime(Runtime):
             "status": "running",
         })
         handles = [self._handle(c) for c in containers]
+        for container, handle in zip(containers, handles, strict=True):
+            networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+            gateway = (networks.get(resource_name(handle.session_id)) or {}).get("Gateway") \
+                if handle is not None else None
+            if gateway:  # its relay to the package cache reopens with it
+                self._gateways[handle.session_id] = gateway
         return sorted((h for h in handles if h is not None), key=lambda h: h.session_id)
 
     async def adopt(self) -> list[RuntimeHandle]:
-        return await self._call(self._adopt)
+        handles = await self._call(self._adopt)
+        for handle in handles:
+            await self._open_relay(handle.session_id)
+        return handles
 
     def _logs(self, handle: RuntimeHandle, tail: int) -> str:
         try:
@@ -365,6 +429,8 @@ class DockerRuntime(Runtime):
         await self._call(self._restore_env, handle.ref, src)
 
     async def close(self) -> None:
+        for session_id in list(self._relays):
+            await self._close_relay(session_id)
         if self._own_client and self._client is not None:
             client, self._client = self._client, None
             await asyncio.to_thread(client.close)

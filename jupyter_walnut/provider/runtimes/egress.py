@@ -5,7 +5,9 @@ through that bridge, so two chains per session, hooked on `-i <bridge>`, decide:
 
 - to the host itself (INPUT, IPv4 and IPv6): nothing new, whatever address or port it listens
   on (0.0.0.0 included); only replies to connections the host opened (the provider's proxy
-  reaching the gateway) pass.
+  reaching the gateway) pass, and the one exception a session may be given: its own relay to
+  the node's package cache, at exactly its bridge's gateway address and the cache's port
+  (`host_services`; another session's bridge has no rule for it).
 - forwarded (DOCKER-USER for IPv4, FORWARD for IPv6): `internet` drops the private, shared,
   loopback, link-local (cloud metadata 169.254.169.254), multicast and reserved ranges and lets
   the rest through, plus DNS to the host's own resolvers so names resolve; `offline` drops all.
@@ -85,13 +87,18 @@ def forward_rules(policy: str, resolvers: list[str]) -> list[list[str]]:
     return rules + [["-d", net, "-j", "DROP"] for net in BLOCKED_V4]
 
 
-def install(session_id: str, policy: str) -> None:
-    """The session's chains and their hooks; replaces any leftover of the same session."""
+def install(session_id: str, policy: str,
+            host_services: tuple[tuple[str, int], ...] = ()) -> None:
+    """The session's chains and their hooks; replaces any leftover of the same session.
+    `host_services`: (IPv4 address, TCP port) on the host this bridge may open connections
+    to (the session's package cache relay), whatever the egress policy."""
     remove(session_id)
     bridge = bridge_name(session_id)
-    to_host = [["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"],
-               ["-j", "DROP"]]
-    tables = [("iptables", "IN", "INPUT", to_host),
+    established = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]
+    to_host = [established, ["-j", "DROP"]]
+    services = [["-d", f"{address}/32", "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"]
+                for address, port in host_services]
+    tables = [("iptables", "IN", "INPUT", [established, *services, ["-j", "DROP"]]),
               ("iptables", "FWD", "DOCKER-USER", forward_rules(policy, host_resolvers()))]
     if _ipv6_on_host():
         tables += [("ip6tables", "IN", "INPUT", to_host), ("ip6tables", "FWD", "FORWARD",
