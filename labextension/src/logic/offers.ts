@@ -1,5 +1,6 @@
 /** Filtering and sorting the provider offers table. Prices compare exactly (BigInt). */
 
+import { IPackageClause, matchingImages, normalisePackage, releaseOf, VersionOp } from './images';
 import { parseSui, perHour, toMist } from './money';
 import { IOffer } from './types';
 
@@ -26,6 +27,8 @@ export interface IFilter {
   clauses: IClause[];
   /** Words matched against GPU model, node, region, shape and images. */
   words: string[];
+  /** Package clauses ("torch>=2", "py>=3.11", "cuda"): some image must meet them all. */
+  packages: IPackageClause[];
   healthyOnly: boolean;
   errors: string[];
 }
@@ -54,7 +57,7 @@ const FIELD_ALIASES: { [alias: string]: OfferField } = {
   score: 'reliability'
 };
 
-const CLAUSE = /^([a-z_]+)\s*(>=|<=|=<|=>|>|<|=|:)\s*([\d.,]+)\s*([a-z/]*)$/i;
+const CLAUSE = /^([a-z][a-z0-9_.-]*?)\s*(>=|<=|=<|=>|>|<|=|:)\s*([\d.,]+)\s*([a-z/]*)$/i;
 const UNDER = /^(under|below|over|above|max|min)\s+([\d.,]+)\s*([a-z/]*)$/i;
 
 function normOp(op: string): Op {
@@ -86,8 +89,9 @@ function clauseValue(field: OfferField, number: string): bigint | number {
  * Clauses are separated by commas, "and" or spaces; unknown words filter by text.
  */
 export function parseFilter(text: string): IFilter {
-  const filter: IFilter = { clauses: [], words: [], healthyOnly: false, errors: [] };
+  const filter: IFilter = { clauses: [], words: [], packages: [], healthyOnly: false, errors: [] };
   const normalised = text
+    .replace(/==/g, '=')
     .replace(/\s+and\s+/gi, ',')
     .replace(/\s*(>=|<=|=<|=>|>|<|=)\s*/g, '$1')
     .replace(/\b(under|below|over|above|max|min)\s+/gi, '$1_')
@@ -113,7 +117,13 @@ export function parseFilter(text: string): IFilter {
     if (m) {
       const field = FIELD_ALIASES[m[1].toLowerCase()];
       if (!field) {
-        filter.errors.push(`unknown field "${m[1]}"`);
+        // not an offer field: a package of the offer's images, e.g. torch>=2
+        const version = releaseOf(m[3]);
+        if (version === null || m[4]) {
+          filter.errors.push(`${token}: not a version`);
+        } else {
+          filter.packages.push({ name: normalisePackage(m[1]), op: normOp(m[2]) as VersionOp, version });
+        }
         continue;
       }
       try {
@@ -125,6 +135,10 @@ export function parseFilter(text: string): IFilter {
     }
     if (/^(healthy|up|ok)$/i.test(token)) {
       filter.healthyOnly = true;
+      continue;
+    }
+    if (/^cuda$/i.test(token)) {
+      filter.packages.push({ name: 'cuda' });
       continue;
     }
     filter.words.push(token.toLowerCase());
@@ -200,6 +214,9 @@ export function matchesFilter(offer: IOffer, filter: IFilter): boolean {
     if (!test(value, clause.op, clause.value)) {
       return false;
     }
+  }
+  if (filter.packages.length && (!offer.healthy || !matchingImages(offer, filter.packages).length)) {
+    return false;
   }
   if (filter.words.length) {
     const haystack = [

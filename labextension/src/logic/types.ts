@@ -22,6 +22,10 @@ export interface IOffer {
   available?: boolean;
   free_session_slots?: number;
   images?: string[];
+  /** The images with their key package versions (absent or null packages: not listed). */
+  image_details?: IImageInfo[];
+  /** With an image filter on the server: the images that met it. */
+  matching_images?: string[];
   max_session_seconds?: number;
   version?: string | null;
   /** Whether the time the provider spends installing requirements is billed. */
@@ -34,6 +38,14 @@ export interface IOffer {
   uptime_pct?: number | null;
   last_seen?: number | null;
   evidence?: { [key: string]: number | boolean } | null;
+}
+
+/** One image of an offer (renter/offer_filters.py image_details), provider-written text. */
+export interface IImageInfo {
+  name: string;
+  description?: string;
+  flavor?: string | null;
+  packages?: { [name: string]: string | null } | null;
 }
 
 export type SessionStatus = 'starting' | 'running' | 'stopped' | 'failed';

@@ -1,6 +1,7 @@
 import * as React from 'react';
 
 import { reliabilityLabel } from '../logic/analytics';
+import { anyImageLists, IPackageClause } from '../logic/images';
 import { formatSui } from '../logic/money';
 import {
   describeHardware,
@@ -15,6 +16,7 @@ import {
 } from '../logic/offers';
 import { IOffer } from '../logic/types';
 import { WalnutModel } from '../model';
+import { ImageChips } from './imageChips';
 import { ErrorNote, Section } from './section';
 
 const COLUMNS: { key: SortKey; label: string; title: string; num?: boolean }[] = [
@@ -49,6 +51,7 @@ export function ProvidersSection(props: { model: WalnutModel; onLaunch: (key: st
   const [sort, setSort] = React.useState<{ key: SortKey; dir: SortDir }>({ key: 'price', dir: 'asc' });
   const filter = parseFilter(query);
   const rows = sortOffers(filterOffers(model.offers, query), sort.key, sort.dir);
+  const unlisted = model.offers.length ? filter.packages.filter(c => !anyImageLists(model.offers, c.name)) : [];
   const toggle = (key: SortKey) =>
     setSort(s => ({ key, dir: s.key === key && s.dir === 'asc' ? 'desc' : 'asc' }));
   return (
@@ -56,12 +59,15 @@ export function ProvidersSection(props: { model: WalnutModel; onLaunch: (key: st
       <input
         className="jp-mod-styled jp-Walnut-filter"
         type="search"
-        placeholder='Filter, e.g. "gpu >= 24 GB, under 1 SUI/h"'
+        placeholder='Filter, e.g. "gpu >= 24 GB, under 1 SUI/h, torch>=2"'
         aria-label="Filter offers"
         value={query}
         onChange={e => setQuery(e.target.value)}
       />
       {filter.errors.length > 0 && <div className="jp-Walnut-hint">{filter.errors.join('; ')}</div>}
+      {unlisted.length > 0 && (
+        <div className="jp-Walnut-hint">No offer's images list {unlisted.map(c => `"${c.name}"`).join(', ')}</div>
+      )}
       <div className="jp-Walnut-sortBar">
         <label>
           Sort by{' '}
@@ -122,6 +128,7 @@ export function ProvidersSection(props: { model: WalnutModel; onLaunch: (key: st
                 key={offerKey(o)}
                 offer={o}
                 selected={model.selectedOffer === offerKey(o)}
+                clauses={filter.packages}
                 onLaunch={() => props.onLaunch(offerKey(o))}
               />
             ))}
@@ -139,7 +146,7 @@ export function ProvidersSection(props: { model: WalnutModel; onLaunch: (key: st
   );
 }
 
-function OfferRow(props: { offer: IOffer; selected: boolean; onLaunch: () => void }) {
+function OfferRow(props: { offer: IOffer; selected: boolean; clauses: IPackageClause[]; onLaunch: () => void }) {
   const o = props.offer;
   if (!o.healthy) {
     return (
@@ -185,6 +192,7 @@ function OfferRow(props: { offer: IOffer; selected: boolean; onLaunch: () => voi
         <div className="jp-Walnut-muted">
           {o.cpus} CPU · {formatMemory(o.memory_mb)} RAM
         </div>
+        <ImageChips images={o.image_details ?? []} names={o.images} clauses={props.clauses} />
         <button
           className="jp-Walnut-link jp-Walnut-launchLink"
           onClick={props.onLaunch}
