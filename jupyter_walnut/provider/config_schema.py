@@ -156,8 +156,9 @@ IMAGE = _section(
     "images[]",
     Field("name", "str", "Image name renters ask for (e.g. `python`).", pattern=_NAME,
           pattern_error=NAME_ERROR),
-    Field("reference", "str", "Docker image reference, or `builtin` for the Walnut gateway "
-          "image built on this machine."),
+    Field("reference", "str", "Docker image reference, or `builtin:<flavor>` for a Walnut "
+          "gateway image built on this machine: `builtin:python` (plain `builtin`), "
+          "`builtin:scipy` or `builtin:pytorch`."),
     Field("description", "str", "Shown in offers.", ""),
 )
 
