@@ -42,6 +42,7 @@ from .verify.runner import verify_session
 log = logging.getLogger("walnut.renter")
 
 _current: RenterManager | None = None
+REFRESH_CONCURRENCY = 16  # sessions followed and paid at once by one refresh pass
 
 
 @dataclass
@@ -456,28 +457,42 @@ class RenterManager(LoggingConfigurable):
         self._listeners.setdefault(session_id, []).append(listener)
 
     async def refresh(self) -> None:
-        """Follow running sessions on their providers: cost so far, and ends we did not ask."""
-        for s in self.store.list(statuses=("running",)):
-            try:
-                remote = await self.client(s.provider_url).get_session(s.id)
-            except ProviderAPIError as exc:
-                if exc.status == 404:
-                    self._end(s.id, "failed", "the provider no longer knows this session")
-                elif exc.status == 0:
-                    self._unreachable(s, exc.message)
-                continue
-            if "unreachable_since" in s.extra:
-                self.store.update(s.id, extra={k: v for k, v in s.extra.items()
-                                               if k != "unreachable_since"})
-            self.store.update(s.id, running_seconds=remote["running_seconds"],
-                              cost_mist=remote["cost_mist"])
-            if remote.get("usage"):
-                fresh = self.get(s.id)
-                self.store.update(s.id, extra={**fresh.extra, "usage": remote["usage"]})
-            if remote["status"] not in ACTIVE:
-                self._end(s.id, remote["status"], remote["reason"] or "ended by the provider")
-            await self.pay(self.get(s.id), remote["cost_mist"])
+        """Follow running sessions on their providers: cost so far, and ends we did not ask.
+        Sessions are followed and paid concurrently (at most REFRESH_CONCURRENCY at once):
+        one after another, a pass over many sessions outlasted the provider's grace and
+        their vouchers fell behind (issue #18)."""
+        gate = asyncio.Semaphore(REFRESH_CONCURRENCY)
+
+        async def follow(s: RenterSession) -> None:
+            async with gate:
+                try:
+                    await self._refresh_one(s)
+                except Exception:  # one session's failure must not stop the others' pay
+                    log.exception("refreshing walnut session %s failed", s.id)
+
+        await asyncio.gather(*(follow(s) for s in self.store.list(statuses=("running",))))
         await self.settle()
+
+    async def _refresh_one(self, s: RenterSession) -> None:
+        try:
+            remote = await self.client(s.provider_url).get_session(s.id)
+        except ProviderAPIError as exc:
+            if exc.status == 404:
+                self._end(s.id, "failed", "the provider no longer knows this session")
+            elif exc.status == 0:
+                self._unreachable(s, exc.message)
+            return
+        if "unreachable_since" in s.extra:
+            self.store.update(s.id, extra={k: v for k, v in s.extra.items()
+                                           if k != "unreachable_since"})
+        self.store.update(s.id, running_seconds=remote["running_seconds"],
+                          cost_mist=remote["cost_mist"])
+        if remote.get("usage"):
+            fresh = self.get(s.id)
+            self.store.update(s.id, extra={**fresh.extra, "usage": remote["usage"]})
+        if remote["status"] not in ACTIVE:
+            self._end(s.id, remote["status"], remote["reason"] or "ended by the provider")
+        await self.pay(self.get(s.id), remote["cost_mist"])
 
     def _unreachable(self, s: RenterSession, why: str) -> None:
         """A provider gone quiet: after `unreachable_timeout_s` the session is over for us:
@@ -509,12 +524,14 @@ class RenterManager(LoggingConfigurable):
 
     def start_polling(self) -> None:
         async def loop() -> None:
-            while True:
+            while True:  # a pass every poll_interval_s, however long the pass took
+                started = time.monotonic()
                 try:
                     await self.refresh()
                 except Exception:
                     log.exception("refreshing walnut sessions failed")
-                await asyncio.sleep(self.poll_interval_s)
+                await asyncio.sleep(max(0.0, self.poll_interval_s
+                                        - (time.monotonic() - started)))
 
         if self._poller is None:
             self._poller = asyncio.ensure_future(loop())

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +28,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests
-from docker.types import DeviceRequest, LogConfig
+from docker.types import DeviceRequest, IPAMConfig, IPAMPool, LogConfig
 
 from . import egress
 from .base import (
@@ -112,6 +115,48 @@ def _host_port(attrs: dict[str, Any]) -> int | None:
     return None
 
 
+USAGE_PERIOD_S = 5.0  # how often each watched container's statistics are read
+USAGE_FORGET_S = 60.0  # a container no one asked about for this long is no longer read
+
+
+class _UsageSample:
+    """A container's last statistics: CPU percent from the change since the sample before."""
+
+    def __init__(self) -> None:
+        self.asked = 0.0
+        self.figures: dict = {}
+        self.cpu: tuple[int, int] | None = None  # (container, system) CPU ns at the last read
+
+    def update(self, stats: dict) -> None:
+        cpu = stats.get("cpu_stats") or {}
+        now = (cpu.get("cpu_usage", {}).get("total_usage", 0), cpu.get("system_cpu_usage", 0))
+        pre = stats.get("precpu_stats") or {}
+        before = self.cpu or (pre.get("cpu_usage", {}).get("total_usage", 0),
+                              pre.get("system_cpu_usage", 0))
+        delta, system = now[0] - before[0], now[1] - before[1]
+        cores = cpu.get("online_cpus") or 1
+        pct = 100.0 * delta / system * cores if system > 0 and delta >= 0 else 0.0
+        memory = (stats.get("memory_stats") or {}).get("usage", 0)
+        self.cpu = now
+        self.figures = {"cpu_pct": round(pct, 1), "memory_used_mb": int(memory // 2**20)}
+
+
+# The engine's default address pools hold about 31 networks, one per session here: past
+# them a session network gets a free /28 of this range (issue #18: 64 sessions on a node).
+SPARE_SUBNETS = ipaddress.ip_network("10.213.0.0/16")
+_NO_POOL = "could not find an available, non-overlapping IPv4 address pool"
+_subnet_lock = threading.Lock()  # one choice of a spare subnet at a time in this process
+
+
+def _subnets_in_use(client) -> list[ipaddress.IPv4Network]:
+    used = []
+    for net in client.api.networks():
+        for row in ((net.get("IPAM") or {}).get("Config") or []):
+            if row.get("Subnet") and ":" not in row["Subnet"]:
+                used.append(ipaddress.ip_network(row["Subnet"], strict=False))
+    return [u for u in used if u.overlaps(SPARE_SUBNETS)]
+
+
 def _network_gateway(attrs: dict[str, Any]) -> str | None:
     """The host's address on a session network (its bridge's gateway)."""
     for row in ((attrs.get("IPAM") or {}).get("Config") or []):
@@ -141,6 +186,8 @@ class DockerRuntime(Runtime):
         self.package_target = ""  # the cache's Unix socket, each relay's other end
         self._gateways: dict[str, str] = {}  # session -> its bridge's gateway address
         self._relays: dict[str, TcpRelay] = {}
+        self._usage: dict[str, _UsageSample] = {}  # by container: the last sample
+        self._sampler: asyncio.Task | None = None
         self.disks = WorkspaceDisks(disk_dir or Path(tempfile.gettempdir()) /
                                     f"walnut-disks-{re.sub(r'[^a-zA-Z0-9_.-]', '-', provider_id)}")
 
@@ -213,13 +260,35 @@ class DockerRuntime(Runtime):
             ]
         return kwargs
 
+    def _create_network(self, name: str, **kwargs: Any):
+        """The session's bridge network: from the engine's address pools, or once they are
+        used up, on a spare subnet no other network holds."""
+        client = self.client
+        try:
+            return client.networks.create(name, **kwargs)
+        except docker.errors.APIError as exc:
+            if _NO_POOL not in str(exc.explanation or exc):
+                raise
+        with _subnet_lock:
+            used = _subnets_in_use(client)
+            for subnet in SPARE_SUBNETS.subnets(new_prefix=28):
+                if any(subnet.overlaps(u) for u in used):
+                    continue
+                ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet))])
+                try:
+                    return client.networks.create(name, ipam=ipam, **kwargs)
+                except docker.errors.APIError as exc:  # taken meanwhile by another process
+                    if "overlap" not in str(exc.explanation or exc).lower():
+                        raise
+        raise RuntimeError_(f"no free subnet for the session network in {SPARE_SUBNETS}")
+
     def _start(self, spec: SessionSpec) -> RuntimeHandle:
         client = self.client
         client.images.get(spec.image)  # ImageNotFound here, never an attempt to pull
         name = resource_name(spec.session_id)
         labels = self._labels(spec.session_id)
         try:
-            network = client.networks.create(
+            network = self._create_network(
                 name, driver="bridge", labels=labels, check_duplicate=True,
                 options={"com.docker.network.bridge.name": egress.bridge_name(spec.session_id)})
             services: tuple[tuple[str, int], ...] = ()
@@ -370,21 +439,31 @@ class DockerRuntime(Runtime):
         return container.logs(tail=tail).decode(errors="replace")
 
     async def usage(self, handle: RuntimeHandle) -> dict:
-        def read() -> dict:
-            stats = self.client.containers.get(handle.ref).stats(stream=False)
-            cpu, pre = stats.get("cpu_stats", {}), stats.get("precpu_stats", {})
-            delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - \
-                pre.get("cpu_usage", {}).get("total_usage", 0)
-            system = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
-            cores = cpu.get("online_cpus") or 1
-            pct = 100.0 * delta / system * cores if system > 0 else 0.0
-            memory = stats.get("memory_stats", {}).get("usage", 0)
-            return {"cpu_pct": round(pct, 1), "memory_used_mb": int(memory // (1024 * 1024))}
+        """The container's last sampled CPU and memory ({} until the first sample). The
+        engine takes ~2 s to answer a statistics read, so it is never made on a caller's
+        request (a renter reads this on every payment pass, issue #18): a background task
+        samples the containers asked about recently, one at a time."""
+        sample = self._usage.setdefault(handle.ref, _UsageSample())
+        sample.asked = time.monotonic()
+        if self._sampler is None or self._sampler.done():
+            self._sampler = asyncio.ensure_future(self._sample_usage())
+        return dict(sample.figures)
 
-        try:
-            return await asyncio.to_thread(read)
-        except Exception:  # stats are best-effort: a container going away has none
-            return {}
+    async def _sample_usage(self) -> None:
+        while self._usage:
+            for ref, sample in list(self._usage.items()):
+                if time.monotonic() - sample.asked > USAGE_FORGET_S:
+                    del self._usage[ref]  # no one asks any more: stopped, or never again
+                    continue
+                try:  # the first read waits for the engine's two samples; then one-shot
+                    stats = await asyncio.to_thread(
+                        self.client.api.stats, ref, stream=False,
+                        one_shot=sample.cpu is not None)
+                except Exception:  # stats are best-effort: a container going away has none
+                    sample.figures = {}
+                    continue
+                sample.update(stats)
+            await asyncio.sleep(USAGE_PERIOD_S)
 
     async def logs(self, handle: RuntimeHandle, tail: int = 50) -> str:
         return await self._call(self._logs, handle, tail)
@@ -431,6 +510,8 @@ class DockerRuntime(Runtime):
     async def close(self) -> None:
         for session_id in list(self._relays):
             await self._close_relay(session_id)
+        if self._sampler is not None:
+            self._sampler.cancel()
         if self._own_client and self._client is not None:
             client, self._client = self._client, None
             await asyncio.to_thread(client.close)
