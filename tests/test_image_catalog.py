@@ -278,3 +278,11 @@ def test_a_second_ensure_builds_nothing(tags, docker_client):
         assert image_mod.ensure_gateway_image(docker_client, progress=steps.append,
                                               flavor=flavor) == tags[flavor]
         assert steps == []  # any build step reports progress
+
+
+def test_the_cli_prints_every_flavor_tag_without_building(capsys):
+    assert image_mod.main(["--all", "--tag-only"]) == 0
+    assert capsys.readouterr().out.split() == [image_mod.gateway_image_tag(f) for f in FLAVORS]
+    with pytest.raises(SystemExit):  # argparse names the choices
+        image_mod.main(["--flavor", "tensorflow", "--tag-only"])
+    assert "choose from 'python', 'scipy', 'pytorch'" in capsys.readouterr().err
