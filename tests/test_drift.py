@@ -11,6 +11,7 @@ import json
 
 import pytest
 import test_magics
+from stack import renter_server_config
 from test_magics import run
 
 from jupyter_walnut.renter import drift
@@ -127,15 +128,59 @@ def test_what_a_value_involves_and_how_versions_compare():
         "walnut: warning: python: local 3.11.2, remote 3.12.0 — pickles may not round-trip"]
 
 
+def drifted_local_numpy(monkeypatch) -> str:
+    """This machine's numpy seen as 0.0.1 (the local side only: the offer's versions are the
+    provider's own answer); returns the real version, which the provider declares."""
+    real = drift.local_versions
+
+    def local(names):
+        names = list(names)
+        return {**real(names), **({"numpy": "0.0.1"} if "numpy" in names else {})}
+
+    monkeypatch.setattr(drift, "local_versions", local)
+    return md.version("numpy")
+
+
+def test_magics_launch_warns_of_what_the_kernel_imported(shell, monkeypatch):
+    numpy = drifted_local_numpy(monkeypatch)
+    result, cap = run(shell, "%walnut launch --budget 600000")
+    assert result.success, cap.stderr
+    assert [line for line in cap.stderr.splitlines() if "may differ" in line] == [
+        f"walnut: warning: numpy: local 0.0.1, image 'python' has {numpy} — results and "
+        "pickles may differ"]
+
+
+@pytest.fixture
+def jp_server_config(threaded_provider, tmp_path, ledger):
+    (tmp_path / "renter").mkdir()
+    return renter_server_config(tmp_path / "renter", ledger.path, [threaded_provider.url])
+
+
+async def test_rest_launch_answers_the_drift(jp_fetch, threaded_provider, monkeypatch):
+    numpy = drifted_local_numpy(monkeypatch)
+    resp = await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(
+        {"provider_url": threaded_provider.url, "shape": "cpu-small", "budget_mist": 600_000}),
+        request_timeout=180)
+    session = json.loads(resp.body)
+    try:
+        assert session["status"] == "running"
+        assert session["drift"] == [
+            f"numpy: local 0.0.1, image 'python' has {numpy} — results and pickles may differ"]
+    finally:
+        await jp_fetch("walnut", "sessions", session["id"], method="DELETE")
+
+
 def test_launch_warns_of_the_images_declared_versions():
     numpy = md.version("numpy")
     declared = {"python": "3.0.1", "numpy": "0.1.0", "torch": None, "cuda": None,
                 "not-installed-here": "1.0", "x": "<script>"}
     lines = drift.launch_warnings("scipy", declared, names=["numpy", "json"])
+    python = drift.local_versions(["python"])["python"]
     assert lines == [
-        f"walnut: warning: numpy: local {numpy}, image 'scipy' has 0.1.0 — results and "
-        "pickles may differ",
-        f"walnut: warning: python: local {drift.local_versions(['python'])['python']}, image "
-        "'scipy' has 3.0.1 — results and pickles may differ"]
+        f"numpy: local {numpy}, image 'scipy' has 0.1.0 — results and pickles may differ",
+        f"python: local {python}, image 'scipy' has 3.0.1 — results and pickles may differ"]
+    # what the launch installs comes at the versions asked for: no warning for it
+    assert drift.launch_warnings("scipy", declared, ["numpy"], exclude=drift.required_names(
+        "# pins\nnumpy==2.0  # from the notebook\n-e nonsense\n")) == [lines[1]]
     assert drift.launch_warnings("python", {"numpy": numpy}) == []
     assert drift.launch_warnings("old", None) == []  # an offer from before package lists

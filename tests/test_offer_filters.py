@@ -28,7 +28,8 @@ from jupyter_walnut.renter.offer_filters import (
 
 pytestmark = pytest.mark.timeout(120)
 
-SCIPY = {"python": "3.11.2", "numpy": "2.2.6", "pandas": "2.2.3", "torch": None, "cuda": None}
+SCIPY = {"python": "3.11.2", "numpy": "2.2.6", "pandas": "2.2.3", "sklearn": "1.6.1",
+         "torch": None, "cuda": None}
 TORCH_CPU = {**SCIPY, "torch": "2.13.0+cpu", "torchvision": "0.28.0+cpu"}
 TORCH_CUDA = {**SCIPY, "python": "3.12.1", "torch": "2.13.0+cu124", "cuda": "12.4"}
 HOSTILE = {"<script>alert(1)</script>": "1", "numpy": "9" * 1000, "pandas": {"v": "2"},
@@ -166,6 +167,10 @@ def test_filters_and_labels_without_a_server():
     assert [(r["node"], r["matching_images"]) for r in got] == [
         ("n", ["pytorch", "pytorch-cuda"])]
     assert filter_offers(rows, parse_image_filter(packages=["torch>=3"])) == []
+    # the offer names scikit-learn by its import name; either name filters
+    for req in ("scikit-learn>=1.6", "sklearn==1.6.*", "py<3.12"):
+        assert [r["matching_images"] for r in filter_offers(rows, parse_image_filter(
+            packages=[req]))][0][0] == "scipy", req
     assert [r["node"] for r in filter_offers(rows, parse_image_filter(image="PY"))] == [
         "n", "old"]  # scipy, pytorch(-cuda) and python all contain "py"
     with pytest.raises(BadRequest, match="bad package filter"):

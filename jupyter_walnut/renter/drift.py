@@ -14,6 +14,7 @@ It is only ever displayed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pickle
 import re
@@ -22,6 +23,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -194,10 +196,11 @@ async def check_transfer(kernel: RemoteKernel, values: Iterable[Any]) -> list[st
 
 
 def launch_warnings(image: str, declared: Mapping[str, Any] | None,
-                    names: Iterable[str] | None = None) -> list[str]:
-    """The image's declared versions (from the offer) against the local ones of what
-    `names` (imported module names; default: every declared package) covers. A package not
-    installed here, or declarations that are not name -> version strings: no warning."""
+                    names: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> list[str]:
+    """Lines (no prefix) for the image's declared versions (from the offer) against the
+    local ones of what `names` (imported module names; default: every declared package)
+    covers, less `exclude` (what the launch installs at the versions it asks for). A package
+    not installed here, or declarations that are not name -> version strings: no warning."""
     if not isinstance(declared, Mapping):
         return []
     remote = {k: v for k, v in list(declared.items())[:MAX_PACKAGES]
@@ -205,8 +208,35 @@ def launch_warnings(image: str, declared: Mapping[str, Any] | None,
     if names is not None:  # module names (sklearn) or distributions (scikit-learn)
         used = {canonicalize_name(n) for n in _with_distributions(names)} | {"python"}
         remote = {k: v for k, v in remote.items() if canonicalize_name(k) in used}
-    return [f"walnut: warning: {n}: local {lv}, image {image!r} has {rv} — results and "
-            "pickles may differ" for n, lv, rv in differences(local_versions(remote), remote)]
+    skip = {canonicalize_name(n) for n in exclude}
+    remote = {k: v for k, v in remote.items() if canonicalize_name(k) not in skip}
+    return [f"{n}: local {lv}, image {image!r} has {rv} — results and pickles may differ"
+            for n, lv, rv in differences(local_versions(remote), remote)]
+
+
+def required_names(requirements: str | None) -> set[str]:
+    """The package names of pip requirements text (lines that do not parse: none)."""
+    names = set()
+    for line in (requirements or "").splitlines():
+        try:
+            names.add(Requirement(line.split("#")[0].strip()).name)
+        except InvalidRequirement:
+            continue
+    return names
+
+
+async def offer_drift(client: Any, image: str, names: Iterable[str] | None = None,
+                      exclude: Iterable[str] = (), timeout: float = 10) -> list[str]:
+    """launch_warnings for `image` as the provider's live status declares it; a provider
+    that cannot say: none (the launch itself has succeeded)."""
+    try:
+        status = await asyncio.wait_for(client.status(), timeout)
+    except Exception:
+        return []
+    images = status.get("images") if isinstance(status, dict) else None
+    declared = next((i.get("packages") for i in images or []
+                     if isinstance(i, dict) and i.get("name") == image), None)
+    return launch_warnings(image, declared, names, exclude)
 
 
 def _with_distributions(modules: Iterable[str]) -> set[str]:

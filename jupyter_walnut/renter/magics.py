@@ -383,8 +383,9 @@ class WalnutMagics(Magics, Configurable):
                        f"({session.shape}, budget {session.budget_mist:,} MIST)")
         declared = next((i.get("packages") for i in offer.get("image_details") or []
                          if i.get("name") == image), None)
-        for line in drift.launch_warnings(image, declared, drift.imported_packages()):
-            print(line, file=sys.stderr)  # what this notebook imported, at other versions
+        skip = drift.required_names(requirements)  # installed at the versions asked for
+        for line in drift.launch_warnings(image, declared, drift.imported_packages(), skip):
+            print(f"walnut: warning: {line}", file=sys.stderr)  # imported here, other versions
         return session
 
     def _cmd_launch(self, args, cell) -> None:

@@ -25,6 +25,13 @@ from .drift import MAX_PACKAGES, NAME, VERSION
 MAX_IMAGES = 64
 MAX_FILTERS = 16
 ANY_CUDA = ("", "any", "yes", "true", "1")
+# offers key packages by import name (sklearn), people filter by either name
+ALIASES = {"sklearn": "scikit-learn", "py": "python"}
+
+
+def _key(name: str) -> str:
+    name = canonicalize_name(name)
+    return ALIASES.get(name, name)
 
 
 def image_details(images: Any) -> list[dict]:
@@ -118,9 +125,9 @@ def image_matches(image: Mapping, f: ImageFilter) -> bool:
     packages = image.get("packages")
     if not isinstance(packages, Mapping):
         return False  # versions unknown
-    by_name = {canonicalize_name(k): v for k, v in packages.items()}
+    by_name = {_key(k): v for k, v in packages.items()}
     for req in f.packages:
-        version = _version(by_name.get(canonicalize_name(req.name)))
+        version = _version(by_name.get(_key(req.name)))
         if version is None or not req.specifier.contains(version, prereleases=True):
             return False
     if f.cuda is not None:

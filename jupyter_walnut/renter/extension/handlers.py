@@ -11,6 +11,7 @@ from tornado import web
 
 from ...common.errors import BadRequest, WalnutError
 from ...common.numbers import MAX_SECONDS, U64_MAX, loads_json, optional_int
+from ..drift import offer_drift, required_names
 from ..manager import RenterManager
 from ..offer_filters import filter_offers, parse_image_filter
 from ..requirements import RequirementsError, check_requirements, requirements_from_notebook
@@ -111,8 +112,12 @@ class SessionsHandler(WalnutHandler):
             budget_mist=positive_int(data, "budget_mist"),
             requirements=requirements,
         )
+        # the image's declared versions against this server's (what the launch installs
+        # is at the versions asked for): display only, a provider that cannot say gives none
+        drift = await offer_drift(self.walnut.client(session.provider_url), session.image,
+                                  exclude=required_names(requirements))
         self.set_status(201)
-        self.finish(json.dumps(self.session_json(session)))
+        self.finish(json.dumps({**self.session_json(session), "drift": drift}))
 
 
     def requirements(self, data: dict) -> str | None:
