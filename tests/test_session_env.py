@@ -22,6 +22,7 @@ from conftest import docker_or_skip, provider_config
 from stack import StackNode
 from test_container_breakout import Session
 from walnut_gateway import env as session_env
+from walnut_gateway import pipwrap
 
 pytestmark = [pytest.mark.timeout(600)]
 
@@ -186,8 +187,8 @@ def test_the_env_goes_with_the_session(node):
     env = json.loads(carol.execute(ENV_PROBE).stdout.strip().splitlines()[-1])["env"]
     carol.stop()
     if node.runtime_name == "process":
-        workspace = node.state_dir / "sessions" / carol.id
-        assert not Path(workspace).exists()
+        assert not Path(env).exists()
+        assert not (node.state_dir / "sessions" / carol.id).exists()
     else:
         import docker.errors
 
@@ -203,7 +204,9 @@ def test_the_env_goes_with_the_session(node):
 
 @pytest.fixture(scope="module")
 def offline_node(tmp_path_factory):
-    stack, ledger = _stack(tmp_path_factory, "docker", network={"egress": "offline"})
+    # no package cache: nothing at all to download from
+    stack, ledger = _stack(tmp_path_factory, "docker", network={"egress": "offline"},
+                           packages={"cache": "off"})
     try:
         yield stack
     finally:
@@ -218,7 +221,8 @@ def test_offline_egress_explains_why_pip_fails(offline_node):
         result = dave.execute("%pip install walnut-h2-not-anywhere", timeout=240)
         text = output(result)
         assert "egress policy is `offline`" in text, text
-        assert "requirements at launch" in text, text
+        assert "requirements at launch" in text and "cannot download" in text, text
+        assert "Successfully installed" not in text and "restart" not in text, text
         # an upload still installs without any network
         name, data = make_wheel(PACKAGE, "2.0", PACKAGE, "VALUE = 'two'\n")
         upload(dave, name, data)
@@ -244,3 +248,12 @@ def test_a_restarted_gateway_reuses_the_env(tmp_path):
         env_dir)
     assert "PIP_FIND_LINKS" not in environ and environ["PIP_INDEX_URL"] == "http://x/"
     assert environ["PATH"].split(os.pathsep)[0] == str(env_dir / "bin")
+
+
+def test_the_offline_message_names_the_cache_when_there_is_one():
+    assert "cannot download" in pipwrap.offline_message({"WALNUT_EGRESS": "offline"})
+    assert "package cache ($PIP_INDEX_URL)" in pipwrap.offline_message(
+        {"WALNUT_EGRESS": "offline", "PIP_INDEX_URL": "http://cache/"})
+    assert pipwrap.needs_network(["install", "x"])
+    assert not pipwrap.needs_network(["install", "--no-index", "./x.whl"])
+    assert not pipwrap.needs_network(["list"])

@@ -18,11 +18,13 @@ from .pipwrap import CONDA_MESSAGE
 def _pip(line: str) -> None:
     from IPython import get_ipython
 
+    shell = get_ipython()
     python = shlex.quote(sys.executable)
-    get_ipython().system(f"{python} -m walnut_gateway.pipwrap {line}")
+    shell.system(f"{python} -m walnut_gateway.pipwrap {line}")
     importlib.invalidate_caches()
-    print("Note: new packages import at once; a package this kernel had already imported "
-          "needs a kernel restart to use the new version.")
+    if line.split()[:1] == ["install"] and shell.user_ns.get("_exit_code") == 0:
+        print("Note: new packages import at once; a package this kernel had already imported "
+              "needs a kernel restart to use the new version.")
 
 
 def _conda(line: str) -> None:

@@ -225,6 +225,8 @@ class DockerRuntime(Runtime):
             "0.0.0.0", GATEWAY_CONTAINER_PORT, home=WORKSPACE,
             runtime_dir="/tmp/jupyter-runtime",  # the root fs is read-only
             WALNUT_SESSION_CGROUP="1",  # the container's cgroup is the session's own
+            # enforced here (egress.py): pip in the session says why it cannot download
+            WALNUT_EGRESS=spec.env.get("WALNUT_EGRESS", spec.egress),
             **gpu_env(spec.gpus))
         kwargs: dict[str, Any] = dict(
             image=spec.image,
