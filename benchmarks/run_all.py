@@ -198,8 +198,10 @@ def main() -> int:
     p.add_argument("--no-docker", action="store_true", help="skip the Docker runtime figure")
     p.add_argument("--build-image", action="store_true",
                    help="build the Docker gateway base image if missing (minutes)")
-    p.add_argument("--only", choices=("provider", "server", "settlement"), action="append",
-                   help="run only these benchmarks (repeatable)")
+    p.add_argument("--only", choices=("provider", "server", "settlement", "images"),
+                   action="append",
+                   help="run only these benchmarks (repeatable); `images` (launch to first "
+                   "result per session image, minutes) runs only when named")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md",
                    help="report path (default benchmarks/RESULTS.md)")
     args = p.parse_args()
@@ -228,6 +230,10 @@ def main() -> int:
             errors += [e] if e else []
         if "settlement" in only:
             f, e = run_settlement(0.3 if args.quick else 1.0, timeout=120)
+            figures += f
+            errors += [e] if e else []
+        if "images" in only:
+            f, e = run_bench("bench_images", quick, timeout=900 if args.quick else 2400)
             figures += f
             errors += [e] if e else []
     except KeyboardInterrupt:
