@@ -98,7 +98,7 @@ def pip_install(session: Session, package: str) -> str:
     result = session.execute(f"%pip install {package}", timeout=240)
     assert result.status == "ok", (result.error, result.stderr)
     out = result.stdout + result.stderr
-    assert f"Successfully installed {package}" in out, out
+    assert f"Successfully installed {package.split()[0]}" in out, out
     return out
 
 
