@@ -9,34 +9,54 @@ On the default stack (Docker + TLS); WALNUT_TEST_RUNTIME=process runs the cheape
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 from conftest import FUNDS, open_channel, provider_config
 from kernel_ws import KernelWS
+from package_index import PackageIndex, host_wheels
 from stack import StackNode, stack_runtime
 
 from jupyter_walnut.common.keys import KeyPair
 from jupyter_walnut.ledger.base import normalize_channel_id
-from jupyter_walnut.provider.environment_prep import PipProgress
+from jupyter_walnut.provider.environment_prep import PipProgress, PreparedEnvironments
 from jupyter_walnut.provider.requirements import parse_requirements
 from jupyter_walnut.renter.provider_client import ProviderAPIError
 
 PRICE = 1000
 
 
+pytestmark = [pytest.mark.timeout(900)]
+
+
 @pytest.fixture(scope="module")
-def node(tmp_path_factory):
+def index():
+    """The node's package cache's upstream: wheels downloaded on the host, served locally."""
+    upstream = PackageIndex(host_wheels())
+    try:
+        yield upstream
+    finally:
+        upstream.close()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, index):
     from jupyter_walnut.ledger import LocalLedger
 
     tmp = tmp_path_factory.mktemp("requirements")
     ledger = LocalLedger(tmp / "ledger.sqlite")
     stack = StackNode(tmp / "provider", ledger, config=provider_config(
         provider={"name": "req-node", "runtime": stack_runtime()},
-        settlement={"settle_after_s": 1, "min_challenge_period_s": 60}))
-    yield stack
-    stack.stop()
-    ledger.close()
+        settlement={"settle_after_s": 1, "min_challenge_period_s": 60},
+        packages={"upstream_url": index.url}))
+    try:
+        cache = stack.node.package_cache
+        assert stack.run(cache.wait_ready(), timeout=200), cache.reason
+        yield stack
+    finally:
+        stack.stop()
+        ledger.close()
 
 
 class Renter:
@@ -154,6 +174,27 @@ def test_pips_output_reads_as_progress():
                       ("installing", 2, 2)]
 
 
+def test_prepared_environments_stay_within_their_bound_least_recently_used_first(tmp_path):
+    cache = PreparedEnvironments(tmp_path / "envs", max_bytes=2500)
+    keys = [cache.key("0xrenter", "image", h) for h in ("a", "b", "c")]
+    assert len(set(keys)) == 3 and cache.key("0xother", "image", "a") != keys[0]
+    for age, key in enumerate(keys[:2]):
+        written = cache.new_file(key)
+        written.write_bytes(b"x" * 1000)
+        assert cache.put(key, written)
+        os.utime(tmp_path / "envs" / f"{key}.tar", (1000 + age, 1000 + age))  # a made up past
+    assert cache.get(keys[0]) is not None  # used again: now the most recent
+    written = cache.new_file(keys[2])
+    written.write_bytes(b"x" * 1000)
+    assert cache.put(keys[2], written)
+    assert cache.get(keys[1]) is None  # the least recently used went
+    assert cache.get(keys[0]) is not None and cache.get(keys[2]) is not None
+    assert cache.total_bytes() <= 2500
+    too_big = cache.new_file("big")
+    too_big.write_bytes(b"x" * 3000)
+    assert not cache.put("big", too_big) and not too_big.exists()
+
+
 # --- in a real session -------------------------------------------------------------------
 
 def test_a_bad_requirement_fails_the_launch_with_pips_message_and_refunds_in_full(node):
@@ -203,6 +244,40 @@ def test_requirements_the_image_has_are_ready_before_the_kernel_and_the_relaunch
     other.stop(third["id"])
 
 
+def test_requirements_install_from_the_nodes_cache_with_progress_and_a_relaunch_runs_no_pip(
+        node, index):
+    renter = Renter(node)
+    created = renter.launch("tabulate\ntoolz  # small, pure Python, in no image\n")
+    status, seen = renter.follow(created["id"])
+    assert status["status"] == "running", status
+    env = status["environment"]
+    # pip's "Installing collected packages: tabulate, toolz", read as 2 of 2
+    assert (env["state"], env["done"], env["total"]) == ("ready", 2, 2), env
+    states = [e["state"] for e in seen]
+    assert states[0] == "resolving" and states[-1] == "ready", states
+    assert "downloading" in states, states  # from the cache, which fetches from upstream
+    # pip resolves and downloads package by package, then installs them all
+    done_fetching = next(i for i, st in enumerate(states) if st in ("installing", "ready"))
+    assert not {"resolving", "downloading"} & set(states[done_fetching:]), states
+    assert index.file_fetches("tabulate") == 1 and index.file_fetches("toolz") == 1
+    result = renter.execute(created, "import tabulate, toolz; print(tabulate.__file__)")
+    assert result.status == "ok", result.error
+    assert "/.walnut/env/" in result.stdout  # the session's own env, not the image's
+    renter.stop(created["id"])
+    served = node.node.package_cache.stats()["file_requests"]
+    # the relaunch: the prepared environment comes back, pip asks the cache for nothing
+    again = renter.launch("toolz\ntabulate\n")
+    status, seen = renter.follow(again["id"])
+    assert status["status"] == "running", status
+    assert status["environment"]["state"] == "cached"
+    assert not {"downloading", "installing"} & {e["state"] for e in seen}
+    assert node.node.package_cache.stats()["file_requests"] == served
+    assert index.file_fetches("tabulate") == 1
+    result = renter.execute(again, "import tabulate; print(tabulate.tabulate([[1, 2]]))")
+    assert result.status == "ok" and "1  2" in result.stdout, (result.error, result.stdout)
+    renter.stop(again["id"])
+
+
 def test_a_session_without_requirements_says_none(node):
     renter = Renter(node)
     channel = open_channel(node.ledger, renter.key, node, price=PRICE)
@@ -210,3 +285,38 @@ def test_a_session_without_requirements_says_none(node):
     assert created["environment"]["state"] == "none"
     assert node.run(renter.client.status())["settlement"]["bills_install"] is False
     renter.stop(created["id"])
+
+
+def test_a_provider_restart_while_requirements_install_fails_the_session_and_refunds(
+        tmp_path, index):
+    from jupyter_walnut.ledger import LocalLedger
+
+    ledger = LocalLedger(tmp_path / "ledger.sqlite")
+    config = provider_config(
+        provider={"name": "req-restart", "runtime": stack_runtime()},
+        settlement={"settle_after_s": 1, "min_challenge_period_s": 60},
+        packages={"upstream_url": index.url})
+    first = StackNode(tmp_path / "provider", ledger, config=config)
+    renter = Renter(first)
+    try:
+        created = renter.launch("tabulate\n")
+        assert created["environment"]["state"] == "resolving"  # before the install ends
+        first.stop(stop_sessions=False)  # the provider goes down mid-launch
+        second = StackNode(tmp_path / "provider", ledger, config=config,
+                           identity=first.identity)
+    except BaseException:
+        first.stop()
+        ledger.close()
+        raise
+    try:
+        renter = Renter(second, renter.key)
+        status = renter.status(created["id"])
+        assert status["status"] == "failed"
+        assert status["environment"]["state"] == "failed"
+        assert status["environment"]["error"]
+        assert status["cost_mist"] == 0
+        assert wait_settled(second, created["id"]).claimed_mist == 0
+        assert ledger.balance(renter.key.address) == FUNDS
+    finally:
+        second.stop()
+        ledger.close()

@@ -167,7 +167,8 @@ class SessionManager:
             self._handles.pop(rec.id, None)
             self._requirements.pop(rec.id, None)
             self.metering.forget(rec.id)
-            self.environments.interrupted(rec.id, "the provider shut down during the install")
+            self.environments.interrupted(
+                rec.id, "the provider shut down before the install finished")
             self.store.update(rec.id, status="failed", ended_at=time.time(),
                               reason="the provider shut down while the session was starting")
             raise
@@ -322,7 +323,7 @@ class SessionManager:
                 if handle is not None:
                     await self.runtime.stop(handle)
                 self.environments.interrupted(
-                    rec.id, "the provider restarted during the install")
+                    rec.id, "the provider restarted before the install finished")
                 self.store.update(rec.id, status="failed", ended_at=time.time(),
                                   reason="session was lost while the provider was down")
         for handle in running.values():  # gateways this node has no record of
