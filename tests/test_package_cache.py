@@ -13,6 +13,7 @@ process runtime leg installs from the cache on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from test_container_breakout import CONNECT, Session
 
 from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.provider.runtimes import egress
+from jupyter_walnut.renter.provider_client import ProviderClient
 
 pytestmark = [pytest.mark.timeout(900)]
 
@@ -53,7 +55,8 @@ def close_node(node: StackNode) -> None:
     cache = node.node.package_cache
     proc = cache.proc if cache is not None else None
     node.stop()
-    node.closing_ledger.close()
+    with contextlib.suppress(Exception):  # a restarted node's ledger may be closed already
+        node.closing_ledger.close()
     if proc is not None and proc.poll() is None:  # never leave a devpi behind
         proc.kill()
         proc.wait(10)
@@ -325,3 +328,32 @@ def test_process_sessions_install_from_the_cache_on_loopback(tmp_path, index) ->
         session.stop()
     finally:
         close_node(node)
+
+
+def test_a_session_adopted_after_a_provider_restart_reaches_the_cache_again(tmp_path,
+                                                                            index) -> None:
+    docker_or_skip()
+    first = make_node(tmp_path, index, "docker")
+    second = None
+    try:
+        wait_cache(first)
+        session = Session(first)
+        port, gateway = first.node.package_cache.port, session.bridge_gateway()
+        first.stop(stop_sessions=False)  # the provider goes away; the container keeps running
+        with pytest.raises(OSError):  # its relay went with it
+            socket.create_connection((gateway, port), timeout=2).close()
+        second = StackNode(first.state_dir, first.ledger, identity=first.identity,
+                           config=first.config, runtime="docker", tls=True)
+        assert second.node.package_cache.port == port  # what the session's env names
+        wait_cache(second)
+        session.node, session.ws = second, None
+        session.client = ProviderClient(second.pinned_url, session.key)
+        pip_install(session, "toolz")
+        assert session.probe("import json, toolz; print(json.dumps(toolz.__name__))") == "toolz"
+        session.stop()
+    finally:
+        if second is not None:
+            close_node(second)
+        else:
+            close_node(first)
+        first.closing_ledger.close()
