@@ -29,6 +29,8 @@ def provider_config(**overrides):
         "images": [{"name": "python", "reference": "builtin"}],
         "availability": {"max_sessions": 3},
     }
+    if "packages" not in overrides:  # the node's devpi (seconds to start) only where asked for
+        data["packages"] = {"cache": "off"}
     for key, value in overrides.items():
         data[key] = value if not isinstance(value, dict) else {**data.get(key, {}), **value}
     return parse_config(data)
