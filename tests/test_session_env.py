@@ -155,6 +155,7 @@ def test_bang_pip_shadows_a_base_package(node, alice):
     result = alice.execute(f"!pip install --no-index ./{name}", timeout=180)
     assert result.status == "ok", (result.error, output(result))
     assert "Successfully installed nvidia-ml-py-999.0" in output(result), output(result)
+    assert "Not uninstalling nvidia-ml-py" in output(result), output(result)  # base untouched
     probe = alice.execute("import pynvml; print(pynvml.SHADOW)")
     assert probe.stdout.strip() == "session", output(probe)
     # a new process of the session sees it too; the base copy is still where it was
