@@ -7,9 +7,10 @@ without and with requirements, cold and warm/cached, on the default stack.
 What a user runs: a renter Jupyter Server (the Walnut extension, a funded wallet) in its own
 process, and a provider node of the default stack (Docker runtime, TLS with the certificate
 pinned by the renter: tests/stack.py's StackNode) on this machine. One launch is timed from
-`POST /walnut/sessions` (channel, quote, provider start, checks, kernelspec: the call returns
-when the session runs) through `POST /api/kernels` and the kernel websocket to the first
-execute's result (`1+1` -> `2`). Every session is stopped before the next launch.
+`POST /walnut/sessions` (quote, channel, provider start, install, the renter's hardware check,
+kernelspec: the call returns when the session runs) through `POST /api/kernels` and the kernel
+websocket to the first execute's result (`1+1` -> `2`). Every session is stopped before the
+next launch.
 
 Each round starts a new node (new state directory: no sessions, no prepared environments, an
 empty package cache) and a new renter; per image, in order:
@@ -17,9 +18,10 @@ empty package cache) and a new renter; per image, in order:
 - `cold`: the first session of that image on the new node (the image itself is built before
   the rounds, cached by its content hash; a build, when one happens, is reported apart);
 - `warm`: the next sessions of the same image;
-- `requirements, install`: a launch with requirements (`--requirements`, default one small
-  package) that the provider installs before handing over the kernel, through its package
-  cache (the first round also fills that cache from its upstream);
+- `requirements, install`: a launch with requirements (`--requirements`, default two small
+  pure-Python packages in no image) that the provider installs before handing over the
+  kernel, through its package cache (new each round, so it fetches them from its upstream:
+  a local index of wheels downloaded on the host, tests/package_index.py);
 - `requirements, cached`: the same renter, image and requirements again: the prepared
   environment is reused, pip does not run.
 
@@ -73,7 +75,8 @@ NOT_IMPLEMENTED = "n/a: not implemented"
 class Renter:
     """A renter's `jupyter server` with the Walnut extension and a funded wallet."""
 
-    def __init__(self, procs: Procs, base: Path, provider_url: str, ledger_path: Path) -> None:
+    def __init__(self, procs: Procs, base: Path, provider_url: str, ledger_path: Path,
+                 verify: bool = True) -> None:
         from jupyter_walnut.common.keys import KeyPair
         from jupyter_walnut.ledger import LocalLedger
 
@@ -91,7 +94,8 @@ class Renter:
             "ServerApp": {"jpserver_extensions": {"jupyter_walnut": True}},
             "WalnutApp": {"providers": [provider_url], "walnut_home": str(home),
                           "ledger_path": str(ledger_path), "poll_interval": 0.5,
-                          "challenge_period": 60}}))
+                          "challenge_period": 60},
+            "RenterManager": {"verify_launches": verify}}))
         self.log_path = base / "server.log"
         self.proc = procs.start("renter server", [
             str(VENV_BIN / "jupyter"), "server", f"--ServerApp.ip={LOCALHOST}",
@@ -158,25 +162,31 @@ def refused_requirements(exc: Exception) -> bool:
     return "HTTP 400" in text and "requirements" in text
 
 
-async def one_round(n: int, images: list[str], warm: int, requirements: str,
+async def one_round(n: int, images: list[str], warm: int, requirements: str, verify: bool,
                     runs: dict[tuple[str, str], list[float]], notes: dict) -> None:
     from conftest import provider_config
+    from package_index import PackageIndex, host_wheels
     from stack import StackNode
 
     from jupyter_walnut.ledger import LocalLedger
 
     procs = Procs()
+    # the package cache's upstream: wheels downloaded on the host, served on loopback (as the
+    # tests do), so an install costs the cache and pip, not this machine's internet link
+    index = PackageIndex(await asyncio.to_thread(host_wheels))
+    procs.closers.append(index.close)
     tmp = Path(tempfile.mkdtemp(prefix=f"walnut-bench-images-{n}-"))
     ledger = LocalLedger(tmp / "ledger.sqlite")
     config = provider_config(
         provider={"name": "bench-images", "runtime": "docker"},
         shapes=[{"name": SHAPE, "gpus": 0, "cpus": 2, "memory_mb": 4096,
                  "price_per_second_mist": PRICE}],
-        images=[{"name": i, "reference": f"builtin:{i}"} for i in images])
+        images=[{"name": i, "reference": f"builtin:{i}"} for i in images],
+        packages={"upstream_url": index.url})
     node = await asyncio.to_thread(StackNode, tmp / "provider", ledger, config=config)
     try:
         renter = await asyncio.to_thread(Renter, procs, tmp / "renter", node.pinned_url,
-                                         ledger.path)
+                                         ledger.path, verify)
         for image in images:
             for k in range(1 + warm):
                 row = "cold" if k == 0 else "warm"
@@ -232,11 +242,12 @@ async def run(args) -> int:
     runs: dict[tuple[str, str], list[float]] = {(i, r): [] for i in images for r in ROWS}
     notes: dict = {}
     for n in range(1, rounds + 1):
-        await one_round(n, images, warm, args.requirements, runs, notes)
+        await one_round(n, images, warm, args.requirements, not args.no_verify, runs, notes)
     print()
     print(f"Launch to first result, {SHAPE} sessions, default stack (Docker + TLS pinned); "
           f"{rounds} round(s) of a new node and renter; requirements: "
-          f"{args.requirements.strip()!r}")
+          f"{args.requirements.strip()!r}; hardware check "
+          f"{'off (--no-verify)' if args.no_verify else 'on'}")
     for line in table(images, runs, notes):
         print(line)
     for image, seconds in built.items():
@@ -261,8 +272,11 @@ def parse_args(argv=None):
     p.add_argument("--images", default=",".join(IMAGES), help="comma-separated flavors")
     p.add_argument("--rounds", type=int, default=3, help="new node + renter each (default 3)")
     p.add_argument("--warm", type=int, default=2, help="warm launches per round and image")
-    p.add_argument("--requirements", default="tabulate==0.9.0\n",
+    p.add_argument("--requirements", default="tabulate\ntoolz\n",
                    help="requirements text of the requirement rows")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the renter's hardware check of each launch (a busy machine "
+                   "fails its throughput floor)")
     return p.parse_args(argv)
 
 

@@ -117,7 +117,10 @@ def node(tmp_path_factory):
 @pytest.fixture
 def jp_server_config(node, tmp_path):
     started, ledger = node
-    return renter_server_config(tmp_path / "renter", ledger.path, [started.pinned_url])
+    # the launch's hardware check is a throughput floor (tests/test_verify.py has it): on a
+    # machine busy with other work it would fail launches this test is not about
+    return renter_server_config(tmp_path / "renter", ledger.path, [started.pinned_url],
+                                RenterManager={"verify_launches": False})
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
