@@ -141,6 +141,7 @@ def node(tmp_path_factory, ledger, upstream):
         packages={"upstream_url": upstream.url})
     started = StackNode(tmp_path_factory.mktemp("req-node") / "provider", ledger, config=config)
     cache = started.node.package_cache
+    assert cache is not None and started.run(cache.wait_ready()), "the node's package cache"
     yield started
     proc = cache.proc if cache is not None else None
     started.stop()
