@@ -158,10 +158,16 @@ def _subnets_in_use(client) -> list[ipaddress.IPv4Network]:
 
 
 def _network_gateway(attrs: dict[str, Any]) -> str | None:
-    """The host's address on a session network (its bridge's gateway)."""
+    """The host's address on a session network (its bridge's gateway): the one the engine
+    recorded, else the subnet's first address, which the engine gives the bridge when a
+    network names only its subnet (a spare /28)."""
     for row in ((attrs.get("IPAM") or {}).get("Config") or []):
         if row.get("Gateway") and ":" not in row["Gateway"]:
             return row["Gateway"].split("/")[0]
+        with contextlib.suppress(ValueError, StopIteration):
+            subnet = ipaddress.ip_network(row.get("Subnet") or "", strict=False)
+            if subnet.version == 4:
+                return str(next(subnet.hosts()))
     return None
 
 
