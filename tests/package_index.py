@@ -44,6 +44,7 @@ class PackageIndex:
     def __init__(self, directory: Path) -> None:
         self.files = {p.name: p for p in sorted(Path(directory).glob("*.whl"))}
         self.requests: collections.Counter[str] = collections.Counter()
+        self.tampered: set[str] = set()  # projects whose file's bytes no longer match its hash
         self._lock = threading.Lock()
         index = self
 
@@ -76,7 +77,10 @@ class PackageIndex:
     def answer(self, path: str) -> tuple[int, bytes, str]:
         path = path.split("?")[0]
         if path.startswith("/files/") and path[7:] in self.files:
-            return 200, self.files[path[7:]].read_bytes(), "application/octet-stream"
+            data = self.files[path[7:]].read_bytes()
+            if self.project(path[7:]) in self.tampered:  # an upstream (or a path) gone bad
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            return 200, data, "application/octet-stream"
         parts = [p for p in path.split("/") if p]
         if parts == ["simple"]:
             names = sorted({self.project(n) for n in self.files})

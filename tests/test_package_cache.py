@@ -357,3 +357,36 @@ def test_a_session_adopted_after_a_provider_restart_reaches_the_cache_again(tmp_
         else:
             close_node(first)
         first.closing_ledger.close()
+
+
+def test_a_file_that_does_not_match_the_upstreams_hash_is_never_cached(tmp_path) -> None:
+    upstream = PackageIndex(host_wheels())
+    upstream.tampered.add("toolz")
+    node = make_node(tmp_path, upstream, "process")
+    try:
+        wait_cache(node)
+        cache = node.node.package_cache
+        page = urllib.request.urlopen(f"{cache.url}/root/pypi/+simple/toolz/",
+                                      timeout=30).read().decode()
+        href = page.split('href="')[1].split('"')[0]
+        advertised = href.split("#sha256=")[1]
+        assert advertised == hashlib.sha256(upstream.wheel("toolz").read_bytes()).hexdigest()
+        url = urllib.request.urljoin(f"{cache.url}/root/pypi/+simple/toolz/", href)
+
+        def fetch() -> str | None:
+            try:
+                data = urllib.request.urlopen(url.split("#")[0].replace("+f", "%2Bf"),
+                                              timeout=60).read()
+            except OSError:
+                return None
+            return hashlib.sha256(data).hexdigest()
+
+        for attempt in (1, 2):  # devpi refuses the bad bytes, and keeps none of them
+            assert fetch() != advertised
+            assert upstream.file_fetches("toolz") == attempt  # fetched again: nothing cached
+        upstream.tampered.clear()  # the upstream is healthy again: the genuine file
+        assert fetch() == advertised
+        assert fetch() == advertised and upstream.file_fetches("toolz") == 3
+    finally:
+        close_node(node)
+        upstream.close()
