@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import zipfile
 from importlib import metadata
 
@@ -341,3 +342,55 @@ async def test_a_bad_requirement_fails_with_pips_message_and_the_deposit_comes_b
             break
         await asyncio.sleep(0.1)
     assert ledger.balance(address) == before
+
+
+# --- %walnut launch --requirements FILE, in a real IPython shell -----------------------------
+
+def test_the_magic_shows_the_install_and_pips_error_whole(tmp_path, monkeypatch, node, ledger):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from jupyter_walnut.common.keys import KeyPair
+    from jupyter_walnut.renter import manager
+
+    home = tmp_path / "renter"
+    home.mkdir()
+    key = KeyPair.generate()
+    key.save(home / "wallet.key")
+    ledger.fund(key.address, 10**12)
+    monkeypatch.setenv("WALNUT_HOME", str(home))
+    monkeypatch.setenv("WALNUT_LEDGER", str(ledger.path))
+    monkeypatch.setenv("WALNUT_PROVIDERS", node.pinned_url)
+    monkeypatch.setattr(manager, "_current", None)
+    manager.RenterManager.current().verify_launches = False  # see jp_server_config
+    good, bad = tmp_path / "requirements.txt", tmp_path / "bad.txt"
+    good.write_text("# what the analysis needs\nnumpy\n")
+    bad.write_text("nonexistent-package-xyz==1\n")
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "jupyter_walnut")
+    try:
+        with capture_output() as cap:
+            ip.run_line_magic("walnut", f"launch --requirements {good} --budget {BUDGET}")
+        assert "environment: environment ready" in cap.stderr, cap.stderr
+        assert "running on req-node" in cap.stderr
+        [session] = manager.RenterManager.current().store.list(statuses=("running",))
+        assert session.extra["requirements"] == good.read_text()
+        ip.run_line_magic("walnut", "stop --all")
+        paid = manager.RenterManager.current().get(session.id).cost_mist
+
+        with capture_output() as cap, pytest.raises(UsageError) as caught:
+            ip.run_line_magic("walnut", f"launch --requirements {bad} --budget {BUDGET}")
+        # one line for the error, and pip's own text whole above it
+        assert "\n" not in str(caught.value)
+        assert "installing requirements failed" in str(caught.value)
+        assert "ERROR: No matching distribution found for nonexistent-package-xyz==1" in \
+            cap.stderr
+    finally:
+        ip.run_line_magic("unload_ext", "jupyter_walnut")
+    # once the provider settled both channels, the wallet paid the session that ran, and
+    # not one MIST for the launch whose install failed
+    deadline = time.monotonic() + 60
+    while ledger.balance(key.address) != 10**12 - paid and time.monotonic() < deadline:
+        time.sleep(0.1)  # the node's own settle pass, bounded by the deadline
+    assert paid > 0 and ledger.balance(key.address) == 10**12 - paid
