@@ -186,6 +186,7 @@ async def run(args) -> dict:
         limit = manager.poll_interval_s + 1
         result["goal_met"] = (result["stopped_for_payment"] == 0 and gaps != []
                               and max(gaps) <= limit)
+        print(json.dumps(result), flush=True)  # before the teardown, which takes minutes
     finally:
         await manager.shutdown(stop_sessions=True)
         ledger.close()

@@ -54,7 +54,7 @@ def unpaid_seconds(rec) -> float:
     return (rec.cost_mist - rec.voucher_mist) / rec.price_mist_per_second
 
 
-@pytest.mark.timeout(IDLE_S + 600)
+@pytest.mark.timeout(IDLE_S + 900)  # launching 32 gateways on 2 cores takes minutes
 @pytest.mark.asyncio
 async def test_32_idle_sessions_stay_paid_for_5_minutes(node, renter):
     assert renter.poll_interval_s == 2.0  # the defaults the issue is about, not shrunk
