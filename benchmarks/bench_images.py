@@ -185,6 +185,9 @@ async def one_round(n: int, images: list[str], warm: int, requirements: str, ver
         packages={"upstream_url": index.url})
     node = await asyncio.to_thread(StackNode, tmp / "provider", ledger, config=config)
     try:
+        cache = node.node.package_cache  # a running node: its cache up before the first launch
+        if cache is not None and not await asyncio.to_thread(node.run, cache.wait_ready(), 200):
+            raise RuntimeError(f"the package cache did not start: {cache.reason}")
         renter = await asyncio.to_thread(Renter, procs, tmp / "renter", node.pinned_url,
                                          ledger.path, verify)
         for image in images:
