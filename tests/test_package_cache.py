@@ -64,7 +64,7 @@ def close_node(node: StackNode) -> None:
 
 def wait_cache(node: StackNode) -> None:
     cache = node.node.package_cache
-    assert node.run(cache.wait_ready(), timeout=200), f"the cache did not start: {cache.reason}"
+    assert node.run(cache.wait_ready(), timeout=360), f"the cache did not start: {cache.reason}"
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +295,7 @@ def test_a_cache_that_cannot_start_leaves_sessions_without_an_index(tmp_path, in
         node = make_node(tmp_path, index, "process", port=busy.getsockname()[1])
         try:
             cache = node.node.package_cache
-            assert not node.run(cache.wait_ready(), timeout=200)
+            assert not node.run(cache.wait_ready(), timeout=360)
             assert cache.state == "failed" and cache.reason
             assert cache.proc is None
             env = cache.session_env("s")

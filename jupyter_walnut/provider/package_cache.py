@@ -44,7 +44,9 @@ from .runtimes.relay import PACKAGE_HOST, TcpRelay
 log = logging.getLogger("walnut.provider")
 
 INDEX = "root/pypi"  # devpi's mirror index
-START_TIMEOUT_S = 120.0  # devpi derives its signing key with argon2 at start: seconds here
+# devpi derives its signing key with argon2 at every start: 7-12 s on an idle 2-core machine,
+# over a minute on a loaded one
+START_TIMEOUT_S = 300.0
 _FILE_GET = re.compile(r"\] GET /root/pypi/\+f/")
 _UPSTREAM_FETCH = re.compile(r"reading remote: ")
 _PR_SET_PDEATHSIG = 1
