@@ -221,7 +221,7 @@ def test_requirements_the_image_has_are_ready_before_the_kernel_and_the_relaunch
     renter = Renter(node)
     created = renter.launch("numpy\n")
     status, seen = renter.follow(created["id"])
-    assert status["status"] == "running", status
+    assert status["status"] == "running", (status["reason"], status["environment"])
     assert status["environment"]["state"] == "ready"
     assert "resolving" in [e["state"] for e in seen]
     result = renter.execute(created, "import numpy; print(numpy.__name__)")
@@ -230,7 +230,7 @@ def test_requirements_the_image_has_are_ready_before_the_kernel_and_the_relaunch
     # the same renter, the same requirements written differently: the prepared environment
     again = renter.launch("# again\nNumPy\n")
     status, seen = renter.follow(again["id"])
-    assert status["status"] == "running", status
+    assert status["status"] == "running", (status["reason"], status["environment"])
     assert status["environment"]["state"] == "cached"
     assert not {"downloading", "installing"} & {e["state"] for e in seen}  # no pip run
     result = renter.execute(again, "import numpy; print(numpy.__name__)")
@@ -249,7 +249,7 @@ def test_requirements_install_from_the_nodes_cache_with_progress_and_a_relaunch_
     renter = Renter(node)
     created = renter.launch("tabulate\ntoolz  # small, pure Python, in no image\n")
     status, seen = renter.follow(created["id"])
-    assert status["status"] == "running", status
+    assert status["status"] == "running", (status["reason"], status["environment"])
     env = status["environment"]
     # pip's "Installing collected packages: tabulate, toolz", read as 2 of 2
     assert (env["state"], env["done"], env["total"]) == ("ready", 2, 2), env
@@ -268,7 +268,7 @@ def test_requirements_install_from_the_nodes_cache_with_progress_and_a_relaunch_
     # the relaunch: the prepared environment comes back, pip asks the cache for nothing
     again = renter.launch("toolz\ntabulate\n")
     status, seen = renter.follow(again["id"])
-    assert status["status"] == "running", status
+    assert status["status"] == "running", (status["reason"], status["environment"])
     assert status["environment"]["state"] == "cached"
     assert not {"downloading", "installing"} & {e["state"] for e in seen}
     assert node.node.package_cache.stats()["file_requests"] == served
