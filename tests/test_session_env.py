@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import docker_or_skip, provider_config
-from stack import StackNode
+from stack import StackNode, launch_kernel, renter_server_config
 from test_container_breakout import Session
 from walnut_gateway import env as session_env
 from walnut_gateway import pipwrap
@@ -198,6 +198,29 @@ def test_the_env_goes_with_the_session(node):
         with pytest.raises(docker.errors.NotFound):
             node.docker.volumes.get(resource_name(carol.id))
     assert env.endswith("/.walnut/env")
+
+
+# --- through the renter's Jupyter Server (kernels started with an env whitelist) ----------
+
+
+@pytest.fixture
+def jp_server_config(threaded_provider, tmp_path, ledger):
+    return renter_server_config(tmp_path / "renter", ledger.path, [threaded_provider.url])
+
+
+async def test_pip_through_the_renters_jupyter_server(jp_fetch, jp_ws_fetch, threaded_provider):
+    # the server's gateway client sends `env`: the kernel gets only the whitelisted variables
+    _, _, ws = await launch_kernel(jp_fetch, jp_ws_fetch, threaded_provider.url, 600_000)
+    name, data = make_wheel(PACKAGE, "3.0", PACKAGE, "VALUE = 'three'\n")
+    code = (f"import base64; open({name!r}, 'wb').write(base64.b64decode("
+            f"{base64.b64encode(data).decode()!r}))")
+    assert (await ws.execute(code)).status == "ok"
+    result = await ws.execute(f"%pip install --no-index ./{name}", timeout=180)
+    assert f"Successfully installed {PACKAGE.replace('_', '-')}-3.0" in output(result), \
+        output(result)
+    probe = await ws.execute(f"import os, sys, {PACKAGE}; print({PACKAGE}.VALUE, "
+                             "sys.prefix == os.environ['WALNUT_SESSION_ENV'])")
+    assert probe.stdout.split() == ["three", "True"], output(probe)
 
 
 # --- offline egress ---------------------------------------------------------------------------
