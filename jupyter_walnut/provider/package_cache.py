@@ -291,6 +291,9 @@ class PackageCache:
                 await asyncio.to_thread(proc.wait, 15)
         with contextlib.suppress(OSError):
             (self.directory / "devpi.pid").unlink(missing_ok=True)
+            Path(self.socket_path).unlink(missing_ok=True)
+            if Path(self.socket_path).parent != self.directory:  # the temporary one
+                Path(self.socket_path).parent.rmdir()
         self.state = "stopped"
 
     # --- what sessions and the operator see ---------------------------------------------
