@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -72,7 +73,8 @@ class ProviderThread:
 
             self.docker = docker.from_env()
             ensure_gateway_image(self.docker, progress=print)
-            rt = DockerRuntime(self.docker, provider_id="bench-" + self.identity.address[2:12])
+            rt = DockerRuntime(self.docker, provider_id="bench-" + self.identity.address[2:12],
+                               disk_dir=state_dir / "disks")
         else:
             from jupyter_walnut.provider.runtimes.process import ProcessRuntime
 
@@ -191,6 +193,7 @@ async def run(args) -> dict:
         await manager.shutdown(stop_sessions=True)
         ledger.close()
         provider.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
