@@ -499,6 +499,8 @@ def requirements_flow(stack: WalnutStack, page, shot: Shots) -> None:
     assert "No matching distribution found for nonexistent-package-xyz==1" in \
         failure.inner_text()
     assert "the budget was refunded in full" in failure.inner_text()
+    # the step that failed is marked so, once the server's record of it arrives
+    progress.locator('li.jp-mod-failed[data-step="environment"]').wait_for(timeout=30_000)
     shot("bad-requirement-failed", panel)
     wait_for(lambda: sui(balance.inner_text()) == before, 90,
              "the wallet to hold the whole budget again")
