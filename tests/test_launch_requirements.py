@@ -320,3 +320,31 @@ def test_a_provider_restart_while_requirements_install_fails_the_session_and_ref
     finally:
         second.stop()
         ledger.close()
+
+
+@pytest.mark.parametrize("bills_install", [True, False])
+def test_install_time_is_metered_only_where_the_offer_says_so(tmp_path, bills_install):
+    from jupyter_walnut.ledger import LocalLedger
+
+    ledger = LocalLedger(tmp_path / "ledger.sqlite")
+    stack = StackNode(tmp_path / "provider", ledger, config=provider_config(
+        provider={"name": "req-billing", "runtime": stack_runtime()},
+        settlement={"settle_after_s": 1, "min_challenge_period_s": 60,
+                    "bills_install": bills_install},
+        packages={"cache": "off"}))
+    try:
+        renter = Renter(stack)
+        assert stack.run(renter.client.status())["settlement"]["bills_install"] is bills_install
+        created = renter.launch("numpy\n")  # in the image: pip runs, resolves, installs nothing
+        status, _ = renter.follow(created["id"])
+        assert status["status"] == "running", (status["reason"], status["environment"])
+        renter.stop(created["id"])
+        rec = stack.store.get(created["id"])
+        ran_ms = (rec.ended_at - rec.started_at) * 1000  # wall time from `running` to the end
+        if bills_install:  # metered from the install's start: pip's run, at least 0.1 s
+            assert rec.running_ms > ran_ms + 100, (rec.running_ms, ran_ms)
+        else:
+            assert rec.running_ms <= ran_ms + 50, (rec.running_ms, ran_ms)  # clocks' rounding
+    finally:
+        stack.stop()
+        ledger.close()
