@@ -79,7 +79,9 @@ class OffersHandler(WalnutHandler):
     async def get(self) -> None:
         """?image=NAME&package=torch>=2&cuda=any|12|>=12.1 narrow the list (400 on a bad
         filter, before any provider is asked)."""
-        unknown = sorted(set(self.request.arguments) - {"image", "package", "cuda"})
+        # JupyterLab's requests carry a cache-busting `?<timestamp>`: not a filter
+        unknown = sorted(a for a in set(self.request.arguments) - {"image", "package", "cuda"}
+                         if not a.isdigit())
         if unknown:
             raise BadRequest(f"unknown filter: {unknown[0][:64]}")
         wanted = parse_image_filter(self.get_query_argument("image", None),
