@@ -254,7 +254,7 @@ setuid = sorted(p for d in ("/usr/bin", "/bin", "/usr/sbin", "/sbin") if os.path
                 if os.path.isfile(p) and os.stat(p).st_mode & 0o4000)
 runs = {"su": ["su", "root", "-c", "id -u"], "passwd": ["passwd"], "newgrp": ["newgrp", "root"],
         "mount": ["mount", "-t", "tmpfs", "x", "/mnt"]}
-import site, sys
+import sys, walnut_gateway
 out = {
     "setuid_binaries": setuid,
     "euid": {name: euid_of(args) for name, args in runs.items()
@@ -264,8 +264,11 @@ out = {
     "setuid0": attempt(lambda: os.setuid(0)),
     "setgid0": attempt(lambda: os.setgid(0)),
     "write_etc_passwd": attempt(lambda: open("/etc/passwd", "a").close()),
-    "plant_site_packages": attempt(lambda: plant(os.path.join(site.getsitepackages()[0],
-                                                              "sitecustomize.py"))),
+    # the image's own packages (the session's writable env over them is its own to change)
+    "plant_site_packages": attempt(lambda: plant(os.path.join(
+        os.path.dirname(os.path.dirname(walnut_gateway.__file__)), "sitecustomize.py"))),
+    "plant_stdlib": attempt(lambda: plant(os.path.join(os.path.dirname(os.__file__),
+                                                       "sitecustomize.py"))),
     "plant_usr_local_bin": attempt(lambda: plant("/usr/local/bin/python3")),
     "write_root": attempt(lambda: plant("/evil")),
     "chmod_setuid_in_tmp": attempt(lambda: (plant("/tmp/x"), os.chmod("/tmp/x", 0o4755))),
@@ -290,7 +293,7 @@ def test_setuid_binaries_and_root_writes_cannot_escalate(alice: Session) -> None
     for name, uids in probe["euid"].items():
         assert uids is not None and set(uids) == {"1000"}, (name, uids)
     for key in ("setuid0", "setgid0", "write_etc_passwd", "plant_site_packages",
-                "plant_usr_local_bin", "write_root"):
+                "plant_stdlib", "plant_usr_local_bin", "write_root"):
         assert probe[key] != "succeeded", (key, probe[key])
     # /tmp is writable, but a setuid bit there would mean nothing (nosuid, and no root)
     assert probe["mount"] != "succeeded"

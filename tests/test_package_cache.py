@@ -314,8 +314,8 @@ def test_process_sessions_install_from_the_cache_on_loopback(tmp_path, index) ->
         session = Session(node)
         env = session_env(session)
         assert env["PIP_INDEX_URL"] == f"http://127.0.0.1:{cache.port}/root/pypi/+simple/"
-        # this host's own pip.conf adds local indexes; the session must use the cache's only
-        session.execute(f"import os; os.environ['PIP_CONFIG_FILE'] = {os.devnull!r}")
+        # this host's own pip.conf adds local indexes: the session's pip must not read it
+        assert env.get("PIP_CONFIG_FILE") == os.devnull, env
         before = index.file_fetches("toolz")
         pip_install(session, "toolz")
         found = session.probe("import json, toolz; print(json.dumps(toolz.__file__))")

@@ -26,7 +26,8 @@ BASE_PTH = "zz_walnut_image.pth"  # after editable installs' .pth files: theirs 
 # pip settings the provider gives sessions; every other PIP_* of the host is dropped
 PROVIDER_PIP = ("PIP_INDEX_URL", "PIP_TRUSTED_HOST")
 # what kernels see of the gateway's environment, besides PATH
-KERNEL_VARS = (*PROVIDER_PIP, "PIP_DISABLE_PIP_VERSION_CHECK", "WALNUT_PACKAGE_INDEX",
+KERNEL_VARS = (*PROVIDER_PIP, "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_CONFIG_FILE",
+               "WALNUT_PACKAGE_INDEX",
                "WALNUT_EGRESS", ENV_VAR, "VIRTUAL_ENV")
 IPYTHON_CONFIG = """\
 # Written by walnut_gateway at every start: the session's %pip and %conda magics.
@@ -105,6 +106,8 @@ def session_environ(environ: dict[str, str], env_dir: Path) -> dict[str, str]:
     out[ENV_VAR] = str(env_dir)
     out["VIRTUAL_ENV"] = str(env_dir)
     out["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"  # no call home on every install
+    # the host's pip.conf files (extra indexes, find-links to host paths) are no session's
+    out["PIP_CONFIG_FILE"] = os.devnull
     bindir = str(env_dir / "bin")
     rest = [p for p in environ.get("PATH", os.defpath).split(os.pathsep) if p and p != bindir]
     out["PATH"] = os.pathsep.join([bindir, *rest])
