@@ -183,3 +183,14 @@ def pytest_runtest_makereport(item, call):
     if not any(word in reason for word in ALLOWED_CI_SKIPS):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which must run it: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_main_module():
+    """An in-process IPython shell (the magics tests) puts its user namespace, a module with
+    no __spec__, in sys.modules['__main__'], which breaks multiprocessing's spawn in every
+    later test: each test gets back the __main__ it started with."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
