@@ -45,6 +45,9 @@ class PackageIndex:
         self.files = {p.name: p for p in sorted(Path(directory).glob("*.whl"))}
         self.requests: collections.Counter[str] = collections.Counter()
         self.tampered: set[str] = set()  # projects whose file's bytes no longer match its hash
+        # projects whose file download waits until `release(project)`: a test can see an
+        # install in progress however fast it would otherwise be
+        self.held: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         index = self
 
@@ -52,6 +55,10 @@ class PackageIndex:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 with index._lock:
                     index.requests[self.path] += 1
+                gate = index.held.get(index.project(self.path[7:])) \
+                    if self.path.startswith("/files/") else None
+                if gate is not None:
+                    gate.wait(120)  # bounded: a test that never releases fails, not hangs
                 status, body, kind = index.answer(self.path)
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
@@ -97,6 +104,14 @@ class PackageIndex:
             return 200, f"<html><body>{links}</body></html>".encode(), "text/html"
         return 404, b"not found", "text/plain"
 
+    def hold(self, project: str) -> None:
+        self.held[project] = threading.Event()
+
+    def release(self, project: str) -> None:
+        gate = self.held.pop(project, None)
+        if gate is not None:
+            gate.set()
+
     def file_fetches(self, project: str) -> int:
         """How often the file of `project` was downloaded from this index."""
         with self._lock:
@@ -104,5 +119,7 @@ class PackageIndex:
                        if path.startswith("/files/") and self.project(path[7:]) == project)
 
     def close(self) -> None:
+        for project in list(self.held):
+            self.release(project)
         self.server.shutdown()
         self.server.server_close()

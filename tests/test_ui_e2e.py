@@ -351,6 +351,7 @@ def req_stack():
         # loaded shared test machine fails, and this test is about the environment
         with WalnutStack(root, provider_url=node.pinned_url,
                          lab_args=("--RenterManager.verify_launches=False",)) as s:
+            s.upstream = upstream
             yield s
     finally:
         node.stop()
@@ -414,6 +415,9 @@ def launch_with_requirements(panel, requirements: str, shot, name: str):
     return launch, progress
 
 
+IN_PROGRESS = ("resolving", "downloading", "installing")
+
+
 def requirements_flow(stack: WalnutStack, page, shot: Shots) -> None:
     page.goto(stack.lab_url)
     page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
@@ -427,7 +431,9 @@ def requirements_flow(stack: WalnutStack, page, shot: Shots) -> None:
              "the funded balance")
     funded = sui(balance.inner_text())
 
-    # 1. a package no session image has: the provider installs it from its cache, live
+    # 1. a package no session image has: the provider installs it from its cache, live; its
+    # download waits until the sidebar has shown the install under way
+    stack.upstream.hold("tabulate")
     launch, progress = launch_with_requirements(panel, "tabulate\n", shot, "install")
     env = progress.get_by_test_id("walnut-env-progress")
     seen: list[str] = []
@@ -437,15 +443,16 @@ def requirements_flow(stack: WalnutStack, page, shot: Shots) -> None:
             text = env.first.inner_text().strip()
             if text and (not seen or seen[-1] != text):
                 seen.append(text)
-                if text.startswith(("downloading", "installing")):
+                if text.startswith(IN_PROGRESS) and "tabulate" in text:  # pip's own step
                     shot("install-progress", panel)
+                    stack.upstream.release("tabulate")
         failed = progress.locator(".jp-Walnut-error")
         if failed.count():
             raise AssertionError(f"the launch failed: {failed.first.inner_text()}")
         return launch.get_by_text("Ready", exact=True).count() > 0
 
     wait_for(ready, 300, "the launch with requirements", interval=0.05)
-    assert any(t.startswith(("resolving", "downloading", "installing")) for t in seen), seen
+    assert any(t.startswith(IN_PROGRESS) and "tabulate" in t for t in seen), seen
     done = progress.locator("li.jp-mod-done").all_inner_texts()
     assert [d.splitlines()[0] for d in done] == [
         "Getting the provider's quote", "Opening the payment channel", "Creating the session",

@@ -44,6 +44,7 @@ from .runtimes.relay import PACKAGE_HOST, TcpRelay
 log = logging.getLogger("walnut.provider")
 
 INDEX = "root/pypi"  # devpi's mirror index
+UPSTREAM_TIMEOUT_S = 60  # how long devpi waits for its upstream (pip's own is 15 s per read)
 # devpi derives its signing key with argon2 at every start: 7-12 s on an idle 2-core machine,
 # over a minute on a loaded one
 START_TIMEOUT_S = 300.0
@@ -226,7 +227,10 @@ class PackageCache:
             self.proc = subprocess.Popen(
                 [self.python, "-m", "devpi_server", "--serverdir", str(self.serverdir),
                  "--unix-socket", self.socket_path, "--unix-socket-perms", "600",
-                 "--restrict-modify", "root", "--secretfile", str(secret)],
+                 "--restrict-modify", "root", "--secretfile", str(secret),
+                 # devpi's 5 s default for an upstream answer fails installs (502, or a
+                 # project with no versions) on a slow link or a busy upstream
+                 "--request-timeout", str(UPSTREAM_TIMEOUT_S)],
                 env=self._env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent, close_fds=True)
         finally:
