@@ -67,7 +67,8 @@ ENV_PROBE = r"""
 import json, os, sys, numpy
 print(json.dumps({"prefix": sys.prefix, "env": os.environ.get("WALNUT_SESSION_ENV"),
                   "numpy": numpy.__file__, "path": os.environ.get("PATH", "").split(":")[0],
-                  "pip_vars": sorted(k for k in os.environ if k.startswith("PIP_"))}))
+                  "pip_vars": sorted(k for k in os.environ if k.startswith("PIP_")),
+                  "pip_config_file": os.environ.get("PIP_CONFIG_FILE")}))
 """
 
 
@@ -128,7 +129,9 @@ def test_kernel_runs_in_the_session_env(alice):
     assert not probe["numpy"].startswith(probe["env"]), probe  # the image's numpy
     # the host's PIP_FIND_LINKS and friends do not reach the session
     assert set(probe["pip_vars"]) <= {"PIP_INDEX_URL", "PIP_TRUSTED_HOST",
-                                      "PIP_DISABLE_PIP_VERSION_CHECK"}, probe
+                                      "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_CONFIG_FILE"}, probe
+    # nor do the host's pip.conf files (extra indexes, find-links to host paths)
+    assert probe["pip_config_file"] == os.devnull, probe
 
 
 def test_percent_pip_installs_and_imports_at_once(node, alice):
