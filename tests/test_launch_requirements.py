@@ -19,9 +19,9 @@ from package_index import PackageIndex, host_wheels
 from stack import StackNode, stack_runtime
 
 from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.requirements import parse_requirements
 from jupyter_walnut.ledger.base import normalize_channel_id
 from jupyter_walnut.provider.environment_prep import PipProgress, PreparedEnvironments
-from jupyter_walnut.provider.requirements import parse_requirements
 from jupyter_walnut.renter.provider_client import ProviderAPIError
 
 PRICE = 1000

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .requirements import Requirements
+from ..common.requirements import Requirements
 from .runtimes import Runtime, RuntimeHandle
 from .session_request import SessionError
 from .store import SessionRecord, SessionStore

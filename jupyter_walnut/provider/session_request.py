@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..common.errors import StatusError
 from ..common.numbers import MAX_SECONDS, optional_int
-from .requirements import Requirements, parse_requirements
+from ..common.requirements import Requirements, parse_requirements
 
 
 class SessionError(StatusError):

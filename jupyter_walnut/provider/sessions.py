@@ -15,12 +15,12 @@ from pathlib import Path
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..common.protocol import token_auth
+from ..common.requirements import Requirements
 from .admission import Admission
 from .config import ProviderConfig
 from .environment_prep import EnvironmentPrep, PreparedEnvironments
 from .hardware import Hardware
 from .metering import Metering
-from .requirements import Requirements
 from .runtimes import Runtime, RuntimeError_, RuntimeHandle, SessionSpec
 from .session_request import SessionError, SessionRequest, hash_token
 from .session_settlement import SessionSettlement

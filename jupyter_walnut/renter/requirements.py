@@ -3,8 +3,8 @@
 
 The provider installs them in the session's environment before it hands the kernel over
 (POST /sessions `requirements`, contract C4). They are checked here first, by the same
-rules the provider applies, so that a bad file is refused before any money moves: no
-channel is opened for a launch the provider would refuse.
+rules the provider applies (common/requirements.py), so that a bad file is refused before
+any money moves: no channel is opened for a launch the provider would refuse.
 """
 
 from __future__ import annotations
@@ -16,54 +16,17 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
+from ..common.requirements import MAX_REQUIREMENTS_BYTES, RequirementsError, parse_requirements
 
-from ..common.errors import BadRequest
-
-MAX_REQUIREMENTS_BYTES = 64 * 1024
 # the packages a kernel already runs on: pinning them to the renter's versions could
 # replace the session's kernel under it
 KERNEL_PACKAGES = frozenset({"IPython", "ipykernel", "jupyter_client", "jupyter_core",
                              "traitlets", "tornado", "zmq", "jupyter_walnut"})
 
 
-_ARCHIVE = re.compile(r"\.(whl|zip|tar|tar\.\w+|tgz|tbz2?|txz)$")  # pip reads these as files
-
-
-class RequirementsError(BadRequest):
-    """Requirements that cannot be sent: unreadable, too large, or a line pip would take
-    as an option, a path or a URL (the provider installs from its own index only)."""
-
-
 def check_requirements(text: str) -> str:
     """The text as it is sent, once each line is one plain requirement (or a comment)."""
-    if not isinstance(text, str):
-        raise RequirementsError("requirements must be text")
-    if len(text.encode()) > MAX_REQUIREMENTS_BYTES:
-        raise RequirementsError(f"requirements are larger than {MAX_REQUIREMENTS_BYTES // 1024} "
-                                "KiB")
-    if "\x00" in text:
-        raise RequirementsError("requirements must be text (a NUL byte was found)")
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = re.split(r"(^|\s)#", raw, maxsplit=1)[0].strip()
-        if not line:
-            continue
-        where = f"requirements line {number} ({line[:80]!r})"
-        if line.startswith("-"):
-            raise RequirementsError(f"{where}: options such as -r, -e or --index-url are not "
-                                    "accepted; the provider installs from its own index")
-        lowered = line.lower()
-        if "://" in line or lowered.startswith("file:") or line.startswith((".", "/", "~")) \
-                or "\\" in line or _ARCHIVE.search(lowered):
-            raise RequirementsError(f"{where}: paths and URLs are not accepted; name a "
-                                    "package, e.g. pandas==2.2.3")
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement as exc:
-            raise RequirementsError(f"{where} is not a requirement: "
-                                   f"{str(exc).splitlines()[0]}") from None
-        if requirement.url:
-            raise RequirementsError(f"{where}: URL requirements are not accepted")
+    parse_requirements(text)
     return text
 
 

@@ -1,5 +1,7 @@
 """Requirements a renter asks the provider to install at launch (issue #15, contract C4):
-checked, normalized and hashed here; installed by environment_prep.py.
+checked, normalized and hashed here, by the same rules on both sides (the renter refuses a
+bad file before any money moves; the provider refuses it again, trusting no renter);
+installed by provider/environment_prep.py.
 
 Only plain requirements are taken (`pandas==2.2.3`, `scipy>=1.11`, `requests[socks]`, with
 markers): pip would read an option line (-r, -c, -e, -f, --index-url, ...), a path or a URL
@@ -16,13 +18,14 @@ from dataclasses import dataclass
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..common.errors import BadRequest
+from .errors import BadRequest
 
 MAX_REQUIREMENTS_BYTES = 64 * 1024
 
 
 class RequirementsError(BadRequest):
-    """Requirements the provider refuses to install (400); the message names the line."""
+    """Requirements that cannot be installed (400): unreadable, too large, or a line pip would
+    take as an option, a path or a URL; the message names the line."""
 
 
 _COMMENT = re.compile(r"(^|\s)#")
@@ -85,8 +88,8 @@ def parse_requirements(text: object) -> Requirements:
         try:
             req = Requirement(line)
         except InvalidRequirement as exc:
-            raise _refuse(number, line, "not a requirement: "
-                                        + str(exc).splitlines()[0][:200]) from None
+            raise RequirementsError(f"requirements line {number} ({line[:100]!r}) is not a "
+                                    f"requirement: {str(exc).splitlines()[0][:200]}") from None
         if req.url:
             raise _refuse(number, line, "URL requirements are not accepted")
         lines.add(_canonical(req))
