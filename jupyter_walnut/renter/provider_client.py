@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
@@ -116,39 +117,38 @@ class ProviderClient:
     async def wait_running(self, session_id: str, timeout: float = 120.0,
                            on_status=None) -> dict:
         """Poll until the session runs; raises with the provider's reason if it failed."""
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            session = await self.get_session(session_id)
-            if on_status is not None:
-                on_status(session)
-            if session["status"] == "running":
-                return session
-            if session["status"] in ("failed", "stopped"):
-                raise ProviderAPIError(409, f"session {session['status']}: {session['reason']}")
-            if time.monotonic() > deadline:
-                raise ProviderAPIError(0, f"session did not start within {timeout:.0f}s")
-            await asyncio.sleep(delay)  # polling a remote service, bounded by the deadline
-            delay = min(delay * 1.5, 0.5)
+        return await self._wait_session(
+            session_id, timeout, on_status, lambda session: session["status"] == "running",
+            f"session did not start within {timeout:.0f}s")
 
     async def wait_environment(self, session_id: str, timeout: float, on_status=None) -> dict:
         """Poll while the provider prepares the session's requirements (issue #15): returns
         the session once its environment is ready (or cached), or once it runs; raises with
         the provider's reason if it failed. `on_status` sees each status on the way."""
+        def prepared(session: dict) -> bool:
+            state = (session.get("environment") or {}).get("state")
+            return session["status"] == "running" or state in ("ready", "cached")
+
+        return await self._wait_session(
+            session_id, timeout, on_status, prepared,
+            f"the session's requirements were not installed within {timeout:.0f}s")
+
+    async def _wait_session(self, session_id: str, timeout: float, on_status,
+                            done: Callable[[dict], bool], too_late: str) -> dict:
+        """Poll the session's status until `done` says so; a failed or stopped session raises
+        with the provider's reason, a deadline passed with `too_late`."""
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
             session = await self.get_session(session_id)
             if on_status is not None:
                 on_status(session)
-            state = (session.get("environment") or {}).get("state")
-            if session["status"] == "running" or state in ("ready", "cached"):
+            if done(session):
                 return session
             if session["status"] in ("failed", "stopped"):
                 raise ProviderAPIError(409, f"session {session['status']}: {session['reason']}")
             if time.monotonic() > deadline:
-                raise ProviderAPIError(0, "the session's requirements were not installed "
-                                          f"within {timeout:.0f}s")
+                raise ProviderAPIError(0, too_late)
             await asyncio.sleep(delay)  # polling a remote service, bounded by the deadline
             delay = min(delay * 1.5, 0.5)
 
