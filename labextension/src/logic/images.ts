@@ -75,8 +75,12 @@ export function imageMeets(image: IImageInfo, clause: IPackageClause): boolean {
   if (clause.op === '=') {
     return clause.version.every((n, i) => release[i] === n);
   }
-  const c = compareRelease(release, clause.version);
-  switch (clause.op) {
+  return meetsOp(compareRelease(release, clause.version), clause.op);
+}
+
+/** Whether a comparison's result (-1, 0, 1: left against right) satisfies `op`. */
+export function meetsOp(c: number, op: VersionOp): boolean {
+  switch (op) {
     case '>=':
       return c >= 0;
     case '<=':
@@ -85,6 +89,8 @@ export function imageMeets(image: IImageInfo, clause: IPackageClause): boolean {
       return c > 0;
     case '<':
       return c < 0;
+    case '=':
+      return c === 0;
   }
 }
 

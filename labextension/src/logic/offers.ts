@@ -1,6 +1,13 @@
 /** Filtering and sorting the provider offers table. Prices compare exactly (BigInt). */
 
-import { IPackageClause, matchingImages, normalisePackage, releaseOf, VersionOp } from './images';
+import {
+  IPackageClause,
+  matchingImages,
+  meetsOp,
+  normalisePackage,
+  releaseOf,
+  VersionOp
+} from './images';
 import { parseSui, perHour, toMist } from './money';
 import { IOffer } from './types';
 
@@ -187,19 +194,7 @@ function compare(a: bigint | number, b: bigint | number): number {
 }
 
 function test(value: bigint | number, op: Op, target: bigint | number): boolean {
-  const c = compare(value, target);
-  switch (op) {
-    case '>=':
-      return c >= 0;
-    case '<=':
-      return c <= 0;
-    case '>':
-      return c > 0;
-    case '<':
-      return c < 0;
-    case '=':
-      return c === 0;
-  }
+  return meetsOp(compare(value, target), op);
 }
 
 export function matchesFilter(offer: IOffer, filter: IFilter): boolean {
