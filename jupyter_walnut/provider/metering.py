@@ -91,17 +91,25 @@ class Metering:
     async def meter_once(self) -> None:
         for session_id in list(self._unsaved):
             self._write_end(session_id)
-        for rec in self.store.list(statuses=("running",)):
-            if rec.id in self._unsaved:
-                continue
-            try:
-                self.checkpoint(rec.id)
-                rec = self.store.get(rec.id)
-            except StorageError as exc:
-                log.error("metering session %s: %s", rec.id, exc.message)
-                # judged on the time it really ran: the checkpoint stays where it was
-                rec = replace(rec, running_ms=rec.running_ms
-                              + self._unmetered_ms(rec.id, time.monotonic()))
+        running = [rec for rec in self.store.list(statuses=("running",))
+                   if rec.id not in self._unsaved]
+        mono, wall = time.monotonic(), time.time()
+        deltas = [(rec.id, self._unmetered_ms(rec.id, mono), wall)
+                  for rec in running if rec.id in self._mono]
+        try:
+            self.store.add_running_times(deltas)  # every session's checkpoint, one commit
+        except StorageError as exc:
+            log.error("metering %d sessions: %s", len(deltas), exc.message)
+            # judged on the time they really ran: the checkpoints stay where they were
+            running = [replace(rec, running_ms=rec.running_ms + self._unmetered_ms(rec.id, mono))
+                       for rec in running]
+        else:
+            for session_id, _, _ in deltas:
+                self._mono[session_id] = mono
+            listed = {rec.id for rec in running}
+            running = [rec for rec in self.store.list(statuses=("running",))
+                       if rec.id in listed]
+        for rec in running:
             if rec.running_ms >= rec.max_seconds * 1000:
                 await self.sessions.stop(rec.id, reason=self._limit_reason(rec),
                                          status="stopped")

@@ -233,13 +233,29 @@ class SessionStore(MoneyStore):
     def add_running_time(self, session_id: str, delta_ms: int, wall: float) -> None:
         """Metering: add elapsed running time (up to the session's maximum) and move the
         checkpoint, in one statement."""
-        with self._db_locked():
-            self._db.execute(
-                # a session is never metered past the time it bought (max_seconds)
-                "UPDATE sessions SET running_ms = MIN(running_ms + ?, max_seconds * 1000), "
-                "checkpoint_wall = ? WHERE id = ? AND status = 'running'",
-                (max(0, int(delta_ms)), wall, session_id),
-            )
+        self.add_running_times([(session_id, delta_ms, wall)])
+
+    def add_running_times(self, deltas: list[tuple[str, int, float]]) -> None:
+        """Metering of many sessions in ONE transaction: (session id, elapsed ms, wall
+        time) each. One commit (one WAL sync) a metering pass instead of one a session,
+        which was a quarter of a core at 64 sessions; all of them or none are written."""
+        rows = [(max(0, int(delta_ms)), wall, session_id)
+                for session_id, delta_ms, wall in deltas]
+        if not rows:
+            return
+        with self._db_locked() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    # a session is never metered past the time it bought (max_seconds)
+                    "UPDATE sessions SET running_ms = MIN(running_ms + ?, max_seconds * 1000),"
+                    " checkpoint_wall = ? WHERE id = ? AND status = 'running'", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
 
 
 
