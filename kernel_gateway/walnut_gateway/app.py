@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from kernel_gateway.gatewayapp import KernelGatewayApp
 
+from walnut_gateway import terminals
+
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 
 
@@ -14,3 +16,4 @@ class WalnutGatewayApp(KernelGatewayApp):
         super().init_webapp()
         # tornado's 10 MiB default would close the socket on one large output message
         self.web_app.settings["websocket_max_message_size"] = MAX_MESSAGE_SIZE
+        terminals.mount(self)  # a shell in the session (issue #16)
