@@ -222,11 +222,18 @@ def test_sweep_over_two_providers(tmp_path, ledger, two_providers):
         running = sum(1 for s in jm.renter.store.list(statuses=("running",)))
         peak["max"] = max(peak["max"], running)
 
+    # requirements the image has: each run's session prepares them before its kernel
     sweep = asyncio.run(run_sweep(jm, nb, points, budget_mist=4 * BUDGET, concurrency=2,
-                                  on_progress=seen))
+                                  requirements="numpy\n", on_progress=seen))
     jobs = jm.store.list(sweep_id=sweep["id"])
     assert len(jobs) == 4 and all(j["status"] == "succeeded" for j in jobs), \
         [j["error"] for j in jobs]
+    sessions = jm.renter.store.list()
+    assert len(sessions) >= 4 and all(s.extra.get("requirements") == "numpy\n"
+                                      for s in sessions)
+    # a node's second run restores the environment its first one prepared
+    states = [s.extra["environment"]["state"] for s in sessions]
+    assert set(states) <= {"ready", "cached"} and "cached" in states, states
     assert sum(j["budget_mist"] for j in jobs) <= 4 * BUDGET
     assert {j["attempts"][0]["node"] for j in jobs} == {"node-0", "node-1"}
     assert peak["max"] <= 2

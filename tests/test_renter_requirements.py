@@ -228,6 +228,10 @@ def test_the_magic_and_the_job_cli_refuse_a_bad_file_in_one_line(tmp_path, monke
     code = main(["job", "submit", str(nb), "--budget", "1000", "--requirements", str(bad)])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "requirements line 2" in err
+    code = main(["sweep", str(nb), "--grid", "lr=0.1,0.2", "--budget", "1000",
+                 "--requirements", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "requirements line 2" in err
     assert main(["job", "list"]) == 0
     assert "0 job(s)" in capsys.readouterr().out
 

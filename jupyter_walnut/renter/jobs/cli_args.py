@@ -41,6 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, default=2, help="retries on another offer after a "
                    "provider or kernel failure (default 2)")
     p.add_argument("--image", default="python")
+    p.add_argument("--requirements", metavar="FILE",
+                   help="pip requirements the provider installs before each run")
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,8 +57,6 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_argument("--cell-timeout", type=int, metavar="S")
     sub.add_argument("--name")
     sub.add_argument("--wait", action="store_true", help="follow it until it ends")
-    sub.add_argument("--requirements", metavar="FILE",
-                     help="pip requirements the provider installs before the job runs")
     ls = actions.add_parser("list", help="your jobs")
     ls.add_argument("--sweep", help="only the runs of this sweep")
     for name, text in (("status", "follow once and show a job"),
@@ -113,8 +113,7 @@ def run_job_command(args: argparse.Namespace, jm: JobManager, ui: Any,
     if action == "list":
         return jobs_table(jm.store.list(sweep_id=args.sweep))
     if action == "submit":
-        requirements = read_requirements_file(args.requirements) if args.requirements \
-            else None  # a bad file is one line, before anything is recorded or paid
+        requirements = _requirements(args)
         job = jm.create(args.path, files=_files(args.files), budget_mist=args.budget,
                         parameters=_params(args.param), offer=_offer(args.offer, listed),
                         max_retries=args.retries, redundancy=args.redundancy,
@@ -150,8 +149,15 @@ def run_job_command(args: argparse.Namespace, jm: JobManager, ui: Any,
     return job if getattr(args, "json", False) else job_table(job)
 
 
+def _requirements(args: argparse.Namespace) -> str | None:
+    """--requirements FILE's text: a bad file is one line, before anything is recorded or
+    paid."""
+    return read_requirements_file(args.requirements) if args.requirements else None
+
+
 def run_sweep_command(args: argparse.Namespace, jm: JobManager, ui: Any,
                       listed: list[dict] | None = None) -> Table:
+    requirements = _requirements(args)
     if args.points:
         points = json.loads(args.points.read_text())
         if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
@@ -163,7 +169,7 @@ def run_sweep_command(args: argparse.Namespace, jm: JobManager, ui: Any,
     sweep = ui.run(lambda progress: run_sweep(
         jm, args.path, points, budget_mist=args.budget, concurrency=args.concurrency,
         files=_files(args.files), offer=_offer(args.offer, listed), max_retries=args.retries,
-        on_progress=progress))
+        image=args.image, requirements=requirements, on_progress=progress))
     table, _ = summary(jm.store.list(sweep_id=sweep["id"]), args.metric, args.maximize)
     table.title = f"sweep {sweep['id']}: {table.title}"
     return table

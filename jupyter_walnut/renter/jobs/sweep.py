@@ -34,9 +34,12 @@ def expand_grid(grid: dict[str, list]) -> list[dict[str, Any]]:
 
 async def run_sweep(jm: JobManager, path: str | Path, points: list[dict[str, Any]], *,
                     budget_mist: int, concurrency: int = 2, files: list = (),
-                    offer: str | None = None, max_retries: int = 1,
+                    offer: str | None = None, max_retries: int = 1, image: str = "python",
+                    requirements: str | None = None,
                     on_progress: Callable[[str], None] | None = None) -> dict:
-    """Run every point; the total budget is split evenly, so the sweep never spends more."""
+    """Run every point; the total budget is split evenly, so the sweep never spends more.
+    Every run installs the same `requirements` first (the provider's environment cache
+    makes the second run on a node start without pip)."""
     if not points:
         raise JobError("a sweep needs at least one parameter set")
     if concurrency < 1:
@@ -46,8 +49,8 @@ async def run_sweep(jm: JobManager, path: str | Path, points: list[dict[str, Any
         raise JobError(f"a budget of {budget_mist} MIST cannot cover {len(points)} runs")
     sweep_id = "sweep-" + secrets.token_hex(4)
     jobs = [jm.create(path, files=files, budget_mist=per_job, parameters=p, offer=offer,
-                      max_retries=max_retries, sweep_id=sweep_id,
-                      name=f"{Path(path).name} {p}") for p in points]
+                      max_retries=max_retries, sweep_id=sweep_id, image=image,
+                      requirements=requirements, name=f"{Path(path).name} {p}") for p in points]
     gate = asyncio.Semaphore(concurrency)
     busy: dict[str, str] = {}  # job id -> provider url, to spread runs over providers
     done = 0
