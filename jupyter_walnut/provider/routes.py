@@ -41,8 +41,8 @@ def make_app(node: ProviderNode) -> web.Application:
             (rf"{API}/sessions/{SESSION_ID}", SessionHandler),
             (rf"{API}/sessions/{SESSION_ID}/vouchers", VouchersHandler),
             (rf"{API}/sessions/{SESSION_ID}/topup", TopUpHandler),
-            (rf"{API}/sessions/{SESSION_ID}/gateway/(api/kernels/[^/]+/channels)",
-             GatewayWebsocketHandler),
+            (rf"{API}/sessions/{SESSION_ID}/gateway/"
+             r"(api/kernels/[^/]+/channels|terminals/websocket/\w+)", GatewayWebsocketHandler),
             (rf"{API}/sessions/{SESSION_ID}/gateway/(.*)", GatewayProxyHandler),
             (r"/metrics", MetricsHandler),
             *job_routes(),

@@ -16,11 +16,13 @@ from .handlers import (
     WalletHandler,
 )
 from .jobs_handlers import jobs_handlers
+from .terminal_handlers import terminal_handlers
 
 
 def handlers() -> list[tuple[str, type]]:
     sid = f"({SESSION_ID_PATTERN})"
     return [*jobs_handlers(), *analytics_handlers(),
+        *terminal_handlers(sid),
         (r"/walnut/offers", OffersHandler),
         (r"/walnut/sessions", SessionsHandler),
         (rf"/walnut/sessions/{sid}", SessionHandler),
