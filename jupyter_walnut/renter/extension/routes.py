@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ...common.protocol import SESSION_ID_PATTERN
 from .analytics_handlers import analytics_handlers
+from .drive_handlers import drive_handlers
 from .handlers import (
     FundHandler,
     OffersHandler,
@@ -21,7 +22,7 @@ from .terminal_handlers import terminal_handlers
 
 def handlers() -> list[tuple[str, type]]:
     sid = f"({SESSION_ID_PATTERN})"
-    return [*jobs_handlers(), *analytics_handlers(),
+    return [*jobs_handlers(), *analytics_handlers(), *drive_handlers(sid),
         *terminal_handlers(sid),
         (r"/walnut/offers", OffersHandler),
         (r"/walnut/sessions", SessionsHandler),
