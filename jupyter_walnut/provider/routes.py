@@ -25,6 +25,7 @@ from .app import (
     VouchersHandler,
     log_request,
 )
+from .gateway_stream import routes as stream_routes
 from .jobs import routes as job_routes
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def make_app(node: ProviderNode) -> web.Application:
             (rf"{API}/sessions/{SESSION_ID}/topup", TopUpHandler),
             (rf"{API}/sessions/{SESSION_ID}/gateway/"
              r"(api/kernels/[^/]+/channels|terminals/websocket/\w+)", GatewayWebsocketHandler),
+            *stream_routes(SESSION_ID, API),  # workspace uploads and downloads, streamed
             (rf"{API}/sessions/{SESSION_ID}/gateway/(.*)", GatewayProxyHandler),
             (r"/metrics", MetricsHandler),
             *job_routes(),
