@@ -20,8 +20,8 @@ from .runtimes.slurm import SlurmPlacement, SlurmSettings
 from .settlement import SettlementPolicy
 
 __all__ = ["DAYS", "Availability", "ConfigError", "DeprecatedKeyWarning", "Image",
-           "ProviderConfig", "Shape", "Window", "default_config_text", "load_config",
-           "parse_config", "slurm_config_text"]
+           "ProviderConfig", "ResultsPolicy", "Shape", "Window", "default_config_text",
+           "load_config", "parse_config", "slurm_config_text"]
 
 # provider.toml's settlement keys -> SettlementPolicy's fields (the old key names)
 _SETTLEMENT_FIELDS = {"grace_s": "grace_seconds", "min_prepaid_s": "min_prepaid_seconds"}
@@ -71,6 +71,26 @@ class Availability:
 
 
 @dataclass(frozen=True)
+class ResultsPolicy:
+    """provider.toml's [results]: how long, how much, at what price, how long to save."""
+
+    keep_hours: float = 24.0
+    max_mb: int = 1024
+    price_mist_per_gb_hour: int = 0
+    save_timeout_s: int = 60
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_mb << 20
+
+    def offer(self) -> dict:
+        """What the offer says of it (GET /status, under settlement)."""
+        return {"keep_hours": self.keep_hours, "max_mb": self.max_mb,
+                "price_mist_per_gb_hour": self.price_mist_per_gb_hour,
+                "enabled": self.max_mb > 0 and self.keep_hours > 0}
+
+
+@dataclass(frozen=True)
 class ProviderConfig:
     """The node's settings; defaults live in config_schema.py, not here."""
 
@@ -104,6 +124,8 @@ class ProviderConfig:
     # [environments]: prepared-environment cache bound and install timeout (issue #15)
     environments_cache_mb: int = 10240
     install_timeout_s: int = 1800
+    # [results]: a session's changed files kept for its renter after it ends (issue #16)
+    results: ResultsPolicy = ResultsPolicy()
 
     def shape(self, name: str) -> Shape | None:
         return next((s for s in self.shapes if s.name == name), None)
@@ -210,6 +232,7 @@ def parse_config(data: dict) -> ProviderConfig:
         packages_port=values["packages"]["port"],
         environments_cache_mb=values["environments"]["cache_mb"],
         install_timeout_s=values["environments"]["install_timeout_s"],
+        results=ResultsPolicy(**values["results"]),
     )
 
 

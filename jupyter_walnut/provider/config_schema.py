@@ -274,6 +274,19 @@ ENVIRONMENTS = _section(
              "install, in seconds; then the launch fails.", minimum=10),
 )
 
+RESULTS = _section(
+    "results",
+    Field("keep_hours", "number", "Hours a session's results (files created or changed in its "
+          "workspace) are kept for its renter after it ends; 0 keeps none.", 24, minimum=0,
+          maximum=24 * 365),
+    Field("max_mb", "int", "Most MiB of one session's results; a file past it is listed as "
+          "left out, never cut. 0 saves none.", 1024, minimum=0, maximum=1 << 20),
+    Field("price_mist_per_gb_hour", "int", "Price of keeping results, in MIST per GB-hour "
+          "(offers show it); 0: free.", 0, minimum=0, unit="MIST"),
+    _seconds("save_timeout_s", 60, "Longest the save of a session's results may take, in "
+             "seconds; then the session stops anyway and its results say why.", minimum=1),
+)
+
 SLURM_SHAPE = _section("slurm.shapes.<name>", *_slurm_names("this shape's jobs"))
 
 SLURM = _section(
@@ -311,6 +324,8 @@ ROOT = _section(
           section=SETTLEMENT),
     Field("environments", "table", "Requirements installed at launch and their prepared "
           "environments.", {}, section=ENVIRONMENTS),
+    Field("results", "table", "A session's results kept after it ends (nothing lost at the "
+          "end).", {}, section=RESULTS),
     Field("slurm", "table", "Runtime `slurm`: where jobs go and how the gateway runs on a "
           "node.", {}, section=SLURM),
 )

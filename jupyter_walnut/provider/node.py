@@ -205,6 +205,8 @@ class ProviderNode:
                 "grace_seconds": self.config.settlement.grace_seconds,
                 # whether install time of launch requirements is metered (issue #15)
                 "bills_install": self.config.settlement.bills_install,
+                # what an ended session leaves its renter, and at what price (issue #16)
+                "results": self.config.results.offer(),
             },
             "uptime_seconds": int(time.time() - self.started_at),
         }

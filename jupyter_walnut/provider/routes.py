@@ -25,8 +25,8 @@ from .app import (
     VouchersHandler,
     log_request,
 )
-from .gateway_stream import routes as stream_routes
 from .jobs import routes as job_routes
+from .results_http import routes as results_routes
 
 if TYPE_CHECKING:
     from .node import ProviderNode
@@ -44,10 +44,10 @@ def make_app(node: ProviderNode) -> web.Application:
             (rf"{API}/sessions/{SESSION_ID}/topup", TopUpHandler),
             (rf"{API}/sessions/{SESSION_ID}/gateway/"
              r"(api/kernels/[^/]+/channels|terminals/websocket/\w+)", GatewayWebsocketHandler),
-            *stream_routes(SESSION_ID, API),  # workspace uploads and downloads, streamed
             (rf"{API}/sessions/{SESSION_ID}/gateway/(.*)", GatewayProxyHandler),
             (r"/metrics", MetricsHandler),
             *job_routes(),
+            *results_routes(),
         ],
         default_handler_class=NotFoundHandler,
         log_function=log_request,

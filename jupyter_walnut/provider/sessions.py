@@ -21,6 +21,7 @@ from .config import ProviderConfig
 from .environment_prep import EnvironmentPrep, PreparedEnvironments
 from .hardware import Hardware
 from .metering import Metering
+from .results import ResultSaver, ResultStore
 from .runtimes import Runtime, RuntimeError_, RuntimeHandle, SessionSpec
 from .session_request import SessionError, SessionRequest, hash_token
 from .session_settlement import SessionSettlement
@@ -70,6 +71,10 @@ class SessionManager:
             config.install_timeout_s)
         # launch requirements of admitted sessions, until their start installs them
         self._requirements: dict[str, Requirements] = {}
+        # what a session leaves its renter when it ends (issue #16, results.py)
+        self.results = ResultStore(self.state_dir / "results")
+        self.result_saver = ResultSaver(self.results, config.results)
+        self.results_interval_s = 60.0
 
     # --- admission (admission.py) ------------------------------------------------
 
@@ -255,9 +260,13 @@ class SessionManager:
         if handle is not None:
             self._stopping.add(rec.id)  # not settled before the renter hears of the stop
             try:
+                if rec.status == "running":  # unmetered, bounded by [results] save_timeout_s
+                    await self.result_saver.save(rec)
                 await self.runtime.stop(handle)
             finally:
                 self._stopping.discard(rec.id)
+        elif rec.status == "running":
+            self.result_saver.unsaved(rec, "results not saved: the session's gateway was gone")
             # the renter's final voucher answers the stop: wait for it from here on
             self.metering.record_end(rec.id, ended_at=time.time())
         log.info("session %s %s: %s", rec.id, status, reason)
@@ -301,11 +310,16 @@ class SessionManager:
                 await asyncio.sleep(interval)
 
         loops = [loop(self.meter_once, self.metering_interval_s),
-                 loop(self.watch_once, self.watch_interval_s)]
+                 loop(self.watch_once, self.watch_interval_s),
+                 loop(self.expire_results_once, self.results_interval_s)]
         if self.settlement is not None:
             loops.append(loop(self.channels_once,
                               self.settlement.policy.channel_check_interval_s))
         await asyncio.gather(*loops)
+
+    async def expire_results_once(self, now: float | None = None) -> list[str]:
+        """Delete the results whose grace period is over; the sessions whose results went."""
+        return await asyncio.to_thread(self.results.expire_once, now)
 
     async def adopt(self) -> None:
         """After a restart: re-attach gateways still running, fail sessions that are gone."""

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from traitlets import Bool, Float
+from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ..common.keys import KeyPair
@@ -36,13 +36,16 @@ from .payments import RenterPayments
 from .provider_client import ProviderAPIError, ProviderClient
 from .reputation import decorate_offers, identities
 from .requirements import check_requirements
+from .results import SessionResults
 from .store import ACTIVE, RenterSession, RenterStore, kernel_name
 from .verify.runner import verify_session
+from .warnings import session_warnings
 
 log = logging.getLogger("walnut.renter")
 
 _current: RenterManager | None = None
 REFRESH_CONCURRENCY = 16  # sessions followed and paid at once by one refresh pass
+STOP_TIMEOUT_S = 180.0  # a stop waits for the provider to save the session's results
 
 
 @dataclass
@@ -90,6 +93,21 @@ class RenterManager(LoggingConfigurable):
     environment_timeout_s = Float(
         1800.0, config=True,
         help="Seconds a provider may take to install a launch's requirements.")
+    warn_budget_fraction = Float(
+        0.8, config=True, min=0.0, max=1.0,
+        help="Warn (session JSON `warnings`, %walnut) once this share of a session's budget "
+             "is spent, by the renter's own clock.")
+    warn_minutes_before_end = Float(
+        5.0, config=True, min=0.0,
+        help="Warn this many minutes before a session's end (budget or maximum duration); "
+             "a session shorter than four times that is warned in its last quarter.")
+    results_dir = Unicode(
+        "", config=True,
+        help="Folder whose walnut-results/<session>/ receives an ended session's results "
+             "when it was launched without a folder; empty: the Jupyter Server's root.")
+    results_max_mb = Int(
+        10240, config=True, min=0,
+        help="Most MiB of one session's results this renter takes from a provider.")
     poll_interval_s = Float(2.0, help="Seconds between session cost refreshes "
                                       "(WalnutApp.poll_interval).")
 
@@ -110,6 +128,7 @@ class RenterManager(LoggingConfigurable):
         self.keep_remote_kernels = False  # set while a server exits keeping its sessions
         self._poller: asyncio.Task | None = None
         self.trusted_output_providers: set[str] = set()  # WalnutApp.trusted_output_providers
+        self.results = SessionResults(self)  # an ended session's files come home (#16)
 
     # --- the process-wide instance (the provisioner finds the server's manager here) -----
 
@@ -190,6 +209,8 @@ class RenterManager(LoggingConfigurable):
                     "version": st.get("version"),
                     # whether the time the provider spends installing requirements is paid
                     "bills_install": st.get("settlement", {}).get("bills_install", False),
+                    # how long and how much of an ended session's files it keeps (#16)
+                    "results": _results_offer(st.get("settlement", {}).get("results")),
                 })
         return decorate_offers(self, rows)
 
@@ -434,8 +455,9 @@ class RenterManager(LoggingConfigurable):
     async def stop(self, session_id: str, reason: str = "stopped by you") -> RenterSession:
         s = self.get(session_id)
         if s.status in ACTIVE:
-            try:
-                remote = await self.client(s.provider_url).stop_session(s.id)
+            try:  # the provider saves the session's results before it answers (#16)
+                remote = await ProviderClient(s.provider_url, self.key,
+                                              timeout=STOP_TIMEOUT_S).stop_session(s.id)
                 self.store.update(s.id, running_seconds=remote["running_seconds"],
                                   cost_mist=remote["cost_mist"])
             except ProviderAPIError as exc:
@@ -451,6 +473,7 @@ class RenterManager(LoggingConfigurable):
             return
         self.store.update(session_id, status=status, reason=reason, ended_at=time.time())
         remove_kernelspec(session_id)
+        self.results.ended(session_id)  # whoever ended it: its files come home
         final = self.get(session_id)
         for listener in self._listeners.pop(session_id, []):
             try:
@@ -477,6 +500,7 @@ class RenterManager(LoggingConfigurable):
 
         await asyncio.gather(*(follow(s) for s in self.store.list(statuses=("running",))))
         await self.settle()
+        await self.results.retry_once()  # results not fetched yet, while the provider keeps them
 
     async def _refresh_one(self, s: RenterSession) -> None:
         try:
@@ -527,6 +551,19 @@ class RenterManager(LoggingConfigurable):
             return False, f"the session {remote['status']}: {remote['reason']}"
         return True, ""
 
+    def warnings(self, s: RenterSession) -> list[dict]:
+        """Warnings before the session's end (renter/warnings.py), by the renter's clock."""
+        return session_warnings(s, budget_fraction=self.warn_budget_fraction,
+                                minutes_before_end=self.warn_minutes_before_end)
+
+    def results_root(self) -> str:
+        """Where results of sessions launched without a folder go: `results_dir`, else
+        the Jupyter Server's root directory (the app that made this manager)."""
+        if self.results_dir:
+            return self.results_dir
+        server = getattr(self.parent, "serverapp", None)
+        return str(getattr(server, "root_dir", "") or "")
+
     def start_polling(self) -> None:
         async def loop() -> None:
             while True:  # a pass every poll_interval_s, however long the pass took
@@ -553,7 +590,20 @@ class RenterManager(LoggingConfigurable):
         if self._poller is not None:
             self._poller.cancel()
             self._poller = None
+        await self.results.close()
         self.keep_remote_kernels = not stop_sessions
         if stop_sessions:
             for s in self.store.list(statuses=ACTIVE):
                 await self.stop(s.id, reason="Jupyter Server shut down")
+
+def _results_offer(terms: object) -> dict | None:
+    """An offer's results terms (issue #16), only as numbers it may hold."""
+    if not isinstance(terms, dict):
+        return None
+    out = {}
+    for key in ("keep_hours", "max_mb", "price_mist_per_gb_hour"):
+        value = terms.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            return None
+        out[key] = value
+    return out

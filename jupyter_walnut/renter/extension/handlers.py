@@ -48,7 +48,9 @@ class WalnutHandler(APIHandler):
         return {**s.public(), "launch": self.walnut.store.launch_steps(s.id),
                 # the provider preparing its requirements (issue #15), as last reported
                 "environment": s.extra.get("environment"),
-                "has_requirements": bool(s.extra.get("requirements"))}
+                "has_requirements": bool(s.extra.get("requirements")),
+                # issue #16: what its end brought home, and warnings before that end
+                "results": s.extra.get("results"), "warnings": self.walnut.warnings(s)}
 
     def body(self) -> dict:
         try:

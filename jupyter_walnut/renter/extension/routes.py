@@ -17,12 +17,13 @@ from .handlers import (
     WalletHandler,
 )
 from .jobs_handlers import jobs_handlers
+from .results_handlers import results_handlers
 from .terminal_handlers import terminal_handlers
 
 
 def handlers() -> list[tuple[str, type]]:
     sid = f"({SESSION_ID_PATTERN})"
-    return [*jobs_handlers(), *analytics_handlers(), *drive_handlers(sid),
+    return [*jobs_handlers(), *analytics_handlers(), *results_handlers(sid), *drive_handlers(sid),
         *terminal_handlers(sid),
         (r"/walnut/offers", OffersHandler),
         (r"/walnut/sessions", SessionsHandler),
