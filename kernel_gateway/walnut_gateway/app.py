@@ -17,3 +17,5 @@ class WalnutGatewayApp(KernelGatewayApp):
         # tornado's 10 MiB default would close the socket on one large output message
         self.web_app.settings["websocket_max_message_size"] = MAX_MESSAGE_SIZE
         terminals.mount(self)  # a shell in the session (issue #16)
+        from . import journal  # outputs per execute request, kept on disk (issue #17)
+        journal.mount(self)
