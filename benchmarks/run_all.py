@@ -198,14 +198,16 @@ def main() -> int:
     p.add_argument("--no-docker", action="store_true", help="skip the Docker runtime figure")
     p.add_argument("--build-image", action="store_true",
                    help="build the Docker gateway base image if missing (minutes)")
-    p.add_argument("--only", choices=("provider", "server", "settlement", "images"),
+    p.add_argument("--only", choices=("provider", "server", "settlement", "workspace",
+                                      "images"),
                    action="append",
                    help="run only these benchmarks (repeatable); `images` (launch to first "
                    "result per session image, minutes) runs only when named")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md",
                    help="report path (default benchmarks/RESULTS.md)")
     args = p.parse_args()
-    only = set(args.only or ("provider", "server", "settlement"))
+    only = set(args.only or ("provider", "server", "settlement")
+               + (() if args.no_docker else ("workspace",)))
     quick = ["--quick"] if args.quick else []
     command = "python benchmarks/run_all.py" + (" --quick" if args.quick else "") + \
         (" --no-docker" if args.no_docker else "") + \
@@ -230,6 +232,10 @@ def main() -> int:
             errors += [e] if e else []
         if "settlement" in only:
             f, e = run_settlement(0.3 if args.quick else 1.0, timeout=120)
+            figures += f
+            errors += [e] if e else []
+        if "workspace" in only:  # issue #16: transfers against a raw HTTPS copy, folder sync
+            f, e = run_bench("bench_workspace", quick, timeout=300 if args.quick else 600)
             figures += f
             errors += [e] if e else []
         if "images" in only:

@@ -16,8 +16,9 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_walnut.renter.launch import STEPS as ALL_STEPS
 
-# a launch without requirements has no "environment" step (issue #15)
-STEPS = tuple(step for step in ALL_STEPS if step != "environment")
+# a launch without requirements has no "environment" step (issue #15), one without a
+# folder no "workspace" step (issue #16)
+STEPS = tuple(step for step in ALL_STEPS if step not in ("environment", "workspace"))
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -20,10 +20,10 @@ log = logging.getLogger("walnut.renter")
 
 # price and budget from the provider's live status; the payment channel on the ledger; the
 # provider's session record; the requirements installed in it (issue #15, only when some
-# were given); its container running; the hardware check (issue #9); the kernelspec
-# JupyterLab lists
+# were given); its container running; the hardware check (issue #9); a local folder sent
+# to the workspace (issue #16, only when one was given); the kernelspec JupyterLab lists
 STEPS = ("quote", "open_channel", "create_session", "environment", "await_running", "verify",
-         "kernelspec")
+         "workspace", "kernelspec")
 STARTED, DONE, FAILED = "started", "done", "failed"
 
 OnStep = Callable[[str, str, str], None]
@@ -34,7 +34,8 @@ StepBody = Callable[[], Awaitable[str | None]]
 PROGRESS_LINES = {"quote": "contacting provider", "open_channel": "opening payment channel",
                   "create_session": "starting session container",
                   "environment": "preparing the environment",
-                  "verify": "verifying the hardware"}
+                  "verify": "verifying the hardware",
+                  "workspace": "sending the folder"}
 READY = "ready"
 
 
@@ -114,9 +115,9 @@ def progress_reporter(on_progress: Callable[[str], None]) -> OnStep:
     """An `on_step` that feeds a one-line progress callback (the magics' progress bar)."""
 
     def report(step: str, state: str, detail: str) -> None:
-        if step == "environment" and detail and state != FAILED:
+        if step in ("environment", "workspace") and detail and state != FAILED:
             # the provider's install, live: "installing 3 of 7: pandas", "ready from cache"
-            on_progress(f"environment: {detail}")
+            on_progress(f"{step}: {detail}")
         elif state == STARTED and step in PROGRESS_LINES:
             on_progress(PROGRESS_LINES[step])
         elif state == DONE and step == STEPS[-1]:

@@ -50,6 +50,8 @@ from .requirements import (
     requirements_from_sources,
 )
 from .store import ACTIVE
+from .workspace import MAX_TRANSFER_BYTES, TransferResult, WorkspaceClient
+from .workspace.sync import human_bytes
 
 HELP = """\
 Walnut: rent remote kernels by the second, from code.
@@ -58,7 +60,10 @@ Walnut: rent remote kernels by the second, from code.
                     [--image NAME] [--package 'torch>=2'] [--cuda [VERSION]]
   %walnut launch [--offer O] [--budget MIST | --max-seconds N] [--image NAME]
                  [--requirements FILE | --requirements-from-notebook [NOTEBOOK]]
+                 [--folder [DIR]]
   %walnut sessions [--all]
+  %walnut push PATH [DEST] [--session ID]   files and folders into the session's workspace
+  %walnut pull PATH [DEST] [--session ID]   and back (checksummed, resumed after a cut)
   %walnut stop SESSION_ID | --all
   %walnut balance
   %%walnut run [--session ID | --offer O] [--push a,b] [--pull c,d] [--serializer S]
@@ -130,6 +135,19 @@ def _parsers() -> dict[str, _Parser]:
     env.add_argument("--requirements-from-notebook", nargs="?", const="", metavar="NOTEBOOK",
                      help="the packages NOTEBOOK (default: this one) imports, at the "
                           "versions installed here")
+
+    la.add_argument("--folder", nargs="?", const=".", metavar="DIR",
+                    help="send DIR (default: this folder) to the session first, minus "
+                         ".gitignore/.walnutignore, so relative paths work there unchanged")
+
+    for name, text in (("push", "Send a file or folder to a session's workspace: a folder "
+                                "minus .gitignore/.walnutignore, unchanged files skipped."),
+                       ("pull", "Bring a file or folder of a session's workspace here.")):
+        tr = new(name, text + " Checksummed, and resumed after a network cut.")
+        tr.add_argument("path", help="local path" if name == "push" else "workspace path")
+        tr.add_argument("dest", nargs="?", default="",
+                        help="workspace path" if name == "push" else "local path")
+        tr.add_argument("--session", help="session id (default: the only running session)")
 
     se = new("sessions", "Your sessions with their cost so far.")
     se.add_argument("--all", action="store_true", help="include ended sessions")
@@ -272,6 +290,9 @@ class WalnutMagics(Magics, Configurable):
                               help="Longest a session launched without a budget may run.")
     kernel_timeout = Float(60.0, config=True,
                            help="Seconds to wait for a remote kernel to start or answer.")
+    max_push_mb = Int(MAX_TRANSFER_BYTES // 2**20, config=True,
+                      help="Most one %walnut push or pull moves, in MiB (the file browser's "
+                           "limit too).")
 
     def __init__(self, shell=None, **kwargs: Any) -> None:
         Configurable.__init__(self, config=shell.config if shell is not None else None)
@@ -359,7 +380,8 @@ class WalnutMagics(Magics, Configurable):
         return table
 
     def _launch(self, offer_spec: str | None, budget: int | None, max_seconds: int | None,
-                image: str = "python", requirements: str | None = None):
+                image: str = "python", requirements: str | None = None,
+                folder: str | None = None):
         offer = choose_offer(self._offers(), offer_spec, listed=self._listed)
         if budget is None and max_seconds is None:
             max_seconds = self.default_max_seconds
@@ -378,7 +400,7 @@ class WalnutMagics(Magics, Configurable):
         session = events.pump(self.manager.launch(
             offer["provider_url"], offer["shape"], image=image, max_seconds=max_seconds,
             budget_mist=budget, on_progress=lambda step: events.emit("progress", step),
-            requirements=requirements), handle)
+            requirements=requirements, folder=folder), handle)
         progress.close(f"session {session.id} running on {session.node} "
                        f"({session.shape}, budget {session.budget_mist:,} MIST)")
         declared = next((i.get("packages") for i in offer.get("image_details") or []
@@ -391,7 +413,8 @@ class WalnutMagics(Magics, Configurable):
     def _cmd_launch(self, args, cell) -> None:
         requirements = self._requirements(args)  # a bad file: one line, nothing launched
         try:
-            self._launch(args.offer, args.budget, args.max_seconds, args.image, requirements)
+            self._launch(args.offer, args.budget, args.max_seconds, args.image, requirements,
+                         folder=args.folder)
         except WalnutError as exc:
             if "\n" in exc.message:  # pip's own error text, whole, above the one line
                 print(exc.message, file=sys.stderr)
@@ -464,21 +487,64 @@ class WalnutMagics(Magics, Configurable):
     # --- %%walnut run ---------------------------------------------------------------------
 
     def _session_for_run(self, args):
-        manager = self.manager
         if args.offer:
             return self._launch(args.offer, args.budget, None)
-        if args.session:
-            s = manager.get(args.session)
+        return self._running_session(args.session, "run", " or use --offer")
+
+    def _running_session(self, session_id: str | None, command: str, hint: str = ""):
+        manager = self.manager
+        if session_id:
+            s = manager.get(session_id)
             if s.status not in ACTIVE:
-                raise UsageError(f"walnut run: session {s.id} is {s.status} ({s.reason})")
+                raise UsageError(f"walnut {command}: session {s.id} is {s.status} "
+                                 f"({s.reason})")
             return s
         running = manager.store.list(statuses=("running",))
         if len(running) == 1:
             return running[0]
         if not running:
-            raise UsageError("walnut run: no running session; `%walnut launch` one or use "
-                             "--offer")
-        raise UsageError(f"walnut run: {len(running)} sessions run; pick one with --session")
+            raise UsageError(f"walnut {command}: no running session; `%walnut launch` one"
+                             + hint)
+        raise UsageError(f"walnut {command}: {len(running)} sessions run; pick one with "
+                         "--session")
+
+    # --- %walnut push / pull ----------------------------------------------------------------
+
+    def _workspace(self, args, command: str) -> WorkspaceClient:
+        session = self._running_session(args.session, command)
+        return WorkspaceClient(self.manager.client(session.provider_url), session.id,
+                               session.access_token, max_bytes=self.max_push_mb * 2**20)
+
+    def _cmd_push(self, args, cell) -> None:
+        client = self._workspace(args, "push")
+        self._transfer(lambda progress: client.push(args.path, args.dest, progress=progress))
+
+    def _cmd_pull(self, args, cell) -> None:
+        client = self._workspace(args, "pull")
+        self._transfer(lambda progress: client.pull(args.path, args.dest, progress=progress))
+
+    def _transfer(self, start: Callable[[Callable], Coroutine]) -> TransferResult:
+        """Run a push or pull with a progress bar; its one-line summary after it."""
+        bar = Progress(self.shell)
+        events = Events()
+        last = [0.0]
+
+        def seen(p) -> None:  # on the private loop: at most ten updates a second
+            now = time.monotonic()
+            if now - last[0] >= 0.1 or p.done == p.total:
+                last[0] = now
+                events.emit("progress", p)
+
+        def show(kind: str, p) -> None:
+            bar.update(f"file {p.file} of {p.files} ({p.path}): {human_bytes(p.done)} of "
+                       f"{human_bytes(p.total)}", p.done / p.total if p.total else 1.0)
+
+        try:
+            result = events.pump(start(seen), show)
+        finally:
+            bar.close()
+        print(f"walnut: {result.summary()}")
+        return result
 
     async def _kernel_for(self, session):
         kernel = self._kernels.get(session.id)

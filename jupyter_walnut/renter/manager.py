@@ -40,6 +40,8 @@ from .results import SessionResults
 from .store import ACTIVE, RenterSession, RenterStore, kernel_name
 from .verify.runner import verify_session
 from .warnings import session_warnings
+from .workspace import MAX_TRANSFER_BYTES, WorkspaceClient
+from .workspace import sync as folder_sync
 
 log = logging.getLogger("walnut.renter")
 
@@ -60,6 +62,7 @@ class _Launch:
     steps: StepLog
     requirements: str | None = None  # pip requirements the provider installs first
     report: OnStep | None = None  # the launch's on_step, for progress within a step
+    folder: folder_sync.Plan | None = None  # a local folder sent to the workspace (#16)
     client: ProviderClient | None = None
     status: dict = field(default_factory=dict)
     offer: dict = field(default_factory=dict)
@@ -108,6 +111,9 @@ class RenterManager(LoggingConfigurable):
     results_max_mb = Int(
         10240, config=True, min=0,
         help="Most MiB of one session's results this renter takes from a provider.")
+    launch_folder_max_mb = Int(
+        MAX_TRANSFER_BYTES // 2**20, config=True,
+        help="Largest folder a launch sends to its session (MiB), checked before paying.")
     poll_interval_s = Float(2.0, help="Seconds between session cost refreshes "
                                       "(WalnutApp.poll_interval).")
 
@@ -220,11 +226,14 @@ class RenterManager(LoggingConfigurable):
                      max_seconds: int | None = None, budget_mist: int | None = None,
                      on_progress: Callable[[str], None] | None = None,
                      verify: bool = True, on_step: OnStep | None = None,
-                     requirements: str | None = None) -> RenterSession:
+                     requirements: str | None = None,
+                     folder: str | Path | None = None) -> RenterSession:
         """The launch pipeline (renter/launch.py): each step is reported to `on_step`
         (and as a line to `on_progress`) and stored with the session once it has one.
         `requirements` (pip requirements text) are installed by the provider before the
-        kernel is handed over; they are checked before anything is paid."""
+        kernel is handed over; they are checked before anything is paid. `folder` (issue
+        #16) is sent to the workspace root before the kernelspec appears; its size is
+        checked against `launch_folder_max_mb` before anything is paid."""
         if requirements is not None:
             requirements = check_requirements(requirements)  # or a 400, nothing launched
             if not any(line.split("#")[0].strip() for line in requirements.splitlines()):
@@ -232,6 +241,9 @@ class RenterManager(LoggingConfigurable):
         job = _Launch(provider_url=provider_url.rstrip("/"), shape=shape, image=image,
                       max_seconds=max_seconds, budget_mist=budget_mist,
                       steps=StepLog(self.store), requirements=requirements)
+        if folder is not None:  # or a 400/413, nothing launched
+            job.folder = await asyncio.to_thread(folder_sync.scan, Path(folder))
+            job.folder.check_cap(self.launch_folder_max_mb * 2**20)
         steps: list[tuple[str, Callable[[], Awaitable[str | None]]]] = [
             ("quote", lambda: self._quote(job)),
             ("open_channel", lambda: self._open_channel(job)),
@@ -243,6 +255,8 @@ class RenterManager(LoggingConfigurable):
         if verify and self.verify_launches:  # issue #9: check the container against the
             # offer; stops it if it lies
             steps.append(("verify", lambda: self._verify(job)))
+        if job.folder is not None:
+            steps.append(("workspace", lambda: self._workspace(job)))
         steps.append(("kernelspec", lambda: self._kernelspec(job)))
         job.report = fan_out(job.steps, on_step, on_progress and progress_reporter(on_progress))
         await run_steps(steps, job.report)
@@ -381,6 +395,34 @@ class RenterManager(LoggingConfigurable):
     async def _verify(self, job: _Launch) -> None:
         await verify_session(self, job.session)  # a session that fails it is stopped
         job.session = self.store.get(job.session.id)
+
+    async def _workspace(self, job: _Launch) -> str:
+        """Sync the launch's folder into the workspace root (the kernel starts there), its
+        size stated first and progress live; a failure stops the session."""
+        plan, session = job.folder, job.session
+        job.report("workspace", STARTED, f"sending {len(plan.files)} files, "
+                                         f"{folder_sync.human_bytes(plan.size)}")
+        last = [0.0]
+
+        def seen(p) -> None:
+            if time.monotonic() - last[0] >= 0.5 or p.done == p.total:
+                last[0] = time.monotonic()
+                job.report("workspace", STARTED,
+                           f"sent {folder_sync.human_bytes(p.done)} of "
+                           f"{folder_sync.human_bytes(p.total)} (file {p.file} of {p.files})")
+
+        client = WorkspaceClient(job.client, session.id, session.access_token,
+                                 max_bytes=self.launch_folder_max_mb * 2**20)
+        try:
+            result = await client.push_folder(plan, "", progress=seen)
+        except Exception as exc:
+            await self.stop(session.id, reason=f"sending the folder failed: {exc}")
+            raise
+        self.store.update(session.id, extra={**self.get(session.id).extra,
+                                             "folder": str(plan.root),
+                                             "workspace": result.public()})
+        job.session = self.get(session.id)
+        return result.summary()
 
     async def _kernelspec(self, job: _Launch) -> str:
         write_kernelspec(job.session)

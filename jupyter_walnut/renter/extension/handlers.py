@@ -16,6 +16,7 @@ from ..manager import RenterManager
 from ..offer_filters import filter_offers, parse_image_filter
 from ..requirements import RequirementsError, check_requirements, requirements_from_notebook
 from ..store import ACTIVE, RenterSession
+from ..workspace.paths import under_root
 
 
 class WalnutHandler(APIHandler):
@@ -104,7 +105,8 @@ class SessionsHandler(WalnutHandler):
         data = self.body()
         unknown = sorted(set(data) - {"provider_url", "shape", "image", "max_seconds",
                                       "budget_mist", "requirements",
-                                      "requirements_from_notebook"})
+                                      "requirements_from_notebook", "folder",
+                                      "folder_from_notebook"})
         if unknown:
             raise BadRequest(f"unknown field: {unknown[0]}")
         requirements = self.requirements(data)  # a bad one is refused before any step
@@ -115,6 +117,7 @@ class SessionsHandler(WalnutHandler):
             max_seconds=positive_int(data, "max_seconds", MAX_SECONDS),
             budget_mist=positive_int(data, "budget_mist"),
             requirements=requirements,
+            folder=self.launch_folder(data),
         )
         # the image's declared versions against this server's (what the launch installs
         # is at the versions asked for): display only, a provider that cannot say gives none
@@ -137,6 +140,22 @@ class SessionsHandler(WalnutHandler):
         if not isinstance(text, str):
             raise BadRequest("requirements must be a string of pip requirements")
         return check_requirements(text)
+
+    def launch_folder(self, data: dict) -> Path | None:
+        """`folder` (a folder under the server root) or `folder_from_notebook` (a
+        notebook's path: its folder) to send to the session's workspace (issue #16)."""
+        folder, notebook = data.get("folder"), data.get("folder_from_notebook")
+        if folder is not None and notebook is not None:
+            raise BadRequest("give folder or folder_from_notebook, not both")
+        if folder is None and notebook is None:
+            return None
+        name = "folder" if folder is not None else "folder_from_notebook"
+        path = under_root(self.settings.get("server_root_dir", "."),
+                          folder if folder is not None else notebook, name)
+        path = path if folder is not None else path.parent
+        if not path.is_dir():
+            raise BadRequest(f"{name}: {path.name!r} is not a folder")
+        return path
 
     def server_path(self, rel: object) -> Path:
         """A path the browser names, inside the server's root (as the file browser sees)."""

@@ -19,12 +19,14 @@ from .handlers import (
 from .jobs_handlers import jobs_handlers
 from .results_handlers import results_handlers
 from .terminal_handlers import terminal_handlers
+from .workspace_handlers import workspace_handlers
 
 
 def handlers() -> list[tuple[str, type]]:
     sid = f"({SESSION_ID_PATTERN})"
     return [*jobs_handlers(), *analytics_handlers(), *results_handlers(sid), *drive_handlers(sid),
         *terminal_handlers(sid),
+        *workspace_handlers(sid),
         (r"/walnut/offers", OffersHandler),
         (r"/walnut/sessions", SessionsHandler),
         (rf"/walnut/sessions/{sid}", SessionHandler),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from jupyter_client.provisioning import KernelProvisionerBase
@@ -22,6 +23,19 @@ from .. import kernel_links
 from ..manager import RenterManager
 from ..provider_client import ProviderAPIError, ProviderClient
 from .bridge import KernelBridge
+
+
+def working_dir(session, cwd: str | None) -> dict[str, str]:
+    """The kernel starts in the workspace root, where a launch's folder was sent (issue
+    #16); a notebook in a subfolder of it gets that subfolder, workspace-relative."""
+    folder = session.extra.get("folder")
+    if not folder or not cwd:
+        return {}
+    try:
+        rel = Path(cwd).resolve().relative_to(Path(folder).resolve())
+    except ValueError:  # a notebook outside the folder sent: the workspace root
+        return {}
+    return {"KERNEL_WORKING_DIR": rel.as_posix()} if rel.parts else {}
 
 
 class WalnutKernelError(BadGateway, RuntimeError):
@@ -88,6 +102,8 @@ class WalnutProvisioner(KernelProvisionerBase):
         if self.remote_kernel_id is None:
             env = {k: v for k, v in (kwargs.get("env") or {}).items()
                    if k.startswith(("JPY_", "KERNEL_")) and "TOKEN" not in k}
+            env.pop("KERNEL_WORKING_DIR", None)  # a path of this machine means nothing there
+            env.update(working_dir(session, kwargs.get("cwd")))
             try:
                 kernel = await client.gateway(session.id, session.access_token, "POST",
                                               "api/kernels",
