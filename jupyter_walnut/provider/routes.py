@@ -26,6 +26,7 @@ from .app import (
     log_request,
 )
 from .jobs import routes as job_routes
+from .port_proxy import PORT, PortProxyHandler
 from .results_http import routes as results_routes
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ def make_app(node: ProviderNode) -> web.Application:
             (rf"{API}/sessions/{SESSION_ID}/gateway/"
              r"(api/kernels/[^/]+/channels|terminals/websocket/\w+)", GatewayWebsocketHandler),
             (rf"{API}/sessions/{SESSION_ID}/gateway/(.*)", GatewayProxyHandler),
+            (rf"{API}/sessions/{SESSION_ID}/proxy/{PORT}/(.*)", PortProxyHandler),
             (r"/metrics", MetricsHandler),
             *job_routes(),
             *results_routes(),

@@ -17,6 +17,7 @@ from .handlers import (
     WalletHandler,
 )
 from .jobs_handlers import jobs_handlers
+from .port_proxy import port_proxy_handlers
 from .results_handlers import results_handlers
 from .terminal_handlers import terminal_handlers
 from .workspace_handlers import workspace_handlers
@@ -25,7 +26,7 @@ from .workspace_handlers import workspace_handlers
 def handlers() -> list[tuple[str, type]]:
     sid = f"({SESSION_ID_PATTERN})"
     return [*jobs_handlers(), *analytics_handlers(), *results_handlers(sid), *drive_handlers(sid),
-        *terminal_handlers(sid),
+        *terminal_handlers(sid), *port_proxy_handlers(sid),
         *workspace_handlers(sid),
         (r"/walnut/offers", OffersHandler),
         (r"/walnut/sessions", SessionsHandler),
