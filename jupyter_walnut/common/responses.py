@@ -102,6 +102,10 @@ SESSION = obj({
     "settlement": {"type": "string", "pattern": "^[a-z_]{1,32}$"}, "deposit_mist": U64,
     "voucher_mist": U64, "claimed_mist": U64, "refunded_mist": U64, "lost_mist": U64,
     "claimed_at": TIMESTAMP,
+    # idle auto-stop (issue #17): the provider's idle clock of a running session
+    "idle": {"type": ["object", "null"], "maxProperties": 16, "properties": {
+        "idle_s": U64, "threshold_s": U64, "stop_in_s": {**U64, "type": ["integer", "null"]},
+        "connections": U64}},
 })
 
 SESSION_CREATED = {**SESSION, "required": sorted([*SESSION["required"], "access_token"]),
@@ -130,6 +134,7 @@ ROUTES: list[tuple[str, re.Pattern, str, dict]] = [
         ("GET", r"/sessions", "session list", obj({"sessions": array(SESSION, 10_000)})),
         ("GET", rf"/sessions/{_SID}", "session", SESSION),
         ("DELETE", rf"/sessions/{_SID}", "session", SESSION),
+        ("PATCH", rf"/sessions/{_SID}", "session", SESSION),
         ("POST", rf"/sessions/{_SID}/vouchers", "voucher receipt", SESSION),
         ("POST", rf"/sessions/{_SID}/topup", "session", SESSION),
         ("POST", rf"/sessions/{_SID}/jobs", "job", JOB),

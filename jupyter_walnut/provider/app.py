@@ -6,6 +6,7 @@
     GET    /api/v1/sessions                      the caller's own sessions (signed)
     GET    /api/v1/sessions/<id>                 one of the caller's sessions (signed)
     DELETE /api/v1/sessions/<id>                 stop it (signed)
+    PATCH  /api/v1/sessions/<id>                 its idle threshold {idle_stop_s} (signed)
     POST   /api/v1/sessions/<id>/topup           re-read its channel's deposit (signed)
     *      /api/v1/sessions/<id>/jobs/...        batch jobs (signed; provider/jobs.py)
     *      /api/v1/sessions/<id>/gateway/<path>  the session's kernel gateway (session token)
@@ -30,6 +31,7 @@ from .._version import __version__
 from ..common.errors import (
     BadGateway,
     BadRequest,
+    Conflict,
     NotFound,
     PayloadTooLarge,
     WalnutError,
@@ -55,6 +57,7 @@ from .proxy import (
     forward_headers,
     session_token_from,
 )
+from .session_request import parse_session_patch
 from .sessions import SessionRequest
 
 if TYPE_CHECKING:
@@ -184,7 +187,19 @@ class SessionHandler(BaseHandler):
     async def get(self, session_id: str) -> None:
         renter, _ = self.renter()
         rec = self.node.sessions.owned(session_id, renter)
-        self.write_json({**rec.public(), "usage": await self.node.sessions.usage(rec)})
+        self.write_json({**rec.public(), "usage": await self.node.sessions.usage(rec),
+                         "idle": self.node.sessions.idle.status(rec)})
+
+    def patch(self, session_id: str) -> None:
+        """A new idle threshold (idle.py; 0 = never), which also restarts the idle clock:
+        the renter's "keep running"."""
+        renter, _ = self.renter()
+        idle_stop_s = parse_session_patch(self.json_body())  # or 400
+        rec = self.node.sessions.owned(session_id, renter)
+        if rec.status not in ("starting", "running"):
+            raise Conflict(f"session is {rec.status}")
+        rec = self.node.sessions.idle.set_threshold(rec, idle_stop_s)
+        self.write_json({**rec.public(), "idle": self.node.sessions.idle.status(rec)})
 
     async def delete(self, session_id: str) -> None:
         renter, _ = self.renter()

@@ -20,6 +20,7 @@ from .admission import Admission
 from .config import ProviderConfig
 from .environment_prep import EnvironmentPrep, PreparedEnvironments
 from .hardware import Hardware
+from .idle import IdleWatch
 from .metering import Metering
 from .results import ResultSaver, ResultStore
 from .runtimes import Runtime, RuntimeError_, RuntimeHandle, SessionSpec
@@ -75,6 +76,10 @@ class SessionManager:
         self.results = ResultStore(self.state_dir / "results")
         self.result_saver = ResultSaver(self.results, config.results)
         self.results_interval_s = 60.0
+        # idle auto-stop (issue #17, idle.py): the stop is the one below, results and all
+        self.idle = IdleWatch(store, self._handles.get,
+                              lambda sid, reason: self.stop(sid, reason=reason),
+                              self.is_stopping)
 
     # --- admission (admission.py) ------------------------------------------------
 
@@ -92,6 +97,10 @@ class SessionManager:
                                     "cannot install requirements at launch; launch without "
                                     "them")
         rec, token = await self.admission.create(renter, renter_public_key, req)
+        if req.idle_stop_s:  # idle auto-stop (idle.py); no await since admission
+            self.store.update(rec.id, extra={**self.store.get(rec.id).extra,
+                                             "idle_stop_s": req.idle_stop_s})
+            rec = self.store.get(rec.id)
         if req.requirements:
             # read by _start once the gateway is ready: the start task has not run yet (no
             # await since admission scheduled it), and its wait for the gateway awaits
@@ -311,11 +320,16 @@ class SessionManager:
 
         loops = [loop(self.meter_once, self.metering_interval_s),
                  loop(self.watch_once, self.watch_interval_s),
-                 loop(self.expire_results_once, self.results_interval_s)]
+                 loop(self.expire_results_once, self.results_interval_s),
+                 loop(self.idle_once, self.idle.interval_s)]
         if self.settlement is not None:
             loops.append(loop(self.channels_once,
                               self.settlement.policy.channel_check_interval_s))
         await asyncio.gather(*loops)
+
+    async def idle_once(self) -> None:
+        """Stop the sessions idle past their threshold (idle.py)."""
+        await self.idle.check_once()
 
     async def expire_results_once(self, now: float | None = None) -> list[str]:
         """Delete the results whose grace period is over; the sessions whose results went."""

@@ -60,7 +60,8 @@ Walnut: rent remote kernels by the second, from code.
                     [--image NAME] [--package 'torch>=2'] [--cuda [VERSION]]
   %walnut launch [--offer O] [--budget MIST | --max-seconds N] [--image NAME]
                  [--requirements FILE | --requirements-from-notebook [NOTEBOOK]]
-                 [--folder [DIR]]
+                 [--folder [DIR]] [--idle-stop MIN|off]
+  %walnut idle MIN|off [--session ID]      stop a session after MIN minutes idle (off: never)
   %walnut sessions [--all]
   %walnut push PATH [DEST] [--session ID]   files and folders into the session's workspace
   %walnut pull PATH [DEST] [--session ID]   and back (checksummed, resumed after a cut)
@@ -139,6 +140,14 @@ def _parsers() -> dict[str, _Parser]:
     la.add_argument("--folder", nargs="?", const=".", metavar="DIR",
                     help="send DIR (default: this folder) to the session first, minus "
                          ".gitignore/.walnutignore, so relative paths work there unchanged")
+
+    la.add_argument("--idle-stop", metavar="MIN",
+                    help="stop the session after MIN minutes with its kernels idle (off: "
+                         "never; default: by the offer's price, 10 min to 3 h)")
+    idle = new("idle", "Change a running session's idle auto-stop; its idle clock starts "
+                       "again.")
+    idle.add_argument("minutes", metavar="MIN|off", help="minutes idle before it stops")
+    idle.add_argument("--session", help="session id (default: the only running session)")
 
     for name, text in (("push", "Send a file or folder to a session's workspace: a folder "
                                 "minus .gitignore/.walnutignore, unchanged files skipped."),
@@ -400,7 +409,8 @@ class WalnutMagics(Magics, Configurable):
         session = events.pump(self.manager.launch(
             offer["provider_url"], offer["shape"], image=image, max_seconds=max_seconds,
             budget_mist=budget, on_progress=lambda step: events.emit("progress", step),
-            requirements=requirements, folder=folder), handle)
+            requirements=requirements, folder=folder,
+            idle_stop_minutes=getattr(self, "_idle_stop", None)), handle)
         progress.close(f"session {session.id} running on {session.node} "
                        f"({session.shape}, budget {session.budget_mist:,} MIST)")
         declared = next((i.get("packages") for i in offer.get("image_details") or []
@@ -412,6 +422,7 @@ class WalnutMagics(Magics, Configurable):
 
     def _cmd_launch(self, args, cell) -> None:
         requirements = self._requirements(args)  # a bad file: one line, nothing launched
+        self._idle_stop = args.idle_stop  # issue #17: checked by the launch, before paying
         try:
             self._launch(args.offer, args.budget, args.max_seconds, args.image, requirements,
                          folder=args.folder)
@@ -419,6 +430,15 @@ class WalnutMagics(Magics, Configurable):
             if "\n" in exc.message:  # pip's own error text, whole, above the one line
                 print(exc.message, file=sys.stderr)
             raise
+        finally:
+            self._idle_stop = None  # a later %%walnut run --offer takes the default
+
+    def _cmd_idle(self, args, cell) -> None:
+        s = self._running_session(args.session, "idle")
+        s = loop.run(self.manager.set_idle_stop(s.id, args.minutes))  # or one line
+        threshold = int(s.extra.get("idle_stop_s") or 0)
+        print(f"session {s.id}: " + (f"stops after {threshold / 60:g} min idle" if threshold
+                                     else "never stops when idle"))
 
     def _requirements(self, args) -> str | None:
         if args.requirements:

@@ -21,6 +21,8 @@ from ..common.sqlite_store import StorageError
 from ..common.tls import TLSError, pinned_url
 from ..ledger import Channel, Ledger, LocalLedger, default_ledger_path, walnut_home
 from .errors import RenterError
+from .idle import DEFAULT_COST_MIST, default_idle_stop_s, idle_warning, parse_idle_minutes
+from .idle import quote_text as idle_quote
 from .kernelspecs import remove_kernelspec, write_kernelspec
 from .launch import (
     STARTED,
@@ -61,6 +63,7 @@ class _Launch:
     budget_mist: int | None
     steps: StepLog
     requirements: str | None = None  # pip requirements the provider installs first
+    idle_stop_s: int | None = None  # idle auto-stop (#17); None: the default by price
     report: OnStep | None = None  # the launch's on_step, for progress within a step
     folder: folder_sync.Plan | None = None  # a local folder sent to the workspace (#16)
     client: ProviderClient | None = None
@@ -135,6 +138,9 @@ class RenterManager(LoggingConfigurable):
         self._poller: asyncio.Task | None = None
         self.trusted_output_providers: set[str] = set()  # WalnutApp.trusted_output_providers
         self.results = SessionResults(self)  # an ended session's files come home (#16)
+        # idle auto-stop (issue #17, renter/idle.py), from c.WalnutApp: None = by price
+        self.idle_stop_minutes: float | None = None
+        self.idle_stop_cost_mist = DEFAULT_COST_MIST
 
     # --- the process-wide instance (the provisioner finds the server's manager here) -----
 
@@ -227,7 +233,8 @@ class RenterManager(LoggingConfigurable):
                      on_progress: Callable[[str], None] | None = None,
                      verify: bool = True, on_step: OnStep | None = None,
                      requirements: str | None = None,
-                     folder: str | Path | None = None) -> RenterSession:
+                     folder: str | Path | None = None,
+                     idle_stop_minutes: float | str | None = None) -> RenterSession:
         """The launch pipeline (renter/launch.py): each step is reported to `on_step`
         (and as a line to `on_progress`) and stored with the session once it has one.
         `requirements` (pip requirements text) are installed by the provider before the
@@ -240,7 +247,8 @@ class RenterManager(LoggingConfigurable):
                 requirements = None  # only comments: nothing to install
         job = _Launch(provider_url=provider_url.rstrip("/"), shape=shape, image=image,
                       max_seconds=max_seconds, budget_mist=budget_mist,
-                      steps=StepLog(self.store), requirements=requirements)
+                      steps=StepLog(self.store), requirements=requirements,
+                      idle_stop_s=parse_idle_minutes(idle_stop_minutes))  # or a 400
         if folder is not None:  # or a 400/413, nothing launched
             job.folder = await asyncio.to_thread(folder_sync.scan, Path(folder))
             job.folder.check_cap(self.launch_folder_max_mb * 2**20)
@@ -299,6 +307,12 @@ class RenterManager(LoggingConfigurable):
         job.client, job.status, job.offer = client, status, offer
         job.max_seconds, job.budget = max_seconds, budget
         quote = f"{price} MIST/s, budget {budget} MIST for up to {max_seconds} s"
+        if job.idle_stop_s is None:  # issue #17: the configured threshold, else by price
+            configured = parse_idle_minutes(self.idle_stop_minutes,
+                                            "WalnutApp.idle_stop_minutes")
+            job.idle_stop_s = configured if configured is not None else default_idle_stop_s(
+                price, self.idle_stop_cost_mist)
+        quote += ", " + idle_quote(job.idle_stop_s)
         if job.requirements is not None:
             billed = status.get("settlement", {}).get("bills_install", False)
             quote += (", installing the requirements is billed" if billed else
@@ -317,7 +331,8 @@ class RenterManager(LoggingConfigurable):
             extra = {} if job.requirements is None else {"requirements": job.requirements}
             created = await job.client.create_session(image=job.image, shape=job.shape,
                                                       max_seconds=job.max_seconds,
-                                                      channel_id=channel_id, **extra)
+                                                      channel_id=channel_id,
+                                                      idle_stop_s=job.idle_stop_s or 0, **extra)
         except ProviderAPIError as exc:
             # a provider that refused closes the channel itself; if it could not be
             # reached, the refresh loop recovers the deposit after the challenge period
@@ -334,7 +349,8 @@ class RenterManager(LoggingConfigurable):
             max_seconds=job.max_seconds, budget_mist=job.budget, status="starting",
             created_at=time.time(), access_token=created["access_token"],
             channel_id=channel_id, deposit_mist=job.budget, settlement=Settlement.OPEN,
-            extra={} if job.requirements is None else {"requirements": job.requirements},
+            extra={"idle_stop_s": job.idle_stop_s or 0,
+                   **({} if job.requirements is None else {"requirements": job.requirements})},
         )
         try:
             self.store.insert(session)
@@ -561,6 +577,7 @@ class RenterManager(LoggingConfigurable):
         if remote.get("usage"):
             fresh = self.get(s.id)
             self.store.update(s.id, extra={**fresh.extra, "usage": remote["usage"]})
+        self._seen_idle(s.id, remote)
         if remote["status"] not in ACTIVE:
             self._end(s.id, remote["status"], remote["reason"] or "ended by the provider")
         await self.pay(self.get(s.id), remote["cost_mist"])
@@ -594,9 +611,41 @@ class RenterManager(LoggingConfigurable):
         return True, ""
 
     def warnings(self, s: RenterSession) -> list[dict]:
-        """Warnings before the session's end (renter/warnings.py), by the renter's clock."""
-        return session_warnings(s, budget_fraction=self.warn_budget_fraction,
-                                minutes_before_end=self.warn_minutes_before_end)
+        """Warnings before the session's end (renter/warnings.py), by the renter's clock,
+        and before an idle stop (renter/idle.py), by the provider's idle clock."""
+        out = session_warnings(s, budget_fraction=self.warn_budget_fraction,
+                               minutes_before_end=self.warn_minutes_before_end)
+        idle = idle_warning(s, self.warn_minutes_before_end)
+        return out + ([idle] if idle else [])
+
+    # --- idle auto-stop (issue #17, renter/idle.py) -----------------------------------
+
+    def _seen_idle(self, session_id: str, remote: dict) -> None:
+        """Keep the provider's idle status (schema-checked by ProviderClient) as seen now."""
+        idle = remote.get("idle")
+        if isinstance(idle, dict):
+            fresh = self.get(session_id)
+            self.store.update(session_id, extra={**fresh.extra, "idle": {
+                **idle, "seen_at": time.time()}})
+
+    async def set_idle_stop(self, session_id: str, minutes: float | str | None = None
+                            ) -> RenterSession:
+        """A running session's new idle threshold (minutes; 0 or "off": never), or with
+        None the same one again: "keep running", which starts the idle clock again."""
+        s = self.get(session_id)
+        if s.status not in ACTIVE:
+            raise RenterError(409, f"session {session_id} is {s.status}")
+        seconds = parse_idle_minutes(minutes)
+        if seconds is None:
+            seconds = int(s.extra.get("idle_stop_s") or 0)
+        try:
+            remote = await self.client(s.provider_url).set_idle_stop(s.id, seconds)
+        except ProviderAPIError as exc:
+            raise RenterError(exc.status if 400 <= exc.status < 500 else 502,
+                              exc.message) from exc
+        self.store.update(s.id, extra={**self.get(s.id).extra, "idle_stop_s": seconds})
+        self._seen_idle(s.id, remote)
+        return self.get(s.id)
 
     def results_root(self) -> str:
         """Where results of sessions launched without a folder go: `results_dir`, else

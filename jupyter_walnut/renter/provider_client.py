@@ -106,6 +106,11 @@ class ProviderClient:
     async def stop_session(self, session_id: str) -> dict:
         return await self._call("DELETE", f"{API}/sessions/{session_id}")
 
+    async def set_idle_stop(self, session_id: str, idle_stop_s: int) -> dict:
+        """A running session's idle threshold (0: never); its idle clock starts again."""
+        return await self._call("PATCH", f"{API}/sessions/{session_id}",
+                                {"idle_stop_s": idle_stop_s})
+
     async def send_voucher(self, session_id: str, amount_mist: int, signature: bytes) -> dict:
         return await self._call("POST", f"{API}/sessions/{session_id}/vouchers",
                                 voucher_fields(amount_mist, signature))

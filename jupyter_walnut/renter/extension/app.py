@@ -15,6 +15,7 @@ from ...common.keys import KeyPair
 from ...ledger import Ledger, LocalLedger, default_ledger_path, walnut_home
 from ...ledger.choice import load_sui_key, resolve_ledger_class
 from ...ledger.sui import DEFAULT_GAS_BUDGET, SuiLedger
+from ..idle import DEFAULT_COST_MIST
 from ..manager import RenterManager
 from .nodelay import nodelay_class
 from .routes import handlers
@@ -79,6 +80,17 @@ class WalnutApp(ExtensionApp):
              "terminals, other kernels). By default every Walnut kernel's outputs are reduced "
              "to passive content; trust only a provider you run yourself.")
 
+    idle_stop_minutes = Float(
+        None, allow_none=True, config=True,
+        help="Minutes a session's kernels may sit idle (no cell running, no message to or "
+             "from a kernel) before the provider stops it, results saved; 0 = never. "
+             "Unset (the default): the time that costs idle_stop_cost_mist at the offer's "
+             "price, within 10 min to 3 h. A launch's idle_stop_minutes overrides it.")
+    idle_stop_cost_mist = Int(
+        DEFAULT_COST_MIST, config=True, min=0,
+        help="MIST of idle time a session may cost before it stops, when idle_stop_minutes "
+             "is unset: an expensive shape stops sooner than a cheap one.")
+
     @default("providers")
     def _default_providers(self) -> list[str]:
         env = os.environ.get("WALNUT_PROVIDERS", "")
@@ -118,6 +130,8 @@ class WalnutApp(ExtensionApp):
                                      ledger=ledger, challenge_period_s=self.challenge_period,
                                      parent=self)
         self.manager.poll_interval_s = self.poll_interval
+        self.manager.idle_stop_minutes = self.idle_stop_minutes  # issue #17
+        self.manager.idle_stop_cost_mist = self.idle_stop_cost_mist
         self.manager.trusted_output_providers = {u.rstrip("/") for u in
                                                  self.trusted_output_providers}
         self.manager.make_current()

@@ -12,6 +12,7 @@ from tornado import web
 from ...common.errors import BadRequest, WalnutError
 from ...common.numbers import MAX_SECONDS, U64_MAX, loads_json, optional_int
 from ..drift import offer_drift, required_names
+from ..idle import idle_now
 from ..manager import RenterManager
 from ..offer_filters import filter_offers, parse_image_filter
 from ..requirements import RequirementsError, check_requirements, requirements_from_notebook
@@ -51,7 +52,8 @@ class WalnutHandler(APIHandler):
                 "environment": s.extra.get("environment"),
                 "has_requirements": bool(s.extra.get("requirements")),
                 # issue #16: what its end brought home, and warnings before that end
-                "results": s.extra.get("results"), "warnings": self.walnut.warnings(s)}
+                "results": s.extra.get("results"), "warnings": self.walnut.warnings(s),
+                "idle": idle_now(s)}  # issue #17: the provider's idle clock, as last seen
 
     def body(self) -> dict:
         try:
@@ -106,7 +108,7 @@ class SessionsHandler(WalnutHandler):
         unknown = sorted(set(data) - {"provider_url", "shape", "image", "max_seconds",
                                       "budget_mist", "requirements",
                                       "requirements_from_notebook", "folder",
-                                      "folder_from_notebook"})
+                                      "folder_from_notebook", "idle_stop_minutes"})
         if unknown:
             raise BadRequest(f"unknown field: {unknown[0]}")
         requirements = self.requirements(data)  # a bad one is refused before any step
@@ -118,6 +120,7 @@ class SessionsHandler(WalnutHandler):
             budget_mist=positive_int(data, "budget_mist"),
             requirements=requirements,
             folder=self.launch_folder(data),
+            idle_stop_minutes=data.get("idle_stop_minutes"),  # checked before any step
         )
         # the image's declared versions against this server's (what the launch installs
         # is at the versions asked for): display only, a provider that cannot say gives none
@@ -176,6 +179,17 @@ class SessionHandler(WalnutHandler):
     @web.authenticated
     def get(self, session_id: str) -> None:
         self.finish(json.dumps(self.session_json(self.walnut.get(session_id))))
+
+    @web.authenticated
+    async def patch(self, session_id: str) -> None:
+        """{"idle_stop_minutes": N|"off"} changes a running session's idle threshold;
+        {"keep_running": true} (the idle warning's action) starts its idle clock again."""
+        data = self.body()
+        if set(data) not in ({"idle_stop_minutes"}, {"keep_running"}) or data.get(
+                "keep_running", True) is not True or data.get("idle_stop_minutes", 0) is None:
+            raise BadRequest('give {"idle_stop_minutes": N} or {"keep_running": true}')
+        session = await self.walnut.set_idle_stop(session_id, data.get("idle_stop_minutes"))
+        self.finish(json.dumps(self.session_json(session)))
 
     @web.authenticated
     async def delete(self, session_id: str) -> None:
