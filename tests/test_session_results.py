@@ -413,3 +413,51 @@ async def test_a_hostile_providers_archive_is_refused_and_nothing_lands(
     assert not Path("/tmp/walnut-evil.txt").exists()
     assert manager.get(sid).extra["results"]["state"] == "refused"
     manager.store.close()
+
+
+def test_walnut_magics_print_the_warnings_before_the_end(node, tmp_path, monkeypatch):
+    """`%walnut sessions` prints each warning as a line; before a remote cell, only a new
+    one is printed."""
+    from conftest import FUNDS
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    import jupyter_walnut.renter.manager as manager_module
+
+    stack, ledger_path = node
+    home = tmp_path / "renter"
+    home.mkdir()
+    key = KeyPair.generate()
+    key.save(home / "wallet.key")
+    stack.ledger.fund(key.address, FUNDS)
+    monkeypatch.setenv("WALNUT_HOME", str(home))
+    monkeypatch.setenv("WALNUT_LEDGER", str(ledger_path))
+    monkeypatch.setenv("WALNUT_PROVIDERS", stack.pinned_url)
+    monkeypatch.setattr(manager_module, "_current", None)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "jupyter_walnut")
+
+    def run(cell: str):
+        with capture_output() as cap:
+            ip.run_cell(cell)
+        return cap
+
+    # a 40 s session: the budget warning at 30% spent (12 s), the end's in its last 10 s
+    manager_module.RenterManager.current().warn_budget_fraction = 0.3
+    try:
+        launched = run(f"%walnut launch --offer cpu-small@{stack.pinned_url} "
+                       f"--budget {40 * PRICE}")
+        assert "running on results-node" in launched.stderr, launched.stderr
+        deadline = time.monotonic() + 60
+        while "of this session's budget" not in (cap := run("%walnut sessions")).stderr:
+            assert time.monotonic() < deadline, cap.stderr
+        assert cap.stderr.count("walnut: session ") == 1  # one line, the budget's
+        seen = ""
+        while "ends in about" not in seen:  # each remote cell, until the end is near
+            seen += run("%%walnut run\nprint('remote')").stderr
+            assert time.monotonic() < deadline, seen
+        assert "of this session's budget is used" not in seen  # shown before: not again
+    finally:
+        run("%walnut stop --all")
+        ip.run_line_magic("unload_ext", "jupyter_walnut")
+        ip.user_ns.clear()

@@ -231,7 +231,8 @@ class _Fetch:
 
     async def _get(self, path: str, **kwargs: Any) -> httpclient.HTTPResponse:
         request = httpclient.HTTPRequest(self.url + "/" + path, headers=self.headers,
-                                         connect_timeout=10, request_timeout=None,
+                                         connect_timeout=10,
+                                         request_timeout=float(self.policy.save_timeout_s),
                                          follow_redirects=False, **kwargs)
         try:
             return await self.http.fetch(request, raise_error=False)

@@ -460,11 +460,23 @@ class WalnutMagics(Magics, Configurable):
         if not args.all:
             loop.run(manager.refresh())
         sessions = manager.store.list(statuses=None if args.all else ACTIVE)
+        self._print_warnings(sessions, only_new=False)
         return Table(["id", "provider", "shape", "status", "running", "cost MIST",
                       "budget MIST", "reason"], [
             [s.id, s.node, s.shape, s.status, f"{s.running_seconds} s", mist(s.cost_mist),
              mist(s.budget_mist), s.reason] for s in sessions],
             title=f"{len(sessions)} session(s)")
+
+    def _print_warnings(self, sessions, only_new: bool) -> None:
+        """A line for each warning before a session's end (renter/warnings.py, issue #16);
+        before a remote cell, only those not shown yet."""
+        shown = self.__dict__.setdefault("_warned", set())
+        for s in sessions:
+            for w in self.manager.warnings(s):
+                if only_new and (s.id, w["kind"]) in shown:
+                    continue
+                shown.add((s.id, w["kind"]))
+                print(f"walnut: session {s.id}: {w['message']}", file=sys.stderr)
 
     def _cmd_stop(self, args, cell) -> None:
         manager = self.manager
@@ -588,6 +600,7 @@ class WalnutMagics(Magics, Configurable):
         if missing:
             raise UsageError(f"walnut run: cannot push {missing[0]!r}: not defined here")
         session = self._session_for_run(args)
+        self._print_warnings([session], only_new=True)
         serializer = args.serializer or self.serializer
         if pull and serializer != "data":
             print(transfer.unsafe_pull_warning(serializer), file=sys.stderr)
