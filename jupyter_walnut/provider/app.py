@@ -25,7 +25,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from tornado import httpclient, web, websocket
+from tornado import httpclient, httputil, web, websocket
 
 from .._version import __version__
 from ..common.errors import (
@@ -231,6 +231,13 @@ class TopUpHandler(BaseHandler):
         self.write_json(rec.public())
 
 
+def gateway_url(handle, request: httputil.HTTPServerRequest) -> str:
+    """The gateway's URL for a proxied request: its path as the renter sent it (still
+    URL-quoted, so a quoted '/', '?' or '%' in a file name stays what it was) and query."""
+    path = request.path.split("/gateway/", 1)[1]
+    return f"{handle.gateway_url}/{path}" + (f"?{request.query}" if request.query else "")
+
+
 class GatewayProxyHandler(BaseHandler):
     """Kernel-gateway REST calls of one session."""
 
@@ -240,12 +247,11 @@ class GatewayProxyHandler(BaseHandler):
         handle = self.node.sessions.authorize_gateway(
             session_id, session_token_from(self.request.headers))
         rec = self.node.sessions.store.get(session_id)
-        query = ("?" + self.request.query) if self.request.query else ""
         body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
         if body is not None and not body:
             body = b""
         request = httpclient.HTTPRequest(
-            f"{handle.gateway_url}/{path}{query}", method=self.request.method,
+            gateway_url(handle, self.request), method=self.request.method,
             headers=forward_headers(self.request.headers, rec.gateway_token), body=body,
             request_timeout=120, allow_nonstandard_methods=True, follow_redirects=False,
         )

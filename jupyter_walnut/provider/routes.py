@@ -25,6 +25,7 @@ from .app import (
     VouchersHandler,
     log_request,
 )
+from .gateway_stream import routes as stream_routes
 from .jobs import routes as job_routes
 from .port_proxy import PORT, PortProxyHandler
 from .results_http import routes as results_routes
@@ -45,6 +46,7 @@ def make_app(node: ProviderNode) -> web.Application:
             (rf"{API}/sessions/{SESSION_ID}/topup", TopUpHandler),
             (rf"{API}/sessions/{SESSION_ID}/gateway/"
              r"(api/kernels/[^/]+/channels|terminals/websocket/\w+)", GatewayWebsocketHandler),
+            *stream_routes(SESSION_ID, API),  # workspace uploads and downloads, streamed
             (rf"{API}/sessions/{SESSION_ID}/gateway/(.*)", GatewayProxyHandler),
             (rf"{API}/sessions/{SESSION_ID}/proxy/{PORT}/(.*)", PortProxyHandler),
             (r"/metrics", MetricsHandler),

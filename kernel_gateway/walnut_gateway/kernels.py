@@ -16,8 +16,28 @@ from pathlib import Path
 
 from kernel_gateway.services.kernels.manager import SeedingMappingKernelManager
 
+from .workspace import inside, refused, resolve, workspace_root
+
 CGROUP = Path("/sys/fs/cgroup")
 RESTART_READY_TIMEOUT_S = 60
+
+
+def kernel_cwd(root: str, working_dir: str | None) -> str:
+    """Where a kernel starts: the workspace, or KERNEL_WORKING_DIR (a folder in it, given
+    relative to it or as an absolute path inside it); 400 for anything else."""
+    if not working_dir:
+        return root
+    if working_dir.startswith("/"):
+        real = os.path.realpath(working_dir)
+        if not inside(root, real):
+            raise refused(f"KERNEL_WORKING_DIR {working_dir!r} is outside the session's "
+                          f"workspace {root!r}")
+        os_path = real
+    else:
+        os_path = resolve(root, working_dir.strip("/"), allow_root=True)
+    if not os.path.isdir(os_path):
+        raise refused(f"KERNEL_WORKING_DIR {working_dir!r} is not a folder of the workspace")
+    return os_path
 
 
 def _read_fields(path: Path) -> dict[str, str]:
@@ -52,7 +72,19 @@ class WalnutMappingKernelManager(SeedingMappingKernelManager):
     _cgroup_is_ours = os.environ.get("WALNUT_SESSION_CGROUP") == "1"
     _oom_seen: int | None = None
 
+    def cwd_for_path(self, path, **kwargs) -> str:  # type: ignore[override]
+        root = workspace_root()
+        os_path = resolve(root, (path or "").strip("/"), allow_root=True)
+        while not os.path.isdir(os_path) and os_path != root:
+            os_path = os.path.dirname(os_path)
+        return os_path
+
     async def start_kernel(self, *args, **kwargs) -> str:  # type: ignore[override]
+        working_dir = (kwargs.get("env") or {}).get("KERNEL_WORKING_DIR")
+        if working_dir or kwargs.get("path") is None:
+            # kernels start in the workspace (or the folder asked for) whatever the gateway's cwd
+            kwargs["cwd"] = kernel_cwd(workspace_root(), working_dir)
+            kwargs.pop("path", None)
         kernel_id = await super().start_kernel(*args, **kwargs)
         self._oom_seen = self._oom_count()
         self.add_restart_callback(kernel_id, lambda: self._on_kernel_died(kernel_id), "restart")

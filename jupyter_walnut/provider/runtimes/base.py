@@ -45,6 +45,7 @@ class SessionSpec:
             "WALNUT_MAX_KERNELS": str(self.max_kernels),
             "WALNUT_SESSION_ID": self.session_id,
             "HOME": home,
+            "WALNUT_WORKSPACE": home,  # the root of the session's file API (walnut_gateway)
             "JUPYTER_RUNTIME_DIR": runtime_dir,
             "PYTHONUNBUFFERED": "1",
             **extra,
