@@ -8,6 +8,7 @@ WALNUT_REQUIRE_UI=1, which turns those into failures.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -512,3 +513,128 @@ def requirements_flow(stack: WalnutStack, page, shot: Shots) -> None:
     wait_for(lambda: sui(balance.inner_text()) == before, 90,
              "the wallet to hold the whole budget again")
     assert before < funded  # the two sessions that ran were paid for; the failed one not
+
+
+# --- issue #16: the session's workspace in JupyterLab --------------------------------------
+
+WS_ARTIFACTS = ARTIFACTS / "workspace"
+# 2000 MIST/s on demo-node: 150 s of session, warned at 80% of the budget (30 s left)
+WS_BUDGET_MIST = 300_000
+
+ANALYSIS = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{
+    "cell_type": "code", "id": "analysis", "metadata": {}, "outputs": [], "execution_count": None,
+    "source": (
+        "import csv, json, os, struct, zlib\n"
+        "rows = [(float(x), float(y)) for x, y in list(csv.reader(open('data.csv')))[1:]]\n"
+        "def png(path, w, h, on):  # a plot without matplotlib: white, the points in black\n"
+        "    raw = b''.join(b'\\0' + bytes(0 if on(x, h - 1 - y) else 255 for x in range(w))\n"
+        "                  for y in range(h))\n"
+        "    chunk = lambda t, d: (struct.pack('>I', len(d)) + t + d\n"
+        "                          + struct.pack('>I', zlib.crc32(t + d)))\n"
+        "    open(path, 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack(\n"
+        "        '>IIBBBBB', w, h, 8, 0, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(raw))\n"
+        "        + chunk(b'IEND', b''))\n"
+        "top = max(y for _, y in rows)\n"
+        "png('plot.png', 100, 50, lambda x, y: any(int(a) == x and int(b / top * 49) == y\n"
+        "                                          for a, b in rows))\n"
+        "os.makedirs('checkpoints', exist_ok=True)\n"
+        "json.dump({'rows': len(rows), 'sum': sum(y for _, y in rows)},\n"
+        "          open('checkpoints/step-1.json', 'w'))\n"
+        "print('read', len(rows), 'rows; wrote plot.png and checkpoints/step-1.json')\n")}]}
+
+
+@pytest.mark.timeout(600)
+def test_session_workspace_in_jupyterlab(stack: WalnutStack, page) -> None:
+    WS_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = Shots(page, WS_ARTIFACTS)
+    try:
+        workspace_flow(stack, page, shot)
+    except BaseException:
+        shot("failure")
+        for log in stack.root.glob("*.log"):
+            shutil.copy(log, WS_ARTIFACTS / f"failure-{log.name}")
+        raise
+
+
+def workspace_flow(stack: WalnutStack, page, shot: Shots) -> None:
+    stack.api("wallet/fund", "POST", {"amount_mist": 10**10})
+    local = stack.root / "upload"
+    local.mkdir()
+    data = "x,y\n" + "".join(f"{i},{i * i}\n" for i in range(100))
+    (local / "data.csv").write_text(data)
+    page.goto(stack.lab_url)
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
+    page.locator('.lm-TabBar-tab[data-id="jupyter-walnut-panel"]').first.click()
+    panel = page.locator("#jupyter-walnut-panel")
+    s = stack.api("sessions", "POST", {"provider_url": stack.provider_url, "shape": "cpu-small",
+                                       "budget_mist": WS_BUDGET_MIST}, timeout=180)
+    sid = s["id"]
+    kernelspec = {"name": s["kernel_name"], "language": "python", "display_name": "walnut"}
+    (local / "analysis.ipynb").write_text(json.dumps(
+        {**ANALYSIS, "metadata": {"kernelspec": kernelspec}}))
+    card = panel.locator(f'article.jp-Walnut-session[data-session="{sid}"]')
+    card.wait_for(timeout=60_000)
+
+    # 1. "Files" on the card: the session's workspace in a file browser of its own
+    card.get_by_role("button", name="Files").click()
+    files = page.locator(f'.jp-Walnut-files[data-session="{sid}"]')
+    files.wait_for(state="visible")
+    assert "demo-node" in files.locator(".jp-Walnut-filesHead").inner_text()
+    # 2. upload the data and the notebook through the browser's upload button
+    for name in ("data.csv", "analysis.ipynb"):
+        with page.expect_file_chooser() as chooser:
+            files.locator('.jp-ToolbarButtonComponent[title="Upload Files"]').click()
+        chooser.value.set_files(str(local / name))
+        files.locator(".jp-DirListing-item", has_text=name).wait_for(timeout=30_000)
+    progress = files.locator(".jp-Walnut-uploadProgress")
+    wait_for(lambda: "Uploaded analysis.ipynb" in progress.inner_text(), 30, "upload progress")
+    shot("files-uploaded")
+    # 3. open the notebook in place; it runs on the session's kernel and reads by relative path
+    files.locator(".jp-DirListing-item", has_text="analysis.ipynb").dblclick()
+    nb = page.locator(".jp-NotebookPanel").last
+    nb.wait_for()
+    kernel_button = nb.locator(".jp-Toolbar-kernelName")
+    wait_for(lambda: "walnut" in kernel_button.inner_text(), 60, "the walnut kernel")
+    wait_for(lambda: notebook_kernels(stack) == {f"walnut-{sid}"}, 60, "the notebook's kernel")
+    nb.locator(".jp-Cell .cm-content").first.click()
+    page.keyboard.press("Shift+Enter")
+    output = nb.locator(".jp-OutputArea-output")
+    wait_for(lambda: "read 100 rows" in (output.first.inner_text() if output.count() else ""),
+             90, "the notebook's output")
+    # 4. its outputs show in the drive; the plot downloads as the bytes the kernel wrote
+    files.locator(".jp-ToolbarButtonComponent[title='Refresh']").click()
+    plot_item = files.locator(".jp-DirListing-item", has_text="plot.png")
+    plot_item.wait_for(timeout=30_000)
+    files.locator(".jp-DirListing-item", has_text="checkpoints").wait_for()
+    plot_item.click()
+    with page.expect_download() as download:
+        files.locator(".jp-ToolbarButtonComponent[title='Download']").click()
+    plot = Path(download.value.path()).read_bytes()
+    assert plot.startswith(b"\x89PNG") and download.value.suggested_filename == "plot.png"
+    shot("notebook-ran-outputs-in-drive")
+
+    # 5. the budget runs out: a notification with Top up / Save results while it still runs
+    toast = page.locator(".Toastify__toast", has_text="budget is used")
+    toast.wait_for(timeout=150_000)
+    assert stack.api(f"sessions/{sid}")["status"] == "running"  # shown before the end
+    assert toast.get_by_role("button", name="Top up").is_visible()
+    assert toast.get_by_role("button", name="Save results").is_visible()
+    assert "budget is used" in card.get_by_test_id("walnut-session-warning").inner_text()
+    assert page.get_by_test_id("walnut-status-warning").is_visible()
+    shot("warning-before-the-end")
+    toast.get_by_role("button", name="Save results").click()
+    # 6. the end: the drive goes, the outputs arrive in walnut-results/<sid>/
+    files.wait_for(state="detached", timeout=180_000)
+    page.locator('.lm-TabBar-tab[data-id="jupyter-walnut-panel"]').first.click()
+    ended = panel.locator(f'.jp-Walnut-ended li[data-session="{sid}"]')
+    ended.wait_for(timeout=60_000)
+    results = ended.get_by_test_id("walnut-results")
+    wait_for(lambda: results.count() and "Results saved" in results.inner_text(), 120,
+             "the results to arrive")
+    folder = Path(stack.api(f"sessions/{sid}")["results"]["path"])
+    assert folder.name == sid and folder.parent.name == "walnut-results"
+    assert (folder / "plot.png").read_bytes() == plot
+    assert json.loads((folder / "checkpoints" / "step-1.json").read_text())["rows"] == 100
+    ended.scroll_into_view_if_needed()
+    shot("ended-results-saved")
+    assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]

@@ -49,7 +49,8 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2, proc
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s (last error: {last_error})")
 
 
-def http_json(url: str, method: str = "GET", body: dict | None = None, token: str | None = None):
+def http_json(url: str, method: str = "GET", body: dict | None = None, token: str | None = None,
+              timeout: float = 30):
     context = None
     if url.startswith("https:"):  # readiness probes of our own test node only
         context = ssl.create_default_context()
@@ -61,7 +62,7 @@ def http_json(url: str, method: str = "GET", body: dict | None = None, token: st
         req.add_header("Authorization", f"token {token}")
     if data is not None:
         req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30, context=context) as resp:
+    with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
         return json.loads(resp.read() or b"null")
 
 
@@ -158,8 +159,9 @@ class WalnutStack:
         ], cwd=notebooks)
         wait_until(lambda: self.api("status"), 90, "JupyterLab with jupyter_walnut", proc=lab)
 
-    def api(self, path: str, method: str = "GET", body: dict | None = None):
-        return http_json(f"{self.base_url}walnut/{path}", method, body, self.token)
+    def api(self, path: str, method: str = "GET", body: dict | None = None,
+            timeout: float = 30):
+        return http_json(f"{self.base_url}walnut/{path}", method, body, self.token, timeout)
 
     @property
     def base_url(self) -> str:

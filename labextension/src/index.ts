@@ -1,13 +1,16 @@
 import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, InputDialog, Notification } from '@jupyterlab/apputils';
+import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
+import { WorkspaceDrives } from './drive';
 import { walnutIcon } from './icons';
 import { errorText } from './logic/errors';
 import { formatSui } from './logic/money';
 import { isActive } from './logic/sessions';
 import { ISession } from './logic/types';
+import { resultsText } from './logic/workspace';
 import { WalnutModel } from './model';
 import { WalnutPanel } from './panel';
 import { WalnutStatus } from './statusbar';
@@ -26,15 +29,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-walnut:plugin',
   description: 'Walnut: rent remote GPU/CPU kernels by the second.',
   autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer, IStatusBar, INotebookTracker, ILabShell],
+  optional: [ICommandPalette, ILayoutRestorer, IStatusBar, INotebookTracker, ILabShell, IFileBrowserFactory],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null,
     statusBar: IStatusBar | null,
-    notebooks: INotebookTracker | null
+    notebooks: INotebookTracker | null,
+    _labShell: ILabShell | null,
+    fileBrowsers: IFileBrowserFactory | null
   ) => {
     const model = new WalnutModel(app.serviceManager);
+    // each running session's workspace as a drive, with a file browser on demand (issue #16)
+    const drives = new WorkspaceDrives(app, fileBrowsers, model);
     const { commands } = app;
 
     const openNotebook = (s: ISession) => {
@@ -57,7 +64,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       openNotebook,
       useInCurrentNotebook,
       canUseInCurrentNotebook: () => Boolean(notebooks?.currentWidget),
-      currentNotebookPath: () => notebooks?.currentWidget?.context.path ?? null
+      currentNotebookPath: () => notebooks?.currentWidget?.context.path ?? null,
+      openFiles: drives.available ? (s: ISession) => drives.open(s) : undefined
     });
     app.shell.add(panel, 'left', { rank: 850 });
     if (restorer) {
@@ -66,6 +74,35 @@ const plugin: JupyterFrontEndPlugin<void> = {
     notebooks?.currentChanged.connect(() => model.notify());
 
     const openPanel = () => app.shell.activateById(panel.id);
+
+    const saveResults = async (s: ISession) => {
+      try {
+        const saved = await model.saveResults(s.id);
+        Notification.success(resultsText(saved.results, Date.now() / 1000) ?? 'Results saved.', { autoClose: 8000 });
+      } catch (e) {
+        Notification.error(`Could not save the results of the session on ${s.node}: ${errorText(e)}`, {
+          autoClose: 10000
+        });
+      }
+    };
+    // warnings before the end: budget threshold, minutes left (issue #16)
+    model.warnings.connect((_, { session: s, warning: w }) => {
+      const offered = Array.isArray(w.actions) ? w.actions : ['top_up', 'save_results'];
+      const actions = [];
+      if (offered.includes('top_up')) {
+        actions.push({
+          label: 'Top up',
+          callback: () => {
+            model.requestTopUp(s.id);
+            openPanel();
+          }
+        });
+      }
+      if (offered.includes('save_results')) {
+        actions.push({ label: 'Save results', callback: () => void saveResults(s) });
+      }
+      Notification.warning(`Walnut session on ${s.node}: ${w.message}`, { autoClose: false, actions });
+    });
 
     // notifications for what happens while the user looks elsewhere
     model.events.connect((_, event) => {

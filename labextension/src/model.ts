@@ -7,6 +7,7 @@ import { errorText } from './logic/errors';
 import { pollPlan, MAX_BACKOFF_MS } from './logic/polling';
 import { activeTotals, isActive, isSettling, ITotals, SessionEvent, sessionEvents } from './logic/sessions';
 import { ILaunchStep } from './logic/launch';
+import { INewWarning, newWarnings } from './logic/workspace';
 import { ILaunchRequest, IOffer, ISession, IWallet } from './logic/types';
 import { ISample, pushSample, toSample } from './logic/usage';
 
@@ -59,6 +60,10 @@ export class WalnutModel {
   /** Things to notify the user about (started, budget low, ended by the provider). */
   get events(): ISignal<this, SessionEvent> {
     return this._events;
+  }
+  /** A session's warning not shown before (budget threshold, minutes before the end). */
+  get warnings(): ISignal<this, INewWarning> {
+    return this._warnings;
   }
 
   offers: IOffer[] = [];
@@ -154,6 +159,9 @@ export class WalnutModel {
     for (const event of events) {
       this._events.emit(event);
     }
+    for (const warning of newWarnings(this._seenWarnings, sessions)) {
+      this._warnings.emit(warning);
+    }
     if (moneyMoved) {
       // a channel opened, was topped up or settled: the balance changed
       void this._walletPoll.refresh();
@@ -231,6 +239,24 @@ export class WalnutModel {
     });
   }
 
+  /** The session whose card should open its top-up form (from a notification). */
+  topUpFor: string | null = null;
+
+  requestTopUp(id: string): void {
+    this.topUpFor = id;
+    this._changed.emit();
+  }
+
+  /** Copy the session's outputs back now (the results REST); resolves with its state. */
+  async saveResults(id: string): Promise<ISession> {
+    return this._withBusy(`results:${id}`, async () => {
+      await requestAPI<unknown>(`sessions/${id}/results`, { method: 'POST', body: '{}' });
+      const s = await requestAPI<ISession>(`sessions/${id}`);
+      this._replace(s);
+      return s;
+    });
+  }
+
   async fundWallet(amountMist: bigint): Promise<void> {
     await this._withBusy('wallet', async () => {
       const w = await requestAPI<IWallet>('wallet/fund', {
@@ -304,6 +330,8 @@ export class WalnutModel {
 
   private _changed = new Signal<this, void>(this);
   private _events = new Signal<this, SessionEvent>(this);
+  private _warnings = new Signal<this, INewWarning>(this);
+  private _seenWarnings = new Set<string>();
   private _sessionsPoll: Poll;
   private _offersPoll: Poll;
   private _walletPoll: Poll;

@@ -4,6 +4,8 @@ import * as React from 'react';
 import { walnutIcon } from './icons';
 import { formatSui } from './logic/money';
 import { WalnutModel } from './model';
+import { isActive } from './logic/sessions';
+import { currentWarning } from './logic/workspace';
 
 /** "Walnut 0.0123 SUI" in the status bar: running cost of active sessions. */
 export class WalnutStatus extends ReactWidget {
@@ -20,15 +22,17 @@ export class WalnutStatus extends ReactWidget {
       <UseSignal signal={this.model.changed}>
         {() => {
           const t = this.model.totals;
-          const label =
+          const warned = this.model.sessions.filter(isActive).map(currentWarning).find(w => w !== null) ?? null;
+          const base =
             t.active === 0
               ? 'Walnut: no session running'
               : `Walnut: ${t.active} session${t.active > 1 ? 's' : ''}, ${formatSui(t.costMist)} of ${formatSui(
                   t.budgetMist
                 )} budget used${t.level !== 'ok' ? ' (budget nearly used)' : ''}`;
+          const label = warned ? `${base}. ${warned.message}` : base;
           return (
             <button
-              className={`jp-Walnut-statusButton jp-mod-${t.level}`}
+              className={`jp-Walnut-statusButton jp-mod-${warned && t.level === 'ok' ? 'low' : t.level}`}
               title={`${label}. Click to open the Walnut panel.`}
               aria-label={label}
               onClick={this.onOpen}
@@ -38,6 +42,11 @@ export class WalnutStatus extends ReactWidget {
                 {t.active === 0 ? 'Walnut' : formatSui(t.costMist)}
               </span>
               {t.active > 0 && <span className="jp-Walnut-statusCount">×{t.active}</span>}
+              {warned && (
+                <span className="jp-Walnut-statusWarning" data-testid="walnut-status-warning">
+                  ⚠ {warned.message}
+                </span>
+              )}
             </button>
           );
         }}

@@ -97,6 +97,30 @@ export interface ISession {
   /** The provider preparing its requirements, as last reported (issue #15). */
   environment?: IEnvironment | null;
   has_requirements?: boolean;
+  /** Warnings before the end (issue #16): budget threshold, minutes left. */
+  warnings?: IWarning[] | null;
+  /** Where the session's outputs went or go when it ends (issue #16). */
+  results?: IResults | null;
+}
+
+export interface IWarning {
+  kind: string;
+  message: string;
+  seconds_left?: number | null;
+  /** What the notification offers: "top_up", "save_results". */
+  actions?: string[];
+}
+
+export interface IResults {
+  state: string;
+  /** Where they are on this machine, e.g. walnut-results/<sid>/ beside the notebook. */
+  path?: string | null;
+  files?: number | unknown[] | null;
+  bytes?: number | null;
+  /** Until when the provider keeps them (epoch seconds), if it keeps them. */
+  kept_until?: number | null;
+  reason?: string | null;
+  error?: string | null;
 }
 
 export interface IStatus {

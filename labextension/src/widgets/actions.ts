@@ -7,4 +7,8 @@ export interface IPanelActions {
   canUseInCurrentNotebook(): boolean;
   /** The current notebook's path under the server root, if one is open. */
   currentNotebookPath?: () => string | null;
+  /** Show the session's workspace in a file browser (issue #16). */
+  openFiles?: (session: ISession) => void;
+  /** Ask for a top-up of the session (the card's top-up form). */
+  topUp?: (session: ISession) => void;
 }

@@ -9,6 +9,7 @@ import { budgetFraction, budgetLevel, depositOf, elapsedSeconds, remainingSecond
 import { formatDuration } from '../logic/time';
 import { ISession } from '../logic/types';
 import { formatPct } from '../logic/usage';
+import { currentWarning } from '../logic/workspace';
 import { WalnutModel } from '../model';
 import { IPanelActions } from './actions';
 import { UsageChart } from './usageChart';
@@ -24,6 +25,21 @@ export function SessionCard(props: { session: ISession; model: WalnutModel; acti
   const history = model.usage.get(s.id) ?? [];
   const last = history[history.length - 1];
   const busy = model.busy.has(s.id);
+  const warning = currentWarning(s);
+  React.useEffect(() => {
+    if (model.topUpFor === s.id) {
+      model.topUpFor = null;
+      setTopUp('0.01');
+    }
+  });
+  const saveResults = async () => {
+    try {
+      await model.saveResults(s.id);
+      Notification.success(`Saving the results of the session on ${s.node}.`, { autoClose: 5000 });
+    } catch (e) {
+      Notification.error(`Could not save the results: ${errorText(e)}`, { autoClose: 10000 });
+    }
+  };
   const stop = async () => {
     try {
       const ended = await model.stopSession(s.id);
@@ -66,6 +82,11 @@ export function SessionCard(props: { session: ISession; model: WalnutModel; acti
         <span className={`jp-Walnut-badge jp-mod-${s.status}`}>{s.status}</span>
       </div>
       <VerificationBadge session={s} />
+      {warning && (
+        <div className="jp-Walnut-warning" role="alert" data-testid="walnut-session-warning">
+          {warning.message}
+        </div>
+      )}
       <dl className="jp-Walnut-metrics">
         <div>
           <dt>Elapsed</dt>
@@ -144,6 +165,24 @@ export function SessionCard(props: { session: ISession; model: WalnutModel; acti
             Use in notebook
           </button>
         )}
+        {props.actions.openFiles && (
+          <button
+            className="jp-Button jp-mod-styled"
+            disabled={s.status !== 'running'}
+            onClick={() => props.actions.openFiles!(s)}
+            title="Browse, upload and download the session's workspace"
+          >
+            Files
+          </button>
+        )}
+        <button
+          className="jp-Button jp-mod-styled"
+          disabled={s.status !== 'running' || model.busy.has(`results:${s.id}`)}
+          onClick={() => void saveResults()}
+          title="Copy the files created or changed in the workspace back now"
+        >
+          Save results
+        </button>
         <button className="jp-Button jp-mod-styled jp-mod-warn" disabled={busy} onClick={() => void stop()}>
           {busy ? 'Stopping…' : 'Stop'}
         </button>

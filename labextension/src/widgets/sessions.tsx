@@ -4,6 +4,7 @@ import * as React from 'react';
 import { formatSui } from '../logic/money';
 import { elapsedSeconds, isActive, isFailedLaunch, settlementAmounts, settlementLabel } from '../logic/sessions';
 import { formatDuration } from '../logic/time';
+import { resultsText } from '../logic/workspace';
 import { WalnutModel } from '../model';
 import { IPanelActions } from './actions';
 import { ErrorNote, Section } from './section';
@@ -43,6 +44,11 @@ export function SessionsSection(props: { model: WalnutModel; actions: IPanelActi
                     {s.reason ? ` · ${s.reason}` : ''}
                   </div>
                   <VerificationBadge session={s} />
+                  {resultsText(s.results, Date.now() / 1000) && (
+                    <div className="jp-Walnut-results" data-testid="walnut-results">
+                      {resultsText(s.results, Date.now() / 1000)}
+                    </div>
+                  )}
                   <div className="jp-Walnut-muted" data-testid="walnut-settlement">
                     {settlementLabel(s)}
                     {amounts
