@@ -99,6 +99,9 @@ class RenterManager(LoggingConfigurable):
     environment_timeout_s = Float(
         1800.0, config=True,
         help="Seconds a provider may take to install a launch's requirements.")
+    launch_folder_max_mb = Int(
+        MAX_TRANSFER_BYTES // 2**20, config=True,
+        help="Largest folder a launch sends to its session (MiB), checked before paying.")
     warn_budget_fraction = Float(
         0.8, config=True, min=0.0, max=1.0,
         help="Warn (session JSON `warnings`, %walnut) once this share of a session's budget "
@@ -114,9 +117,6 @@ class RenterManager(LoggingConfigurable):
     results_max_mb = Int(
         10240, config=True, min=0,
         help="Most MiB of one session's results this renter takes from a provider.")
-    launch_folder_max_mb = Int(
-        MAX_TRANSFER_BYTES // 2**20, config=True,
-        help="Largest folder a launch sends to its session (MiB), checked before paying.")
     poll_interval_s = Float(2.0, help="Seconds between session cost refreshes "
                                       "(WalnutApp.poll_interval).")
 
@@ -686,6 +686,7 @@ class RenterManager(LoggingConfigurable):
         if stop_sessions:
             for s in self.store.list(statuses=ACTIVE):
                 await self.stop(s.id, reason="Jupyter Server shut down")
+
 
 def _results_offer(terms: object) -> dict | None:
     """An offer's results terms (issue #16), only as numbers it may hold."""

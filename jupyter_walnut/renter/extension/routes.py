@@ -25,8 +25,8 @@ from .workspace_handlers import workspace_handlers
 
 def handlers() -> list[tuple[str, type]]:
     sid = f"({SESSION_ID_PATTERN})"
-    return [*jobs_handlers(), *analytics_handlers(), *results_handlers(sid), *drive_handlers(sid),
-        *terminal_handlers(sid), *port_proxy_handlers(sid),
+    return [*jobs_handlers(), *analytics_handlers(), *results_handlers(sid),
+        *terminal_handlers(sid), *port_proxy_handlers(sid), *drive_handlers(sid),
         *workspace_handlers(sid),
         (r"/walnut/offers", OffersHandler),
         (r"/walnut/sessions", SessionsHandler),
