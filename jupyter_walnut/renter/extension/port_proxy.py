@@ -45,6 +45,7 @@ from ..provider_client import ProviderClient
 from ..store import RenterSession
 from .handlers import WalnutHandler
 from .terminal_handlers import running_session
+from .ws_relay import UpstreamRelay
 
 if TYPE_CHECKING:
     from ..manager import RenterManager
@@ -246,10 +247,11 @@ def set_cookie_header(value: str) -> str | None:
     return value
 
 
-class AppHandler(websocket.WebSocketHandler):
+class AppHandler(UpstreamRelay, websocket.WebSocketHandler):
     """One request of the session's app: HTTP relayed as it streams, or a websocket."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+    relayed = "the session's app"
 
     def _authorize(self, session_id: str, port_text: str) -> tuple[ProviderClient,
                                                                    RenterSession, int]:
@@ -344,35 +346,7 @@ class AppHandler(websocket.WebSocketHandler):
         return getattr(self, "_subprotocol", None)
 
     def open(self, *args: str) -> None:
-        self.set_nodelay(True)
-        self._pump = asyncio.ensure_future(self._from_app())
-
-    async def _from_app(self) -> None:
-        try:
-            while True:
-                msg = await self.upstream.read_message()
-                if msg is None:
-                    break
-                await self.write_message(msg, binary=isinstance(msg, bytes))
-        except websocket.WebSocketClosedError:
-            pass
-        finally:
-            if self.ws_connection is not None:
-                self.close(1000, "the session's app closed")
-
-    async def on_message(self, message: str | bytes) -> None:
-        try:
-            await self.upstream.write_message(message, binary=isinstance(message, bytes))
-        except websocket.WebSocketClosedError:
-            self.close(1011, "the session's app is gone")
-
-    def on_close(self) -> None:
-        upstream = getattr(self, "upstream", None)
-        if upstream is not None:
-            upstream.close()
-        pump = getattr(self, "_pump", None)
-        if pump is not None and not pump.done():
-            pump.cancel()
+        self.start_relay()
 
 
 def port_proxy_handlers(sid: str) -> list[tuple[str, type]]:

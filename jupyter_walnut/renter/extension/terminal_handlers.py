@@ -12,7 +12,6 @@ then calls the provider with the session's access token, which never reaches the
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -28,6 +27,7 @@ from ..manager import RenterManager
 from ..provider_client import ProviderClient
 from ..store import RenterSession
 from .handlers import WalnutHandler
+from .ws_relay import UpstreamRelay
 
 AUTH_RESOURCE = "terminals"
 NAME = r"(\w+)"
@@ -44,6 +44,7 @@ def running_session(walnut: RenterManager, session_id: str) -> tuple[ProviderCli
 
 class TerminalsHandler(WalnutHandler):
     auth_resource = AUTH_RESOURCE
+    relayed = "the session's terminal"
 
     async def _relay(self, session_id: str, method: str, path: str, body: Any = None) -> None:
         client, s = running_session(self.walnut, session_id)
@@ -74,7 +75,8 @@ class TerminalsHandler(WalnutHandler):
         await self._relay(session_id, "DELETE", f"api/terminals/{name}")
 
 
-class TerminalSocketHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterHandler):
+class TerminalSocketHandler(UpstreamRelay, WebSocketMixin, websocket.WebSocketHandler,
+                            JupyterHandler):
     """The terminal's websocket, bridged to the provider's (frames unchanged both ways)."""
 
     auth_resource = AUTH_RESOURCE
@@ -104,40 +106,11 @@ class TerminalSocketHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
             code = getattr(exc, "code", 502)
             raise web.HTTPError(code if code in (403, 404, 409) else 502,
                                 "the session's terminal is unavailable") from exc
-        self._pump: asyncio.Task | None = None
         await super().get(session_id, name)
 
     def open(self, *args: str) -> None:
         super().open()  # Jupyter's ping loop
-        self.set_nodelay(True)
-        self._pump = asyncio.ensure_future(self._from_session())
-
-    async def _from_session(self) -> None:
-        try:
-            while True:
-                msg = await self.upstream.read_message()
-                if msg is None:
-                    break
-                await self.write_message(msg, binary=isinstance(msg, bytes))
-        except websocket.WebSocketClosedError:
-            pass
-        finally:
-            if self.ws_connection is not None:
-                self.close(1000, "the session's terminal closed")
-
-    async def on_message(self, message: str | bytes) -> None:
-        try:
-            await self.upstream.write_message(message, binary=isinstance(message, bytes))
-        except websocket.WebSocketClosedError:
-            self.close(1011, "the session's terminal is gone")
-
-    def on_close(self) -> None:
-        upstream = getattr(self, "upstream", None)
-        if upstream is not None:
-            upstream.close()
-        pump = getattr(self, "_pump", None)
-        if pump is not None and not pump.done():
-            pump.cancel()
+        self.start_relay()
 
 
 def terminal_handlers(sid: str) -> list[tuple[str, type]]:
