@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import urllib.parse
@@ -275,6 +276,8 @@ def test_process_runtime_refuses_ports_not_of_the_session(tmp_path) -> None:
         assert status == 200, body
         node.run(node.sessions.stop(session.id))  # and its app with it
         assert http(f"{base}/{port}/api/data", headers=auth, context=_insecure())[0] == 409
+        with pytest.raises(OSError):  # the app left the session's process tree, yet it is gone
+            socket.create_connection(("127.0.0.1", port), 1).close()
     finally:
         node.stop()
         ledger.close()

@@ -86,7 +86,7 @@ def page(stack):
         pg = context.new_page()
         pg.set_default_timeout(30_000)
         errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}"))
         pg.walnut_errors = errors  # type: ignore[attr-defined]
         try:
             yield pg

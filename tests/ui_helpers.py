@@ -62,8 +62,12 @@ def http_json(url: str, method: str = "GET", body: dict | None = None, token: st
         req.add_header("Authorization", f"token {token}")
     if data is not None:
         req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
-        return json.loads(resp.read() or b"null")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:  # the server's own message, for the report
+        raise AssertionError(f"{method} {url}: HTTP {exc.code}: "
+                             f"{exc.read().decode(errors='replace')[:500]}") from exc
 
 
 class WalnutStack:

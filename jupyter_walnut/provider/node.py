@@ -170,6 +170,9 @@ class ProviderNode:
             self.metrics.sessions_started.inc()
         elif kind == "failed":
             self.metrics.sessions_failed.inc()
+        elif kind == "ending":  # a renter's kernel link asks the session's status, sees why
+            for link in self.links.links_of(rec.id):
+                link.close(f"the session {rec.status}: {rec.reason}")
 
     def offer(self) -> dict:
         hw = self.hardware()

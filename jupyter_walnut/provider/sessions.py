@@ -265,6 +265,8 @@ class SessionManager:
             return rec
         # the last metered interval, then no more; the gateway stops even if the disk is full
         self.metering.record_end(rec.id, status=status, reason=reason, ended_at=time.time())
+        # its renters hear of the end now, not from a kernel the runtime kills in a moment
+        self.on_event("ending", self.store.get(rec.id))
         handle = self._handles.pop(rec.id, None)
         if handle is not None:
             self._stopping.add(rec.id)  # not settled before the renter hears of the stop

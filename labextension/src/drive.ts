@@ -191,12 +191,16 @@ export class WorkspaceDrives {
     if (!entry) {
       return;
     }
-    // documents opened from the drive close with it: their session is gone
-    for (const widget of this.app.shell.widgets('main')) {
+    // documents opened from the drive go with it: their session is gone, nothing can be
+    // saved. Disposed, not closed: a close goes through the document manager's asynchronous
+    // "save your work?" path, and a document still open once the drive is forgotten
+    // resolves its path on the local server (its tab label change then renames there)
+    const opened = [...this.app.shell.widgets('main')].filter(widget => {
       const path = (widget as any).context?.path;
-      if (typeof path === 'string' && path.startsWith(`${entry.drive.name}:`)) {
-        widget.close();
-      }
+      return typeof path === 'string' && path.startsWith(`${entry.drive.name}:`);
+    });
+    for (const widget of opened) {
+      widget.dispose();
     }
     entry.browser?.dispose();
     // ContentsManager has no removeDrive: forget it so its name resolves nowhere

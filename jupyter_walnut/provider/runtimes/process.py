@@ -58,6 +58,20 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _marked(session_id: str) -> list[psutil.Process]:
+    """Processes of the session that left its tree (a kernel's `Popen(start_new_session=
+    True)` outliving that kernel is adopted by init): they still carry its environment.
+    A process that scrubs it escapes; the Docker runtime is the boundary for hostile code."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("WALNUT_SESSION_ID") == session_id:
+                found.append(proc)
+        except psutil.Error:  # gone, or another user's
+            continue
+    return found
+
+
 def _limits(spec: SessionSpec):
     def apply() -> None:
         os.setsid()  # own process group: stop() kills kernels too
@@ -148,11 +162,14 @@ class ProcessRuntime(Runtime):
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        for child in descendants:  # whatever the gateway did not shut down itself
+        leftovers = descendants + _marked(handle.session_id)  # what outlived the gateway
+        for child in leftovers:
             try:
                 child.kill()
             except psutil.Error:
                 pass
+        # stopped means gone: no port of the session still answers once stop returns
+        await asyncio.to_thread(psutil.wait_procs, leftovers, timeout=5)
         # the session directory holds its workspace: wiped so the next renter sees nothing
         shutil.rmtree(self.state_dir / handle.session_id, ignore_errors=True)
 

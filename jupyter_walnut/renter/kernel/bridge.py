@@ -249,6 +249,8 @@ class KernelBridge:
                 self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY_S, self._ack)
 
     def _deliver(self, channel: str, parts: list[bytes]) -> None:
+        if self.dead_reason is not None:
+            return  # said dead: whatever the container still sends would revive it
         if len(parts) < 4:
             return  # not a Jupyter message: no client could read it
         try:  # strict UTF-8, as the clients decode: one reading of msg_type for all
