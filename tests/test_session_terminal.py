@@ -17,12 +17,13 @@ import shutil
 import socket
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 from stack import StackNode
-from ui_helpers import WalnutStack
+from ui_helpers import WalnutStack, free_port, http_json, wait_until
 
 from jupyter_walnut.ledger import LocalLedger
 from jupyter_walnut.renter.store import RenterStore
@@ -188,6 +189,45 @@ def test_another_sessions_token_does_not_open_it(lab) -> None:
     with pytest.raises(httpclient.HTTPClientError) as refused:
         asyncio.run(b_socket())
     assert refused.value.code == 403
+
+
+def test_terminal_and_app_from_the_session_card_in_chromium(lab) -> None:
+    """The card's Terminal opens JupyterLab's terminal widget on the session: what is typed
+    runs there. An app started in it opens from the card's "Open port…" in a new tab, on the
+    session's own origin, with no token in its URL."""
+    from test_port_proxy import browser
+
+    stack, _node, (a, _b) = lab
+    sid, port = a["id"], free_port()
+    with browser() as page:
+        page.goto(stack.lab_url)
+        page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
+        page.locator('.lm-TabBar-tab[data-id="jupyter-walnut-panel"]').first.click()
+        card = page.locator(f'article.jp-Walnut-session[data-session="{sid}"]')
+        card.get_by_role("button", name="Terminal").click()
+        term = page.locator(f'.jp-Walnut-terminal[data-session="{sid}"]')
+        term.locator(".xterm").wait_for(timeout=60_000)
+        term.locator(".xterm").click()
+        page.keyboard.type(f'echo "$(python -V) $WALNUT_SESSION_ID" > from-terminal.txt; '
+                           f"python -m http.server {port} > /dev/null 2>&1 &")
+        page.keyboard.press("Enter")
+        # the shell ran in the session: its workspace has the file, with the session's id
+        typed = wait_until(lambda: http_json(
+            f"{stack.base_url}walnut/sessions/{sid}/api/contents/from-terminal.txt",
+            token=stack.token), 60, "the file the terminal wrote")
+        assert typed["content"].strip().startswith("Python 3.11") and sid in typed["content"]
+        # the app the terminal started, from the card, in a tab of its own
+        card.get_by_role("button", name="Open port…").click()
+        dialog = page.locator(".jp-Dialog")
+        dialog.locator("input").fill(str(port))
+        with page.context.expect_page() as opened:
+            dialog.locator("input").press("Enter")
+        app = opened.value
+        app.get_by_text("from-terminal.txt").wait_for(timeout=60_000)  # its directory listing
+        url = urllib.parse.urlsplit(app.url)
+        assert url.hostname == f"{sid}.localhost"
+        assert url.path == f"/walnut/sessions/{sid}/proxy/{port}/"
+        assert "token" not in app.url and stack.token not in app.url
 
 
 def test_terminal_dies_with_its_session(lab) -> None:

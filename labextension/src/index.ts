@@ -14,6 +14,7 @@ import { resultsText } from './logic/workspace';
 import { WalnutModel } from './model';
 import { WalnutPanel } from './panel';
 import { WalnutStatus } from './statusbar';
+import { SessionTerminals } from './terminal';
 
 namespace CommandIDs {
   export const open = 'walnut:open';
@@ -42,6 +43,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const model = new WalnutModel(app.serviceManager);
     // each running session's workspace as a drive, with a file browser on demand (issue #16)
     const drives = new WorkspaceDrives(app, fileBrowsers, model);
+    const terminals = new SessionTerminals(app);
     const { commands } = app;
 
     const openNotebook = (s: ISession) => {
@@ -65,7 +67,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       useInCurrentNotebook,
       canUseInCurrentNotebook: () => Boolean(notebooks?.currentWidget),
       currentNotebookPath: () => notebooks?.currentWidget?.context.path ?? null,
-      openFiles: drives.available ? (s: ISession) => drives.open(s) : undefined
+      openFiles: drives.available ? (s: ISession) => drives.open(s) : undefined,
+      openTerminal: (s: ISession) => void terminals.openTerminal(s),
+      openPort: (s: ISession) => void terminals.openPort(s)
     });
     app.shell.add(panel, 'left', { rank: 850 });
     if (restorer) {

@@ -1,4 +1,6 @@
 import {
+  appUrl,
+  checkPort,
   currentWarning,
   driveBaseUrl,
   driveNameFor,
@@ -84,5 +86,22 @@ describe('results and uploads in words', () => {
     expect(formatBytes(undefined)).toBe('n/a');
     expect(uploadText('data.csv', 0.4249)).toBe('Uploading data.csv: 42%');
     expect(uploadText('x', 2)).toBe('Uploading x: 100%');
+  });
+});
+
+describe('web apps of a session', () => {
+  it('takes only whole port numbers from 1 to 65535', () => {
+    expect(checkPort(' 6006 ')).toBe(6006);
+    expect(checkPort('1')).toBe(1);
+    expect(checkPort('65535')).toBe(65535);
+    for (const bad of ['', '0', '65536', '80.5', '-1', '6006/', 'abc', '1e3', '123456']) {
+      expect(checkPort(bad)).toBeNull();
+    }
+  });
+
+  it('opens an app through the renter server, with no token in the URL', () => {
+    const url = appUrl('http://127.0.0.1:8888/lab-base/', 's-abc', 6006);
+    expect(url).toBe('http://127.0.0.1:8888/lab-base/walnut/sessions/s-abc/proxy/6006/');
+    expect(url).not.toContain('token');
   });
 });

@@ -119,3 +119,18 @@ export function uploadText(name: string, fraction: number): string {
   const pct = Math.max(0, Math.min(100, Math.floor(fraction * 100)));
   return `Uploading ${name}: ${pct}%`;
 }
+
+/** A port typed by the user, or null unless it is a whole number from 1 to 65535. */
+export function checkPort(text: string): number | null {
+  const t = text.trim();
+  if (!/^\d{1,5}$/.test(t)) {
+    return null;
+  }
+  const port = Number(t);
+  return port >= 1 && port <= 65535 ? port : null;
+}
+
+/** The renter server's page that opens a session's web app on a port (no token in it). */
+export function appUrl(serverBase: string, sessionId: string, port: number): string {
+  return `${driveBaseUrl(serverBase, sessionId)}proxy/${port}/`;
+}

@@ -9,6 +9,10 @@ export interface IPanelActions {
   currentNotebookPath?: () => string | null;
   /** Show the session's workspace in a file browser (issue #16). */
   openFiles?: (session: ISession) => void;
+  /** A terminal in the session, in the main area (issue #16). */
+  openTerminal?: (session: ISession) => void;
+  /** Open a web app the session serves on a port, in a new tab (issue #16). */
+  openPort?: (session: ISession) => void;
   /** Ask for a top-up of the session (the card's top-up form). */
   topUp?: (session: ISession) => void;
 }

@@ -175,6 +175,26 @@ export function SessionCard(props: { session: ISession; model: WalnutModel; acti
             Files
           </button>
         )}
+        {props.actions.openTerminal && (
+          <button
+            className="jp-Button jp-mod-styled"
+            disabled={s.status !== 'running'}
+            onClick={() => props.actions.openTerminal!(s)}
+            title="A shell in the session, in a JupyterLab terminal"
+          >
+            Terminal
+          </button>
+        )}
+        {props.actions.openPort && (
+          <button
+            className="jp-Button jp-mod-styled"
+            disabled={s.status !== 'running'}
+            onClick={() => props.actions.openPort!(s)}
+            title="Open a web app the session serves on a port (TensorBoard, Gradio, Streamlit)"
+          >
+            Open port…
+          </button>
+        )}
         <button
           className="jp-Button jp-mod-styled"
           disabled={s.status !== 'running' || model.busy.has(`results:${s.id}`)}
