@@ -638,3 +638,23 @@ def workspace_flow(stack: WalnutStack, page, shot: Shots) -> None:
     ended.scroll_into_view_if_needed()
     shot("ended-results-saved")
     assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]
+
+
+def test_idle_warning_keep_running_in_jupyterlab(stack: WalnutStack, page) -> None:
+    """An idle session is warned before its idle stop (issue #17); the notification's Keep
+    running starts the provider's idle clock again, and the session goes on."""
+    stack.api("wallet/fund", "POST", {"amount_mist": 10**10})
+    page.goto(stack.lab_url)
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
+    page.locator('.lm-TabBar-tab[data-id="jupyter-walnut-panel"]').first.click()
+    s = stack.api("sessions", "POST", {"provider_url": stack.provider_url, "shape": "cpu-small",
+                                       "idle_stop_minutes": 1}, timeout=180)
+    toast = page.locator(".Toastify__toast", has_text="if still idle")
+    toast.wait_for(timeout=60_000)
+    warned = stack.api(f"sessions/{s['id']}")
+    assert warned["status"] == "running" and warned["idle"]["stop_in_s"] <= 30
+    toast.get_by_role("button", name="Keep running").click()
+    wait_for(lambda: (stack.api(f"sessions/{s['id']}").get("idle") or {}).get(
+        "stop_in_s", 0) > 30, 10, "the idle clock to start again")
+    assert stack.api(f"sessions/{s['id']}")["status"] == "running"
+    assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]

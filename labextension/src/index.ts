@@ -105,6 +105,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
       if (offered.includes('save_results')) {
         actions.push({ label: 'Save results', callback: () => void saveResults(s) });
       }
+      if (offered.includes('keep_running')) {
+        actions.push({
+          label: 'Keep running',
+          callback: () =>
+            void model.keepRunning(s.id).catch(e =>
+              Notification.error(`Could not keep the session on ${s.node} running: ${errorText(e)}`, {
+                autoClose: 10000
+              })
+            )
+        });
+      }
       Notification.warning(`Walnut session on ${s.node}: ${w.message}`, { autoClose: false, actions });
     });
 

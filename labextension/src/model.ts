@@ -257,6 +257,18 @@ export class WalnutModel {
     });
   }
 
+  /** The idle warning's action (issue #17): the session's idle clock starts again. */
+  async keepRunning(id: string): Promise<ISession> {
+    return this._withBusy(`idle:${id}`, async () => {
+      const s = await requestAPI<ISession>(`sessions/${id}`, {
+        method: 'PATCH',
+        body: JSON.stringify({ keep_running: true })
+      });
+      this._replace(s);
+      return s;
+    });
+  }
+
   async fundWallet(amountMist: bigint): Promise<void> {
     await this._withBusy('wallet', async () => {
       const w = await requestAPI<IWallet>('wallet/fund', {

@@ -86,6 +86,8 @@ class KernelBridge:
         # "connected", "reconnecting" while a lost link is retried, or "dead": for the renter
         self.link_state = "connecting"
         self.on_link_state: Callable[[str], None] = lambda state: None
+        # an execute request's reply reached this server's clients (its outputs were shown)
+        self.on_reply: Callable[[str], None] = lambda msg_id: None
 
     # --- set-up ----------------------------------------------------------------------
 
@@ -278,6 +280,7 @@ class KernelBridge:
             return  # a reply to a request this bridge never sent (e.g. the gateway's own)
         if channel == "shell" and msg_type == "execute_reply":
             self._executing.pop(parent_id, None)
+            self.on_reply(parent_id)
         self.sockets[channel].send_multipart([*idents, DELIM, signature, *parts], copy=False)
 
     def _apply_policy(self, msg_type: object, parts: list[bytes]) -> list[bytes] | None:

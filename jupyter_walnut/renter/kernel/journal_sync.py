@@ -46,6 +46,7 @@ MAX_OUTPUTS = 1000  # outputs of one cell
 MAX_METADATA = 64 << 10
 MAX_REQUESTS = 10_000
 MAX_KERNELS = 256  # kernels remembered in the state file
+MAX_SHOWN = 1000  # requests per kernel remembered as shown while attached
 FOLLOW_S = 2.0  # while a request that ran away is still running, look again this often
 FOLLOW_QUIET = 300
 CELL_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -87,6 +88,23 @@ def remember(home: Path, kernel_id: str, **changes: Any) -> dict:
         data[kernel_id] = entry  # newest last: the oldest kernels are forgotten first
         _save(home, dict(list(data.items())[-MAX_KERNELS:]))
         return entry
+
+
+def shown(provisioner: Any, msg_id: str) -> None:
+    """A request whose reply reached this server's clients while it was attached: its
+    outputs are the frontend's to keep, so a later sync leaves its cell alone (the user may
+    have cleared or re-run it since)."""
+    try:
+        with _lock:
+            data = _load(provisioner.renter.home)
+            entry = data.get(provisioner.kernel_id)
+            if entry is None:
+                return
+            seen = [m for m in entry.get("shown", []) if isinstance(m, str)][-MAX_SHOWN + 1:]
+            entry["shown"] = [*seen, msg_id]
+            _save(provisioner.renter.home, data)
+    except OSError as exc:  # the kernel works without; a sync may then rewrite that cell
+        log.warning("journal state not saved: %s", exc)
 
 
 def state(home: Path, kernel_id: str) -> dict:
@@ -412,7 +430,8 @@ async def sync_once(provisioner: Any, fetch, trusted: bool) -> Batch | None:
     except (ProviderAPIError, ValueError) as exc:
         log.warning("journal of kernel %s not read: %s", kernel_id, exc)
         return None
-    requests = list(batch.requests.values())
+    seen = set(known.get("shown") or ())
+    requests = [r for r in batch.requests.values() if r.msg_id not in seen]
     if requests and path and serverapp is not None:
         relative = path
         os_path = os_path_of(serverapp.root_dir, path)

@@ -22,6 +22,7 @@ from ...common.protocol import RESUME_SUBPROTOCOL
 from .. import kernel_links
 from ..manager import RenterManager
 from ..provider_client import ProviderAPIError, ProviderClient
+from . import journal_sync
 from .bridge import KernelBridge
 
 
@@ -142,6 +143,9 @@ class WalnutProvisioner(KernelProvisionerBase):
             await self.bridge.close()
             self.bridge = None
             raise WalnutKernelError(f"could not connect to the remote kernel: {exc}") from exc
+        # outputs of requests that ran while this server was away reach the notebook (#17)
+        journal_sync.attached(self, kwargs.get("env"), trusted)
+        self.bridge.on_reply = lambda msg_id: journal_sync.shown(self, msg_id)
         self.renter.on_end(self.walnut_session,
                            lambda s: self.bridge and self.bridge.mark_dead(
                                f"the session {s.status}: {s.reason}"))
