@@ -658,3 +658,44 @@ def test_idle_warning_keep_running_in_jupyterlab(stack: WalnutStack, page) -> No
         "stop_in_s", 0) > 30, 10, "the idle clock to start again")
     assert stack.api(f"sessions/{s['id']}")["status"] == "running"
     assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]
+
+
+def test_launch_with_the_notebooks_folder_from_the_sidebar(stack: WalnutStack, page) -> None:
+    """The launch form offers to send the open notebook's folder, states its size before
+    anything is paid, shows the step, and the session's workspace then has the files."""
+    project = stack.root / "notebooks" / "project"
+    (project / "raw").mkdir(parents=True)
+    (project / "data.csv").write_text("x,y\n1,2\n")
+    (project / "raw" / "more.csv").write_text("x\n3\n")
+    (project / "scratch.tmp").write_text("left out")
+    (project / ".walnutignore").write_text("*.tmp\n")
+    (project / "analysis.ipynb").write_text(json.dumps(
+        {**ANALYSIS, "metadata": {"kernelspec": {"name": "python3", "language": "python",
+                                                 "display_name": "Python 3"}}}))
+    stack.api("wallet/fund", "POST", {"amount_mist": 10**10})
+    page.goto(f"{stack.base_url}lab/tree/project/analysis.ipynb?token={stack.token}")
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
+    page.locator(".jp-NotebookPanel").last.wait_for()
+    page.locator('.lm-TabBar-tab[data-id="jupyter-walnut-panel"]').first.click()
+    panel = page.locator("#jupyter-walnut-panel")
+    offer = panel.locator("tr.jp-Walnut-offer", has_text="demo-node")
+    offer.get_by_role("button", name=re.compile("Launch on demo-node")).click()
+    launch = panel.locator("#jp-Walnut-launch")
+    launch.get_by_label("Budget in SUI").fill("0.001")
+    launch.get_by_label("Send the notebook's folder to the session").check()
+    plan = launch.get_by_test_id("walnut-folder-plan")
+    plan.wait_for()
+    # .walnutignore and its own file are counted as sent; scratch.tmp is left out
+    assert "project: 4 files" in plan.inner_text() and "(1 ignored)" in plan.inner_text()
+    launch.get_by_role("button", name=re.compile("Confirm and launch")).click()
+    launch.get_by_text("Ready").wait_for(timeout=120_000)
+    done = launch.locator(".jp-Walnut-progress li.jp-mod-done").all_inner_texts()
+    assert any(t.startswith("Sending the folder") for t in done), done
+    sid = panel.locator("article.jp-Walnut-session").first.get_attribute("data-session")
+    listing = http_json(f"{stack.base_url}walnut/sessions/{sid}/api/contents/", token=stack.token)
+    names = sorted(item["name"] for item in listing["content"])
+    assert {"analysis.ipynb", "data.csv", "raw"} <= set(names) and "scratch.tmp" not in names
+    more = http_json(f"{stack.base_url}walnut/sessions/{sid}/api/contents/raw/more.csv",
+                     token=stack.token)
+    assert more["content"] == "x\n3\n"
+    assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]

@@ -362,6 +362,15 @@ async def test_launch_with_a_folder_then_relative_paths_work(jp_fetch, jp_ws_fet
     (proj / "analysis").mkdir()
     (proj / "analysis" / "nb.ipynb").write_text("{}")
     (proj / "analysis" / "local.csv").write_text("x\n42\n")
+    # what the launch form shows before anything is paid: what would be sent, and the cap
+    plan = json.loads((await jp_fetch("walnut", "folder", params={"folder": "proj"})).body)
+    assert plan["folder"] == "proj" and plan["fits"] and plan["files"] > 0, plan
+    assert plan["ignored"] >= 1 and plan["max_bytes"] > plan["bytes"] > 0, plan
+    for bad in ({"folder": "../outside"}, {"folder": "proj/analysis/local.csv"}, {},
+                {"folder": "proj", "folder_from_notebook": "proj/analysis/nb.ipynb"}):
+        with pytest.raises(Exception) as refused:
+            await jp_fetch("walnut", "folder", params=bad)
+        assert refused.value.code == 400, bad
     launch = {"provider_url": node.pinned_url, "shape": "cpu-small", "budget_mist": 600_000}
     with pytest.raises(Exception) as refused:  # one folder or the other, before any step
         await jp_fetch("walnut", "sessions", method="POST", body=json.dumps(

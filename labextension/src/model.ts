@@ -8,7 +8,7 @@ import { pollPlan, MAX_BACKOFF_MS } from './logic/polling';
 import { activeTotals, isActive, isSettling, ITotals, SessionEvent, sessionEvents } from './logic/sessions';
 import { ILaunchStep } from './logic/launch';
 import { INewWarning, newWarnings } from './logic/workspace';
-import { ILaunchRequest, IOffer, ISession, IWallet } from './logic/types';
+import { IFolderPlan, ILaunchRequest, IOffer, ISession, IWallet } from './logic/types';
 import { ISample, pushSample, toSample } from './logic/usage';
 
 /** Running until the kernel is listed, then done; or error, with the server's message. */
@@ -255,6 +255,11 @@ export class WalnutModel {
       this._replace(s);
       return s;
     });
+  }
+
+  /** What launching with this notebook's folder would send (its size, against the cap). */
+  async folderPlan(notebookPath: string): Promise<IFolderPlan> {
+    return requestAPI<IFolderPlan>(`folder?folder_from_notebook=${encodeURIComponent(notebookPath)}`);
   }
 
   /** The idle warning's action (issue #17): the session's idle clock starts again. */

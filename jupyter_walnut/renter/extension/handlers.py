@@ -96,6 +96,22 @@ class OffersHandler(WalnutHandler):
         self.finish(json.dumps({"offers": offers}))
 
 
+def launch_folder(root_dir: str, data: dict) -> Path | None:
+    """`folder` (a folder under the server root) or `folder_from_notebook` (a notebook's
+    path: its folder) to send to the session's workspace (issue #16)."""
+    folder, notebook = data.get("folder"), data.get("folder_from_notebook")
+    if folder is not None and notebook is not None:
+        raise BadRequest("give folder or folder_from_notebook, not both")
+    if folder is None and notebook is None:
+        return None
+    name = "folder" if folder is not None else "folder_from_notebook"
+    path = under_root(root_dir, folder if folder is not None else notebook, name)
+    path = path if folder is not None else path.parent
+    if not path.is_dir():
+        raise BadRequest(f"{name}: {path.name!r} is not a folder")
+    return path
+
+
 class SessionsHandler(WalnutHandler):
     @web.authenticated
     def get(self) -> None:
@@ -145,20 +161,7 @@ class SessionsHandler(WalnutHandler):
         return check_requirements(text)
 
     def launch_folder(self, data: dict) -> Path | None:
-        """`folder` (a folder under the server root) or `folder_from_notebook` (a
-        notebook's path: its folder) to send to the session's workspace (issue #16)."""
-        folder, notebook = data.get("folder"), data.get("folder_from_notebook")
-        if folder is not None and notebook is not None:
-            raise BadRequest("give folder or folder_from_notebook, not both")
-        if folder is None and notebook is None:
-            return None
-        name = "folder" if folder is not None else "folder_from_notebook"
-        path = under_root(self.settings.get("server_root_dir", "."),
-                          folder if folder is not None else notebook, name)
-        path = path if folder is not None else path.parent
-        if not path.is_dir():
-            raise BadRequest(f"{name}: {path.name!r} is not a folder")
-        return path
+        return launch_folder(self.settings.get("server_root_dir", "."), data)
 
     def server_path(self, rel: object) -> Path:
         """A path the browser names, inside the server's root (as the file browser sees)."""

@@ -3,6 +3,7 @@
     POST /walnut/sessions/<sid>/push  {"path": local, "dest": workspace path}  -> 202 {"id", ...}
     POST /walnut/sessions/<sid>/pull  {"path": workspace path, "dest": local}  -> 202 {"id", ...}
     GET  /walnut/sessions/<sid>/transfers/<tid>  -> the transfer: state, progress, summary
+    GET  /walnut/folder?folder=<dir> | ?folder_from_notebook=<nb>  -> what a launch would send
 
 Local paths are relative to the server's root, as the file browser names them; the transfer
 runs in the background (WorkspaceClient), its progress read by polling.
@@ -20,8 +21,9 @@ from tornado import web
 from ...common.errors import BadRequest, Conflict, NotFound
 from ..store import ACTIVE
 from ..workspace import MAX_TRANSFER_BYTES, Progress, WorkspaceClient
+from ..workspace import sync as folder_sync
 from ..workspace.paths import under_root
-from .handlers import WalnutHandler
+from .handlers import WalnutHandler, launch_folder
 
 KEEP_S = 3600.0  # a finished transfer stays readable this long
 _transfers: dict[str, dict] = {}
@@ -96,6 +98,30 @@ def _forget_old() -> None:
         _transfers.pop(tid, None)
 
 
+class FolderPlanHandler(WalnutHandler):
+    """What launching with a folder would send, before anything is paid: the files the
+    ignore rules keep, their size, and the launch's cap (the launch form shows it)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        data = {k: self.get_query_argument(k) for k in ("folder", "folder_from_notebook")
+                if self.get_query_argument(k, None) is not None}
+        path = launch_folder(self.settings.get("server_root_dir", "."), data)
+        if path is None:
+            raise BadRequest("give folder or folder_from_notebook")
+        plan = await asyncio.to_thread(folder_sync.scan, path)
+        cap = self.walnut.launch_folder_max_mb * 2**20
+        root = under_root(self.settings.get("server_root_dir", "."), "", "folder")
+        rel = path.relative_to(root).as_posix() if path != root else ""
+        fits = plan.size <= cap
+        self.finish(json.dumps({
+            "folder": rel, "files": len(plan.files), "bytes": plan.size,
+            "ignored": plan.ignored, "links": plan.links, "max_bytes": cap, "fits": fits,
+            "text": f"{len(plan.files)} files, {folder_sync.human_bytes(plan.size)}"
+                    + ("" if fits else f", over the {folder_sync.human_bytes(cap)} limit")}))
+
+
 def workspace_handlers(sid: str) -> list[tuple[str, type]]:
-    return [(rf"/walnut/sessions/{sid}/(push|pull)", TransferStartHandler),
+    return [(r"/walnut/folder", FolderPlanHandler),
+            (rf"/walnut/sessions/{sid}/(push|pull)", TransferStartHandler),
             (rf"/walnut/sessions/{sid}/transfers/(t-[0-9a-f]{{16}})", TransferHandler)]

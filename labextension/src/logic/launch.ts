@@ -14,7 +14,8 @@ export interface ILaunchStep {
 }
 
 /** The renter's pipeline, in order (renter/launch.py STEPS); an `optional` step is shown
- * only once the server recorded it (a launch with requirements installs them). */
+ * only once the server recorded it (a launch with requirements installs them, one with a
+ * folder sends it). */
 export const LAUNCH_STEPS: { step: string; label: string; optional?: boolean }[] = [
   { step: 'quote', label: "Getting the provider's quote" },
   { step: 'open_channel', label: 'Opening the payment channel' },
@@ -22,6 +23,7 @@ export const LAUNCH_STEPS: { step: string; label: string; optional?: boolean }[]
   { step: 'environment', label: 'Installing the requirements', optional: true },
   { step: 'await_running', label: 'Starting the container' },
   { step: 'verify', label: 'Verifying the hardware' },
+  { step: 'workspace', label: 'Sending the folder', optional: true },
   { step: 'kernelspec', label: 'Registering the kernel' }
 ];
 

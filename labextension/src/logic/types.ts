@@ -148,4 +148,18 @@ export interface ILaunchRequest {
   requirements?: string;
   /** Or a notebook's path under the server root: its imports at the server's versions. */
   requirements_from_notebook?: string;
+  /** A notebook's path under the server root: its folder goes to the workspace first. */
+  folder_from_notebook?: string;
+}
+
+/** What launching with a folder would send (GET /walnut/folder), before anything is paid. */
+export interface IFolderPlan {
+  folder: string;
+  files: number;
+  bytes: number;
+  ignored: number;
+  links: number;
+  max_bytes: number;
+  fits: boolean;
+  text: string;
 }

@@ -7,6 +7,7 @@ import { installBillingText, MAX_REQUIREMENTS_BYTES } from '../logic/launch';
 import { describeHardware, offerKey, offerPricePerHour } from '../logic/offers';
 import { launchQuote } from '../logic/sessions';
 import { formatDurationLong } from '../logic/time';
+import { IFolderPlan } from '../logic/types';
 import { WalnutModel } from '../model';
 import { IPanelActions } from './actions';
 import { LaunchProgress } from './launchProgress';
@@ -28,6 +29,21 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
   const [reqNotebook, setReqNotebook] = React.useState<string | null>(null);
   const notebookPath = reqNotebook ?? props.actions.currentNotebookPath?.() ?? '';
   const launching = model.launch !== null && model.launch.phase === 'running';
+  // the current notebook's folder sent to the workspace first (issue #16), its size shown
+  const currentNotebook = props.actions.currentNotebookPath?.() ?? '';
+  const [sendFolder, setSendFolder] = React.useState(false);
+  const [folderPlan, setFolderPlan] = React.useState<{ path: string; plan?: IFolderPlan; error?: string } | null>(null);
+  React.useEffect(() => {
+    if (!sendFolder || !currentNotebook || folderPlan?.path === currentNotebook) {
+      return;
+    }
+    setFolderPlan({ path: currentNotebook });
+    model
+      .folderPlan(currentNotebook)
+      .then(plan => setFolderPlan({ path: currentNotebook, plan }))
+      .catch(e => setFolderPlan({ path: currentNotebook, error: errorText(e) }));
+  }, [sendFolder, currentNotebook]);
+  const folder = sendFolder && currentNotebook && folderPlan?.path === currentNotebook ? folderPlan : null;
 
   let parseProblem: string | undefined;
   let budgetMist: bigint | null = null;
@@ -53,6 +69,15 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
   } else if (!parseProblem && reqMode === 'notebook' && !notebookPath.trim()) {
     parseProblem = 'Enter the path of the notebook whose imports to install.';
   }
+  if (!parseProblem && sendFolder && currentNotebook) {
+    if (!folder?.plan && !folder?.error) {
+      parseProblem = 'Measuring the folder…';
+    } else if (folder.error) {
+      parseProblem = `The folder cannot be sent: ${folder.error}`;
+    } else if (!folder.plan!.fits) {
+      parseProblem = `The folder is too large to send: ${folder.plan!.text}. Leave files out with .walnutignore.`;
+    }
+  }
   const balance =
     model.wallet?.balance_mist === undefined || model.wallet?.balance_mist === null ? null : toMist(model.wallet.balance_mist);
   const quote = offer && !parseProblem ? launchQuote(offer, { budgetMist, maxSeconds }, balance) : null;
@@ -70,7 +95,8 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
       image: chosenImage,
       ...(mode === 'budget' ? { budget_mist: Number(budgetMist) } : { max_seconds: maxSeconds! }),
       ...(reqMode === 'text' ? { requirements: reqText } : {}),
-      ...(reqMode === 'notebook' ? { requirements_from_notebook: notebookPath.trim() } : {})
+      ...(reqMode === 'notebook' ? { requirements_from_notebook: notebookPath.trim() } : {}),
+      ...(sendFolder && currentNotebook ? { folder_from_notebook: currentNotebook } : {})
     };
     try {
       const s = await model.launchSession(request);
@@ -206,6 +232,24 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
                 onChange={e => setReqNotebook(e.target.value)}
               />
             </label>
+          )}
+          {currentNotebook && (
+            <label className="jp-Walnut-radio jp-Walnut-sendFolder">
+              <input
+                type="checkbox"
+                checked={sendFolder}
+                disabled={launching}
+                aria-label="Send the notebook's folder to the session"
+                onChange={e => setSendFolder(e.target.checked)}
+              />
+              send the folder of {currentNotebook.split('/').pop()} first, so relative paths work
+            </label>
+          )}
+          {folder?.plan && (
+            <div className="jp-Walnut-muted" data-testid="walnut-folder-plan">
+              Sends {folder.plan.folder || 'the server root'}: {folder.plan.text}
+              {folder.plan.ignored ? ` (${folder.plan.ignored} ignored)` : ''}
+            </div>
           )}
           <div id="jp-Walnut-quote" className="jp-Walnut-quote" aria-live="polite">
             {parseProblem ? (

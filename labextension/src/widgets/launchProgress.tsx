@@ -8,7 +8,11 @@ import { IPanelActions } from './actions';
 export function LaunchProgress(props: { model: WalnutModel; actions: IPanelActions }) {
   const launch = props.model.launch;
   const withRequirements = Boolean(launch?.request.requirements || launch?.request.requirements_from_notebook);
-  const views = launchView(launch?.steps, withRequirements ? ['environment'] : []);
+  const expected = [
+    ...(withRequirements ? ['environment'] : []),
+    ...(launch?.request.folder_from_notebook ? ['workspace'] : [])
+  ];
+  const views = launchView(launch?.steps, expected);
   // the provider's own report of the install (issue #15): a count for the bar, pip's error
   const env = environmentView(launch?.session?.environment);
   const ref = React.useRef<HTMLDivElement>(null);
@@ -57,6 +61,11 @@ export function LaunchProgress(props: { model: WalnutModel; actions: IPanelActio
                     <progress max={1} value={env.fraction ?? undefined} aria-label="Installing the requirements" />
                   )}
                   <span>{v.state === 'current' ? v.detail || env?.text : v.detail}</span>
+                </div>
+              )}
+              {v.step === 'workspace' && v.detail && (
+                <div className="jp-Walnut-envProgress" data-testid="walnut-folder-progress">
+                  <span>{v.detail}</span>
                 </div>
               )}
             </li>
