@@ -17,10 +17,8 @@ import time
 
 import nbformat
 import pytest
-from conftest import provider_config
 from kernel_ws import message
-from stack import StackNode, stack_runtime
-from test_renter_restart import Server
+from test_renter_restart import Server, node  # noqa: F401 (node: the provider fixture)
 
 from jupyter_walnut.common.keys import KeyPair
 
@@ -31,16 +29,6 @@ AWAY = ("import time\n"
         "    print('step', i, flush=True)\n"
         "    time.sleep(1)\n"
         "print('done while away')")
-
-
-@pytest.fixture
-def node(tmp_path, ledger):
-    # no vouchers are signed while the renter's server is down: a generous grace
-    stack = StackNode(tmp_path / "provider", ledger, config=provider_config(
-        provider={"name": "stack-node", "runtime": stack_runtime()},
-        settlement={"grace_s": 300}))
-    yield stack
-    stack.stop()
 
 
 def notebook(path) -> None:
@@ -67,7 +55,7 @@ async def until(ws, msg_id: str, predicate) -> None:
             return
 
 
-async def test_outputs_made_while_away_are_written_into_the_notebook(tmp_path, node, ledger):
+async def test_outputs_made_while_away_are_written_into_the_notebook(tmp_path, node, ledger):  # noqa: F811
     key = KeyPair.generate()
     key.save(tmp_path / "renter" / "wallet.key")
     ledger.fund(key.address, 10**12)
