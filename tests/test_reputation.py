@@ -49,6 +49,7 @@ async def test_scores_follow_a_scripted_history(provider_factory, ledger, tmp_pa
 
     first = row_of(await manager.offers(), honest)
     assert first["reliability"] is None and first["verified"] is None  # no evidence yet
+    assert (first["verified_gflops"], first["verified_checks"]) == (None, 0)
     assert first["uptime_pct"] == 100.0
 
     # 1. a session that runs and is stopped by the renter: completed, checked, settled
@@ -60,6 +61,9 @@ async def test_scores_follow_a_scripted_history(provider_factory, ledger, tmp_pa
     assert (e["completed"], e["ended_early"], e["verified_ok"]) == (1, 0, 1)
     assert e["settled_by_provider"] == 1 and e["claimed_mist"] > 0
     assert row["verified"] is True
+    # the renter's own probe measured the session: the offer's verified GFLOP/s (issue #21)
+    measured = manager.get(s1.id).extra["verification"]["measured"]["gflops"]
+    assert measured > 0 and (row["verified_gflops"], row["verified_checks"]) == (measured, 1)
     good = row["reliability"]
     assert 60 < good < 100
 
@@ -85,6 +89,7 @@ async def test_scores_follow_a_scripted_history(provider_factory, ledger, tmp_pa
     offers = await manager.offers()
     liar_row = row_of(offers, liar)
     assert liar_row["verified"] is False
+    assert liar_row["verified_gflops"] is None  # a failed check's figures never count
     assert liar_row["reliability"] <= 50 < row_of(offers, honest)["reliability"]
     ranked = sorted(offers, key=lambda o: -(o["reliability"] or 0))
     assert ranked[0]["provider_url"] == honest.url  # usable as a sort key

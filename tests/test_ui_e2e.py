@@ -699,3 +699,65 @@ def test_launch_with_the_notebooks_folder_from_the_sidebar(stack: WalnutStack, p
                      token=stack.token)
     assert more["content"] == "x\n3\n"
     assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]
+
+
+def test_offers_view_in_the_main_area(stack: WalnutStack, page) -> None:
+    try:
+        offers_view_flow(stack, page)
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / "offers-view-failure.png"))
+        raise
+
+
+def offers_view_flow(stack: WalnutStack, page) -> None:
+    """Issue #21: the launcher opens every offer in a grid; it filters, sorts by verified
+    GFLOP/s per MIST (the renter's own probe measured a session there), and launches from a
+    row through the sidebar's form. Screenshots at 1280 and 1920 px, light and dark."""
+    stack.api("wallet/fund", "POST", {"amount_mist": 10**10})
+    s = stack.api("sessions", "POST", {"provider_url": stack.provider_url, "shape": "cpu-small",
+                                       "budget_mist": 10**6}, timeout=180)
+    stack.api(f"sessions/{s['id']}", "DELETE", timeout=180)  # verified at its start
+    page.goto(stack.lab_url)
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
+    page.locator(".jp-LauncherCard", has_text="Walnut offers").click()
+    view = page.locator("#jp-Walnut-offers-view")
+    row = view.locator("tr.jp-Walnut-gridRow", has_text="cpu-small")
+    row.wait_for(timeout=60_000)
+    assert "demo-node" in row.inner_text() and "0.0072" in row.inner_text()
+    gflops = float(row.get_by_test_id("walnut-gflops").inner_text().replace(",", ""))
+    assert gflops > 0  # measured, not claimed
+    assert float(row.get_by_test_id("walnut-value").inner_text()) == pytest.approx(
+        gflops / 2000, rel=0.01)  # 2000 MIST/s
+    count = view.get_by_test_id("walnut-offers-count")
+    total = count.inner_text()
+    view.get_by_label("Filter all offers").fill("under 0.001 SUI/h")
+    view.get_by_text("No offer matches this filter.").wait_for()
+    view.get_by_label("Filter all offers").fill("under 0.01 SUI/h")
+    row.wait_for()
+    assert count.inner_text() == total
+    header = view.locator("th", has_text="GFLOP/MIST")
+    header.get_by_role("button").click()
+    assert header.get_attribute("aria-sort") == "descending"  # the best value first
+    assert view.locator("tr.jp-Walnut-gridRow").first.get_attribute("data-offer") == \
+        row.get_attribute("data-offer")
+    for width in (1280, 1920):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(ARTIFACTS / f"offers-view-light-{width}.png"))
+    # the dark theme, as the Settings menu sets it, then the view again
+    http_json(f"{stack.base_url}lab/api/settings/@jupyterlab/apputils-extension:themes", "PUT",
+              {"raw": json.dumps({"theme": "JupyterLab Dark"})}, token=stack.token)
+    page.reload()
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
+    wait_for(lambda: page.evaluate("document.body.dataset.jpThemeLight") == "false", 30,
+             "the dark theme")
+    page.locator(".jp-LauncherCard", has_text="Walnut offers").click()
+    row.wait_for(timeout=60_000)
+    for width in (1280, 1920):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(ARTIFACTS / f"offers-view-dark-{width}.png"))
+    # launch from the row: the sidebar's launch form, with that offer chosen
+    row.get_by_role("button", name=re.compile("Launch on demo-node cpu-small")).click()
+    launch = page.locator("#jupyter-walnut-panel #jp-Walnut-launch")
+    launch.wait_for()
+    assert launch.locator("select").first.input_value() == row.get_attribute("data-offer")
+    assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, InputDialog, Notification } from '@jupyterlab/apputils';
 import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
+import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
@@ -12,6 +13,7 @@ import { isActive } from './logic/sessions';
 import { ISession } from './logic/types';
 import { resultsText } from './logic/workspace';
 import { WalnutModel } from './model';
+import { OffersView } from './offersView';
 import { WalnutPanel } from './panel';
 import { WalnutStatus } from './statusbar';
 import { SessionTerminals } from './terminal';
@@ -22,6 +24,7 @@ namespace CommandIDs {
   export const stop = 'walnut:stop';
   export const openNotebook = 'walnut:open-notebook';
   export const refresh = 'walnut:refresh';
+  export const offers = 'walnut:offers';
 }
 
 const CATEGORY = 'Walnut';
@@ -30,7 +33,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-walnut:plugin',
   description: 'Walnut: rent remote GPU/CPU kernels by the second.',
   autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer, IStatusBar, INotebookTracker, ILabShell, IFileBrowserFactory],
+  optional: [
+    ICommandPalette,
+    ILayoutRestorer,
+    IStatusBar,
+    INotebookTracker,
+    ILabShell,
+    IFileBrowserFactory,
+    ILauncher
+  ],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
@@ -38,7 +49,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     statusBar: IStatusBar | null,
     notebooks: INotebookTracker | null,
     _labShell: ILabShell | null,
-    fileBrowsers: IFileBrowserFactory | null
+    fileBrowsers: IFileBrowserFactory | null,
+    launcher: ILauncher | null
   ) => {
     const model = new WalnutModel(app.serviceManager);
     // each running session's workspace as a drive, with a file browser on demand (issue #16)
@@ -159,6 +171,23 @@ const plugin: JupyterFrontEndPlugin<void> = {
       icon: walnutIcon,
       execute: openPanel
     });
+    // every offer in the main area, sortable by verified performance per MIST (issue #21)
+    let offersView: OffersView | null = null;
+    commands.addCommand(CommandIDs.offers, {
+      label: args => (args.isLauncher ? 'Walnut offers' : 'Browse Walnut Offers'),
+      caption: 'Every offer in a sortable, filterable grid; launch from a row',
+      icon: walnutIcon,
+      execute: () => {
+        if (!offersView || offersView.isDisposed) {
+          offersView = new OffersView(model, key => {
+            openPanel();
+            panel.showLaunch(key);
+          });
+          app.shell.add(offersView, 'main');
+        }
+        app.shell.activateById(offersView.id);
+      }
+    });
     commands.addCommand(CommandIDs.launch, {
       label: 'Launch a Walnut Session…',
       caption: 'Pick an offer and a budget, then start a remote kernel',
@@ -210,10 +239,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     if (palette) {
-      for (const command of [CommandIDs.open, CommandIDs.launch, CommandIDs.stop, CommandIDs.refresh]) {
+      for (const command of [CommandIDs.open, CommandIDs.offers, CommandIDs.launch, CommandIDs.stop, CommandIDs.refresh]) {
         palette.addItem({ command, category: CATEGORY });
       }
     }
+    launcher?.add({ command: CommandIDs.offers, category: 'Other', rank: 0, args: { isLauncher: true } });
 
     if (statusBar) {
       const item = new WalnutStatus(model, openPanel);

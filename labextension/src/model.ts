@@ -84,8 +84,14 @@ export class WalnutModel {
   }
 
   /** Start fetching offers and the wallet (once the panel is first shown). */
-  setPanelVisible(visible: boolean): void {
-    this._panelVisible = visible;
+  setPanelVisible(visible: boolean, viewer = 'panel'): void {
+    // the sidebar and the offers view (issue #21) each keep the polls going while shown
+    if (visible) {
+      this._viewers.add(viewer);
+    } else {
+      this._viewers.delete(viewer);
+    }
+    this._panelVisible = this._viewers.size > 0;
     if (visible) {
       if (!this._started) {
         this._started = true;
@@ -351,6 +357,7 @@ export class WalnutModel {
   private _seenWarnings = new Set<string>();
   private _sessionsPoll: Poll;
   private _offersPoll: Poll;
+  private _viewers = new Set<string>();
   private _walletPoll: Poll;
   private _panelVisible = false;
   private _started = false;

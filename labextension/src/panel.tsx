@@ -71,6 +71,13 @@ export class WalnutPanel extends ReactWidget {
             </header>
             <WalletSection model={this.model} />
             <SessionsSection model={this.model} actions={this.actions} commands={this.commands} />
+            <button
+              className="jp-Walnut-link jp-Walnut-allOffers"
+              onClick={() => void this.commands.execute('walnut:offers')}
+              title="Every offer in a sortable grid in the main area"
+            >
+              Compare all offers…
+            </button>
             <ProvidersSection model={this.model} onLaunch={key => this.showLaunch(key)} />
             <LaunchSection model={this.model} actions={this.actions} />
             <JobsSection model={this.model} />

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import statistics
 import weakref
 from collections import defaultdict
 from typing import TYPE_CHECKING
@@ -50,6 +52,23 @@ def _last_checks(manager: RenterManager, ids: Identities) -> dict[str, bool]:
     return last
 
 
+def _verified_gflops(manager: RenterManager, ids: Identities
+                     ) -> dict[tuple[str, str], tuple[float, int]]:
+    """(provider, shape) -> (median GFLOP/s, checks): what this renter's own probe measured
+    in the sessions it verified there and that passed (issue #21). A provider's claims and
+    a failed check's figures never count."""
+    seen: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for s in manager.store.list():
+        check = s.extra.get("verification")
+        if not isinstance(check, dict) or not check.get("ok"):
+            continue
+        gflops = (check.get("measured") or {}).get("gflops")
+        if isinstance(gflops, int | float) and not isinstance(gflops, bool) and \
+                math.isfinite(gflops) and gflops > 0:
+            seen[(ids.key(s.provider_url, s.provider_address), s.shape)].append(float(gflops))
+    return {k: (round(statistics.median(v), 1), len(v)) for k, v in seen.items()}
+
+
 def _attested(manager: RenterManager) -> dict[str, bool]:
     out: dict[str, bool] = {}
     try:
@@ -80,6 +99,7 @@ def decorate_offers(manager: RenterManager, rows: list[dict]) -> list[dict]:
                   error=row.get("error"))
     evidence = gather(manager.store.list(), hl, manager.ledger, dict(urls), ids)
     checks, attested = _last_checks(manager, ids), _attested(manager)
+    measured = _verified_gflops(manager, ids)
     for row in rows:
         owner = ids.owner(row["provider_url"], row.get("provider_address"))
         key = owner or ids.key(row["provider_url"])
@@ -91,6 +111,8 @@ def decorate_offers(manager: RenterManager, rows: list[dict]) -> list[dict]:
         row["attested"] = attested.get(owner, False) if owner else False
         row["uptime_pct"] = round(100 * ok / (ok + failed), 1) if ok + failed else None
         row["evidence"] = e.to_json() if e is not None else None
+        gflops, n = measured.get((key, row.get("shape")), (None, 0))
+        row["verified_gflops"], row["verified_checks"] = gflops, n
         if not row.get("healthy"):
             last = hl.last_ok(row["provider_url"])
             row["last_seen"] = last["at"] if last else None

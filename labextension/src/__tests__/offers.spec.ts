@@ -1,4 +1,4 @@
-import { describeHardware, filterOffers, formatMemory, parseFilter, sortOffers } from '../logic/offers';
+import { describeHardware, filterOffers, formatMemory, gflopsPerMist, parseFilter, sortOffers } from '../logic/offers';
 import { IOffer } from '../logic/types';
 
 const base = { healthy: true, runtime: 'process', images: ['python'], max_session_seconds: 86400, available: true };
@@ -70,5 +70,28 @@ describe('labels', () => {
     expect(formatMemory(1536)).toBe('1.5 GB');
     expect(formatMemory(512)).toBe('512 MB');
     expect(formatMemory(null)).toBe('n/a');
+  });
+});
+
+describe('price per verified performance (issue #21)', () => {
+  const measured: IOffer[] = [
+    { ...base, provider_url: 'http://a', node: 'cheap-slow', price_mist_per_second: 100, verified_gflops: 50 },
+    { ...base, provider_url: 'http://b', node: 'dear-fast', price_mist_per_second: 1000, verified_gflops: 2000 },
+    { ...base, provider_url: 'http://c', node: 'unmeasured', price_mist_per_second: 10, verified_gflops: null },
+    { ...base, provider_url: 'http://d', node: 'free', price_mist_per_second: 0, verified_gflops: 10 }
+  ];
+
+  it('is GFLOP per MIST, and nothing where unmeasured or unpriced', () => {
+    expect(gflopsPerMist(measured[0])).toBeCloseTo(0.5);
+    expect(gflopsPerMist(measured[1])).toBeCloseTo(2);
+    expect(gflopsPerMist(measured[2])).toBeNull();
+    expect(gflopsPerMist(measured[3])).toBeNull();
+    expect(gflopsPerMist({ ...measured[0], verified_gflops: -1 })).toBeNull();
+  });
+
+  it('sorts by it best first, the unmeasured last either way', () => {
+    expect(names(sortOffers(measured, 'value', 'desc'))).toEqual(['dear-fast', 'cheap-slow', 'unmeasured', 'free']);
+    expect(names(sortOffers(measured, 'value', 'asc'))).toEqual(['cheap-slow', 'dear-fast', 'unmeasured', 'free']);
+    expect(names(sortOffers(measured, 'perf', 'desc'))).toEqual(['dear-fast', 'cheap-slow', 'free', 'unmeasured']);
   });
 });

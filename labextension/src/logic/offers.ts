@@ -246,11 +246,24 @@ export type SortKey =
   | 'free'
   | 'node'
   | 'region'
-  | 'reliability';
+  | 'reliability'
+  | 'perf'
+  | 'value';
 export type SortDir = 'asc' | 'desc';
 
+/** GFLOP one MIST buys: verified GFLOP/s over the price in MIST/s; null unmeasured. */
+export function gflopsPerMist(offer: IOffer): number | null {
+  const gflops = offer.verified_gflops;
+  const price = offer.price_mist_per_second;
+  if (typeof gflops !== 'number' || !(gflops > 0) || price === undefined || price === null) {
+    return null;
+  }
+  const perSecond = Number(price);
+  return perSecond > 0 ? gflops / perSecond : null;
+}
+
 /** The filter field each numeric sort key orders by (GiB and MiB order alike). */
-const SORT_FIELD: Record<Exclude<SortKey, 'node' | 'region'>, OfferField> = {
+const SORT_FIELD: Record<Exclude<SortKey, 'node' | 'region' | 'perf' | 'value'>, OfferField> = {
   gpu: 'gpus',
   vram: 'gpu_memory',
   cpus: 'cpus',
@@ -267,6 +280,12 @@ function sortValue(offer: IOffer, key: SortKey): bigint | number | string | null
   }
   if (key === 'region') {
     return (offer.region ?? '').toLowerCase();
+  }
+  if (key === 'perf') {
+    return offer.verified_gflops ?? null; // unmeasured sorts last either way
+  }
+  if (key === 'value') {
+    return gflopsPerMist(offer);
   }
   return offerValue(offer, SORT_FIELD[key]);
 }

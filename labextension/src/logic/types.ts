@@ -38,6 +38,9 @@ export interface IOffer {
   uptime_pct?: number | null;
   last_seen?: number | null;
   evidence?: { [key: string]: number | boolean } | null;
+  /** Median GFLOP/s this renter's own probe measured in passed checks here (issue #21). */
+  verified_gflops?: number | null;
+  verified_checks?: number;
 }
 
 /** One image of an offer (renter/offer_filters.py image_details), provider-written text. */
