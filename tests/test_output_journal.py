@@ -74,7 +74,8 @@ async def test_outputs_made_while_away_are_written_into_the_notebook(tmp_path, n
         shown = await execute(ws, "print('while connected')", "shown-cell")
         await until(ws, shown, lambda m: m["header"]["msg_type"] == "execute_reply")
         away = await execute(ws, AWAY, "away-cell")
-        await until(ws, away, lambda m: m["header"]["msg_type"] == "stream")
+        await until(ws, away, lambda m: m["header"]["msg_type"] == "stream"
+                    and "step 1" in m["content"]["text"])
         server.stop(signal.SIGKILL)  # the cell goes on in the session, nobody connected
 
         server.start()

@@ -278,10 +278,10 @@ class KernelBridge:
         idents = self._routes.get(parent_id)
         if idents is None:
             return  # a reply to a request this bridge never sent (e.g. the gateway's own)
+        self.sockets[channel].send_multipart([*idents, DELIM, signature, *parts], copy=False)
         if channel == "shell" and msg_type == "execute_reply":
             self._executing.pop(parent_id, None)
             self.on_reply(parent_id)
-        self.sockets[channel].send_multipart([*idents, DELIM, signature, *parts], copy=False)
 
     def _apply_policy(self, msg_type: object, parts: list[bytes]) -> list[bytes] | None:
         """The message with only passive output (output_policy), None to drop it. Content

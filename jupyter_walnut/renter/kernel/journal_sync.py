@@ -56,6 +56,9 @@ KINDS = {"request", "execute_input", "stream", "display_data", "execute_result",
 STREAMS = {"stdout", "stderr"}
 _lock = threading.Lock()
 _tasks: set[asyncio.Task] = set()  # running syncs (the loop keeps only weak references)
+SHOWN_FLUSH_S = 0.5
+_shown: dict[Path, dict[str, list[str]]] = {}  # replies shown, not yet written, by home
+_flushes: dict[Path, asyncio.TimerHandle] = {}
 
 
 def marker(what: str) -> str:
@@ -93,17 +96,34 @@ def remember(home: Path, kernel_id: str, **changes: Any) -> dict:
 def shown(provisioner: Any, msg_id: str) -> None:
     """A request whose reply reached this server's clients while it was attached: its
     outputs are the frontend's to keep, so a later sync leaves its cell alone (the user may
-    have cleared or re-run it since)."""
+    have cleared or re-run it since). Written a moment later, many replies at once, so the
+    reply itself never waits for the disk; one lost in a crash only gets its cell rewritten
+    with the same outputs."""
+    home = provisioner.renter.home
+    pending = _shown.setdefault(home, {})
+    pending.setdefault(provisioner.kernel_id, []).append(msg_id)
+    if home not in _flushes:
+        _flushes[home] = asyncio.get_running_loop().call_later(SHOWN_FLUSH_S, _flush_shown,
+                                                               home)
+
+
+def _flush_shown(home: Path) -> None:
+    _flushes.pop(home, None)
+    pending = _shown.pop(home, {})
     try:
         with _lock:
-            data = _load(provisioner.renter.home)
-            entry = data.get(provisioner.kernel_id)
-            if entry is None:
-                return
-            seen = [m for m in entry.get("shown", []) if isinstance(m, str)][-MAX_SHOWN + 1:]
-            entry["shown"] = [*seen, msg_id]
-            _save(provisioner.renter.home, data)
-    except OSError as exc:  # the kernel works without; a sync may then rewrite that cell
+            data = _load(home)
+            changed = False
+            for kernel_id, ids in pending.items():
+                entry = data.get(kernel_id)
+                if entry is None:
+                    continue
+                seen = [m for m in entry.get("shown", []) if isinstance(m, str)]
+                entry["shown"] = [*seen, *ids][-MAX_SHOWN:]
+                changed = True
+            if changed:
+                _save(home, data)
+    except OSError as exc:  # the kernel works without; a sync may then rewrite those cells
         log.warning("journal state not saved: %s", exc)
 
 
