@@ -176,20 +176,33 @@ class Journal:
     def _run(self) -> None:
         poller = zmq.Poller()
         while True:
-            events = dict(poller.poll(POLL_MS))
-            self._drain_inbox(poller)  # requests first: they were sent before their outputs
+            first = None
+            if self.kernels:
+                events = dict(poller.poll(POLL_MS))
+            else:
+                # pyzmq's poll returns at once when nothing is registered: a gateway with no
+                # kernel would spin a core. Wait for the next watch instead.
+                events = {}
+                try:
+                    first = self.inbox.get(timeout=POLL_MS / 1000)
+                except queue.Empty:
+                    continue
+            self._drain_inbox(poller, first)  # requests first: sent before their outputs
             for journal in list(self.kernels.values()):
                 if journal.socket in events:
                     self._read(journal)
                 if journal.file is not None:
                     journal.file.flush()
 
-    def _drain_inbox(self, poller: zmq.Poller) -> None:
+    def _drain_inbox(self, poller: zmq.Poller, first: tuple | None = None) -> None:
         while True:
-            try:
-                item = self.inbox.get_nowait()
-            except queue.Empty:
-                return
+            if first is not None:
+                item, first = first, None
+            else:
+                try:
+                    item = self.inbox.get_nowait()
+                except queue.Empty:
+                    return
             if item[0] == "watch":
                 _, kernel_id, sock, session = item
                 old = self.kernels.pop(kernel_id, None)
