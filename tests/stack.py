@@ -120,6 +120,20 @@ class StackNode:
         if self.docker is not None:
             self.docker.close()
 
+    def leftover_containers(self) -> list[str]:
+        """Names of this node's session containers still on the engine (Docker runtime)."""
+        if self.runtime_name != "docker":
+            return []
+        import docker
+
+        client = docker.from_env()
+        try:
+            provider = "stack-" + self.identity.address[2:12]
+            return [c.name for c in client.containers.list(
+                all=True, filters={"label": f"walnut.provider={provider}"})]
+        finally:
+            client.close()
+
 
 def renter_server_config(home: Path, ledger_path: Path | str, providers: list[str], *,
                          poll_interval: float = 0.5, **extra: dict) -> dict:

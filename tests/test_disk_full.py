@@ -83,6 +83,8 @@ def stack_factory(tmp_path, ledger):
     yield start
     for node in nodes:
         node.stop()
+    # whatever the test did to its sessions, none outlives its provider
+    assert [c for node in nodes for c in node.leftover_containers()] == []
 
 
 def gateways(node: StackNode) -> list:

@@ -6,6 +6,7 @@ its collaborators; SessionManager hands their calls on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -35,6 +36,11 @@ __all__ = ["READY_TIMEOUT_S", "SessionError", "SessionManager", "SessionRequest"
 log = logging.getLogger("walnut.provider")
 
 READY_TIMEOUT_S = 90.0
+START_GRACE_S = 120.0  # a start cut short by shutdown: how long to wait for its gateway
+
+
+class _StoppedWhileStarting(Exception):
+    """The session was stopped while its gateway started."""
 
 
 class SessionManager:
@@ -165,8 +171,10 @@ class SessionManager:
                     **spec.env, **self.package_cache.session_env(rec.id)}})
             spec = SessionSpec(**{**spec.__dict__, "image": await asyncio.to_thread(
                 self.resolve_image, image_ref)})
-            handle = await self.runtime.start(spec)
+            handle = await self._start_gateway(spec)
             self._handles[rec.id] = handle
+            if not self._still_starting(rec.id):
+                raise _StoppedWhileStarting()
             self.store.update(rec.id, gateway_url=handle.gateway_url, runtime_ref=handle.ref)
             await self._wait_ready(handle, rec.gateway_token)
             requirements = self._requirements.pop(rec.id, None)
@@ -174,6 +182,9 @@ class SessionManager:
                 if self.config.settlement.bills_install:
                     self.metering.begin(rec.id)  # the install is billed (the offer says so)
                 await self.environments.prepare(rec, handle, spec.image, requirements)
+        except _StoppedWhileStarting:
+            await self._drop_stopped_start(rec.id)
+            return
         except asyncio.CancelledError:
             # the provider is shutting down mid-start: leave no gateway behind
             if handle is not None:
@@ -203,12 +214,43 @@ class SessionManager:
             log.warning("session %s failed to start: %s", rec.id, reason)
             self.on_event("failed", self.store.get(rec.id))
             return
+        if not self._still_starting(rec.id):  # stopped while its gateway came up
+            await self._drop_stopped_start(rec.id)
+            return
         now = time.time()
         if not self.metering.is_metered(rec.id):
             self.metering.begin(rec.id)
         self.store.update(rec.id, status="running", started_at=now, checkpoint_wall=now)
         log.info("session %s running (%s, shape %s)", rec.id, self.runtime.name, rec.shape)
         self.on_event("started", self.store.get(rec.id))
+
+    async def _start_gateway(self, spec: SessionSpec) -> RuntimeHandle:
+        """The runtime's start, finished even when this task is cancelled (the provider
+        shutting down): the runtime goes on creating the gateway in its own thread, so the
+        caller gets its handle to stop rather than a gateway nobody knows of."""
+        start = asyncio.ensure_future(self.runtime.start(spec))
+        try:
+            return await asyncio.shield(start)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                handle = await asyncio.wait_for(start, START_GRACE_S)
+                await self.runtime.stop(handle)
+            raise
+
+    def _still_starting(self, session_id: str) -> bool:
+        """False once a stop was recorded while the gateway started (the stop found no
+        handle to stop then): its end stands, the session never runs nor is metered again."""
+        current = self.store.get(session_id)
+        return (current is not None and current.status == "starting"
+                and not self.metering.is_unsaved(session_id))
+
+    async def _drop_stopped_start(self, session_id: str) -> None:
+        handle = self._handles.pop(session_id, None)
+        self._requirements.pop(session_id, None)
+        if handle is not None:
+            await self.runtime.stop(handle)
+        log.info("session %s was stopped while its gateway started: gateway stopped",
+                 session_id)
 
     async def _wait_ready(self, handle: RuntimeHandle, token: str) -> None:
         client = AsyncHTTPClient()
