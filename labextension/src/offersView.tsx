@@ -21,6 +21,7 @@ import {
 import { IOffer } from './logic/types';
 import { WalnutModel } from './model';
 import { ImageChips } from './widgets/imageChips';
+import { SortHeader } from './widgets/sortHeader';
 
 /** The columns of the offers view; a `key` makes the column sortable. */
 const COLUMNS: { label: string; title: string; key?: SortKey; num?: boolean }[] = [
@@ -82,24 +83,7 @@ export function OffersGrid(props: { model: WalnutModel; onLaunch: (key: string) 
         <thead>
           <tr>
             {COLUMNS.map(c => (
-              <th
-                key={c.label}
-                scope="col"
-                title={c.title}
-                className={c.num ? 'jp-Walnut-num' : undefined}
-                aria-sort={c.key ? (sort.key === c.key ? (sort.dir === 'asc' ? 'ascending' : 'descending') : 'none') : undefined}
-              >
-                {c.key ? (
-                  <button className="jp-Walnut-sort" onClick={() => toggle(c.key!)}>
-                    {c.label}
-                    <span className="jp-Walnut-sortMark" aria-hidden="true">
-                      {sort.key === c.key ? (sort.dir === 'asc' ? '▲' : '▼') : ''}
-                    </span>
-                  </button>
-                ) : (
-                  c.label
-                )}
-              </th>
+              <SortHeader key={c.label} label={c.label} title={c.title} num={c.num} sortKey={c.key} sort={sort} onSort={toggle} />
             ))}
             <th scope="col">
               <span className="jp-Walnut-srOnly">Launch</span>

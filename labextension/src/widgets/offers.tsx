@@ -18,6 +18,7 @@ import { IOffer } from '../logic/types';
 import { WalnutModel } from '../model';
 import { ImageChips } from './imageChips';
 import { ErrorNote, Section } from './section';
+import { SortHeader } from './sortHeader';
 
 const COLUMNS: { key: SortKey; label: string; title: string; num?: boolean }[] = [
   { key: 'node', label: 'Offer', title: 'Provider, region, shape and hardware' },
@@ -105,20 +106,7 @@ export function ProvidersSection(props: { model: WalnutModel; onLaunch: (key: st
           <thead>
             <tr>
               {COLUMNS.map(c => (
-                <th
-                  key={c.key}
-                  scope="col"
-                  title={c.title}
-                  className={c.num ? 'jp-Walnut-num' : undefined}
-                  aria-sort={sort.key === c.key ? (sort.dir === 'asc' ? 'ascending' : 'descending') : 'none'}
-                >
-                  <button className="jp-Walnut-sort" onClick={() => toggle(c.key)}>
-                    {c.label}
-                    <span className="jp-Walnut-sortMark" aria-hidden="true">
-                      {sort.key === c.key ? (sort.dir === 'asc' ? '▲' : '▼') : ''}
-                    </span>
-                  </button>
-                </th>
+                <SortHeader key={c.key} label={c.label} title={c.title} num={c.num} sortKey={c.key} sort={sort} onSort={toggle} />
               ))}
             </tr>
           </thead>
