@@ -306,6 +306,33 @@ async def test_commit_with_a_wrong_hash_leaves_nothing_at_the_path(alice):
         assert (await alice.call("POST", "walnut/fs/commit/wrong.bin", body)).code == 400
 
 
+async def test_commit_checks_the_bytes_on_disk_not_only_what_arrived(alice):
+    """The gateway hashes an upload as it arrives; a commit still refuses a partial whose
+    bytes changed after its last PUT, and a resume that rewinds is hashed right."""
+    data = os.urandom(3 * MiB)
+    digest = hashlib.sha256(data).hexdigest()
+    await alice.json("PUT", "walnut/fs/upload/changed.bin?offset=0", data)
+    name = hashlib.sha256(b"changed.bin").hexdigest()
+    # the session's code flips a byte of the partial in place (same size)
+    assert await alice.run(
+        f"fd = __import__('os').open('.walnut-uploads/{name}', __import__('os').O_RDWR)\n"
+        "print(__import__('os').pwrite(fd, b'\\0', 1000)); __import__('os').close(fd)") \
+        == "1\n"
+    changed = await alice.call("POST", "walnut/fs/commit/changed.bin",
+                               {"size": len(data), "sha256": digest})
+    assert changed.code == 409 and "does not match" in json.loads(changed.body)["message"]
+    assert (await alice.call("GET", "walnut/fs/stat/changed.bin")).code == 404
+    # a resume from before the end of what arrived: the bytes after it are sent again
+    assert await alice.json("PUT", "walnut/fs/upload/rewound.bin?offset=0",
+                            data[:2 * MiB] + os.urandom(MiB)) == {"received": 3 * MiB}
+    assert await alice.json("PUT", f"walnut/fs/upload/rewound.bin?offset={MiB}",
+                            data[MiB:]) == {"received": 3 * MiB}
+    stat = await alice.json("POST", "walnut/fs/commit/rewound.bin",
+                            {"size": len(data), "sha256": digest})
+    assert stat["sha256"] == digest
+    assert (await alice.call("GET", "walnut/fs/download/rewound.bin")).body == data
+
+
 async def test_another_sessions_token_reaches_none_of_its_files(alice, bob):
     original = b"bob's results" * 100
     await bob.upload("results.bin", original)

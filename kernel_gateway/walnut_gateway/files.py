@@ -40,6 +40,11 @@ CHUNK = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+MAX_RUNNING_HASHES = 256  # partial uploads whose hash so far is kept in memory
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class HashCache:
@@ -225,6 +230,23 @@ class Uploads:
         self.root = root
         self.busy: set[str] = set()  # being committed
         self.writers: dict[str, UploadHandler] = {}  # being written, by partial's name
+        # the sha256 of each partial's bytes so far, taken as they arrived, so a commit
+        # need not read the file again: (hasher, the partial's (inode, size, mtime_ns))
+        self.running: OrderedDict[str, tuple[Any, tuple[int, int, int]]] = OrderedDict()
+
+    def keep_hash(self, name: str, hasher: Any, fd: int) -> None:
+        self.running[name] = (hasher, _identity(os.fstat(fd)))
+        self.running.move_to_end(name)
+        while len(self.running) > MAX_RUNNING_HASHES:
+            self.running.popitem(last=False)
+
+    def hash_at(self, name: str, st: os.stat_result) -> Any | None:
+        """A copy of the running hash of partial `name` if it is of exactly the bytes
+        there now (same inode, size and mtime as when the last PUT ended)."""
+        kept = self.running.get(name)
+        if kept is None or kept[1] != _identity(st):
+            return None
+        return kept[0].copy()
 
     @staticmethod
     def name(path: str) -> str:
@@ -259,6 +281,7 @@ class Uploads:
             os.close(fd)
 
     def discard(self, name: str) -> None:
+        self.running.pop(name, None)
         fd = self.dir_fd()
         try:
             os.unlink(name, dir_fd=fd)
@@ -275,6 +298,7 @@ class UploadHandler(FsHandler):
     _offset = 0
     _written = 0
     _failure: web.HTTPError | None = None
+    _hasher: Any = None  # of the partial's bytes [0, offset + written), when known
 
     @property
     def uploads(self) -> Uploads:
@@ -314,6 +338,10 @@ class UploadHandler(FsHandler):
         self._fd = self.uploads.open_partial(name, os.O_WRONLY | os.O_CREAT)
         self._name = name
         self.uploads.writers[name] = self
+        # a resume at the end of what arrived goes on hashing; anything else starts over
+        self._hasher = hashlib.sha256() if offset == 0 else \
+            self.uploads.hash_at(name, os.fstat(self._fd)) if offset == received else None
+        self.uploads.running.pop(name, None)  # the partial changes from here
         os.ftruncate(self._fd, offset)
         self._offset = offset
 
@@ -324,9 +352,12 @@ class UploadHandler(FsHandler):
         try:
             while view:
                 n = os.pwrite(self._fd, view, self._offset + self._written)
+                if self._hasher is not None:
+                    self._hasher.update(view[:n])
                 self._written += n
                 view = view[n:]
         except OSError as exc:
+            self._hasher = None
             status = 507 if exc.errno in (28, 122) else 500  # ENOSPC, EDQUOT
             self._failure = web.HTTPError(status, "%s", f"could not write the upload: "
                                           f"{exc.strerror}")
@@ -341,6 +372,10 @@ class UploadHandler(FsHandler):
 
     def _release(self) -> None:
         if self._fd is not None:
+            if self._hasher is not None and self._name is not None \
+                    and self.uploads.writers.get(self._name) is self:
+                self.uploads.keep_hash(self._name, self._hasher, self._fd)
+            self._hasher = None
             os.close(self._fd)
             self._fd = None
         if self._name is not None:
@@ -391,7 +426,13 @@ class CommitHandler(FsHandler):
             raise _missing(f"upload of {path}") from None
         try:
             st = os.fstat(fd)
-            actual = await _in_thread(sha256_fd, fd) if st.st_size == size else None
+            running = uploads.hash_at(name, st)
+            if st.st_size != size:
+                actual = None
+            elif running is not None:  # hashed as it arrived: nothing to read again
+                actual = running.hexdigest()
+            else:
+                actual = await _in_thread(sha256_fd, fd)
         finally:
             os.close(fd)
         if actual != digest:
@@ -408,6 +449,7 @@ class CommitHandler(FsHandler):
             raise Conflict(f"a parent of {path!r} is a file") from None
         self.resolve(path)  # again: the parent folders exist now and must still be inside
         dir_fd = uploads.dir_fd()
+        uploads.running.pop(name, None)
         try:
             os.replace(name, target, src_dir_fd=dir_fd)
         finally:
