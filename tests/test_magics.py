@@ -34,6 +34,7 @@ def home(tmp_path, monkeypatch, ledger):
     monkeypatch.setenv("WALNUT_HOME", str(tmp_path / "renter"))
     monkeypatch.setenv("WALNUT_LEDGER", str(tmp_path / "ledger.sqlite"))  # the providers' too
     monkeypatch.setattr(manager, "_current", None)  # a fresh renter for this home
+    monkeypatch.chdir(tmp_path)  # ended sessions' walnut-results/ land here, not in the repo
     return funded_home(tmp_path / "renter", ledger)
 
 
