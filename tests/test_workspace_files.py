@@ -314,10 +314,8 @@ async def test_commit_checks_the_bytes_on_disk_not_only_what_arrived(alice):
     await alice.json("PUT", "walnut/fs/upload/changed.bin?offset=0", data)
     name = hashlib.sha256(b"changed.bin").hexdigest()
     # the session's code flips a byte of the partial in place (same size)
-    assert await alice.run(
-        f"fd = __import__('os').open('.walnut-uploads/{name}', __import__('os').O_RDWR)\n"
-        "print(__import__('os').pwrite(fd, b'\\0', 1000)); __import__('os').close(fd)") \
-        == "1\n"
+    assert await alice.run(f"import os\nfd = os.open('.walnut-uploads/{name}', os.O_RDWR)\n"
+                           "print(os.pwrite(fd, b'\\0', 1000))\nos.close(fd)") == "1\n"
     changed = await alice.call("POST", "walnut/fs/commit/changed.bin",
                                {"size": len(data), "sha256": digest})
     assert changed.code == 409 and "does not match" in json.loads(changed.body)["message"]

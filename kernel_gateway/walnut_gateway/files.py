@@ -43,10 +43,6 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 MAX_RUNNING_HASHES = 256  # partial uploads whose hash so far is kept in memory
 
 
-def _identity(st: os.stat_result) -> tuple[int, int, int]:
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class HashCache:
     """sha256 of files by (device, inode, size, mtime_ns): a second manifest reads nothing."""
 
@@ -231,22 +227,22 @@ class Uploads:
         self.busy: set[str] = set()  # being committed
         self.writers: dict[str, UploadHandler] = {}  # being written, by partial's name
         # the sha256 of each partial's bytes so far, taken as they arrived, so a commit
-        # need not read the file again: (hasher, the partial's (inode, size, mtime_ns))
-        self.running: OrderedDict[str, tuple[Any, tuple[int, int, int]]] = OrderedDict()
+        # need not read the file again: (hasher, the partial's HashCache.key)
+        self.running: OrderedDict[str, tuple[Any, tuple[int, int, int, int]]] = OrderedDict()
 
     def keep_hash(self, name: str, hasher: Any, fd: int) -> None:
-        self.running[name] = (hasher, _identity(os.fstat(fd)))
+        self.running[name] = (hasher, HashCache.key(os.fstat(fd)))
         self.running.move_to_end(name)
         while len(self.running) > MAX_RUNNING_HASHES:
             self.running.popitem(last=False)
 
-    def hash_at(self, name: str, st: os.stat_result) -> Any | None:
-        """A copy of the running hash of partial `name` if it is of exactly the bytes
-        there now (same inode, size and mtime as when the last PUT ended)."""
-        kept = self.running.get(name)
-        if kept is None or kept[1] != _identity(st):
+    def take_hash(self, name: str, st: os.stat_result) -> Any | None:
+        """The running hash of partial `name`, forgotten here, if it is of exactly the
+        bytes there now (same device, inode, size and mtime as when the last PUT ended)."""
+        kept = self.running.pop(name, None)
+        if kept is None or kept[1] != HashCache.key(st):
             return None
-        return kept[0].copy()
+        return kept[0]
 
     @staticmethod
     def name(path: str) -> str:
@@ -339,9 +335,9 @@ class UploadHandler(FsHandler):
         self._name = name
         self.uploads.writers[name] = self
         # a resume at the end of what arrived goes on hashing; anything else starts over
+        kept = self.uploads.take_hash(name, os.fstat(self._fd))  # it changes from here
         self._hasher = hashlib.sha256() if offset == 0 else \
-            self.uploads.hash_at(name, os.fstat(self._fd)) if offset == received else None
-        self.uploads.running.pop(name, None)  # the partial changes from here
+            kept if offset == received else None
         os.ftruncate(self._fd, offset)
         self._offset = offset
 
@@ -426,7 +422,7 @@ class CommitHandler(FsHandler):
             raise _missing(f"upload of {path}") from None
         try:
             st = os.fstat(fd)
-            running = uploads.hash_at(name, st)
+            running = uploads.take_hash(name, st)
             if st.st_size != size:
                 actual = None
             elif running is not None:  # hashed as it arrived: nothing to read again
@@ -449,7 +445,6 @@ class CommitHandler(FsHandler):
             raise Conflict(f"a parent of {path!r} is a file") from None
         self.resolve(path)  # again: the parent folders exist now and must still be inside
         dir_fd = uploads.dir_fd()
-        uploads.running.pop(name, None)
         try:
             os.replace(name, target, src_dir_fd=dir_fd)
         finally:
