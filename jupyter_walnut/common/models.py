@@ -46,12 +46,17 @@ class ChannelMoney:
     voucher_mist: int = 0  # newest cumulative voucher: signed (renter), received (provider)
     claimed_mist: int = 0  # paid to the provider on the ledger
     refunded_mist: int = 0  # returned to the renter when the channel closed
+    # away mode (issue #17): the largest away voucher signed beyond the regular chain
+    # (renter) or held (provider), and when the renter's leave ends; 0 / None when off
+    away_top_mist: int = 0
+    away_until: float | None = None
 
 
 @dataclass(kw_only=True)
 class RenterMoney(ChannelMoney):
     settlement_error: str | None = None  # why the last settlement step failed
     refund_at: float | None = None  # when the challenge period of a closing channel ends
+    away_budget_mist: int = 0  # what the provider may claim beyond what was paid, while away
 
 
 @dataclass(kw_only=True)
@@ -59,6 +64,7 @@ class ProviderMoney(ChannelMoney):
     voucher_signature: str | None = None  # hex, of voucher_mist; never shown to the renter
     claimed_at: float | None = None  # the last claim while the session ran
     lost_mist: int = 0  # signed, never claimable: the channel closed before the claim
+    away_vouchers: str | None = None  # JSON [[amount, signature hex], ...]; never shown
 
 
 SQLITE_INT_MAX = 2**63 - 1  # what an INTEGER column holds

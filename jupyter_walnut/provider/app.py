@@ -8,6 +8,8 @@
     DELETE /api/v1/sessions/<id>                 stop it (signed)
     PATCH  /api/v1/sessions/<id>                 its idle threshold {idle_stop_s} (signed)
     POST   /api/v1/sessions/<id>/topup           re-read its channel's deposit (signed)
+    PUT    /api/v1/sessions/<id>/away            away mode on, with its vouchers (signed)
+    DELETE /api/v1/sessions/<id>/away            away mode off (signed)
     *      /api/v1/sessions/<id>/jobs/...        batch jobs (signed; provider/jobs.py)
     *      /api/v1/sessions/<id>/gateway/<path>  the session's kernel gateway (session token)
     GET    /metrics                              Prometheus
@@ -51,6 +53,7 @@ from ..common.protocol import (
 )
 from ..common.sqlite_store import StorageError
 from ..ledger.vouchers import parse_voucher_fields
+from .away import parse_away_request
 from .links import ResumableLink
 from .proxy import (
     GatewayWebsocketBridge,
@@ -218,6 +221,21 @@ class VouchersHandler(BaseHandler):
             raise BadRequest("request body must be a JSON object")
         amount, sig = parse_voucher_fields(body)  # or 400 naming the field
         rec = self.node.sessions.record_voucher(session_id, renter, amount, sig)
+        self.write_json(rec.public())
+
+
+class AwayHandler(BaseHandler):
+    """Away mode (away.py): the renter's ladder of away vouchers and how long it is away."""
+
+    def put(self, session_id: str) -> None:
+        renter, _ = self.renter()
+        request = parse_away_request(self.json_body())  # or 400
+        rec = self.node.sessions.payments.set_away(session_id, renter, request)
+        self.write_json(rec.public())
+
+    def delete(self, session_id: str) -> None:
+        renter, _ = self.renter()
+        rec = self.node.sessions.payments.set_away(session_id, renter, None)
         self.write_json(rec.public())
 
 

@@ -12,6 +12,7 @@ from ..common.keepalive import Keepalive
 from ..common.protocol import API, MAX_MESSAGE_SIZE
 from .app import (
     SESSION_ID,
+    AwayHandler,
     GatewayProxyHandler,
     GatewayWebsocketHandler,
     HealthHandler,
@@ -44,6 +45,7 @@ def make_app(node: ProviderNode) -> web.Application:
             (rf"{API}/sessions/{SESSION_ID}", SessionHandler),
             (rf"{API}/sessions/{SESSION_ID}/vouchers", VouchersHandler),
             (rf"{API}/sessions/{SESSION_ID}/topup", TopUpHandler),
+            (rf"{API}/sessions/{SESSION_ID}/away", AwayHandler),
             (rf"{API}/sessions/{SESSION_ID}/gateway/"
              r"(api/kernels/[^/]+/channels|terminals/websocket/\w+)", GatewayWebsocketHandler),
             *stream_routes(SESSION_ID, API),  # workspace uploads and downloads, streamed

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..common.models import Settlement
 from ..ledger import Channel, LedgerError
+from .away import AwayRequest, check_rungs, merged_ladder
 from .config import ProviderConfig
 from .session_request import SessionError
 from .settlement import PaymentError, ProviderSettlement
@@ -45,6 +46,32 @@ class SessionSettlement:
                                        expect={"settlement": Settlement.OPEN},
                                        voucher_mist=amount, voucher_signature=signature.hex()):
             raise SessionError(409, "a larger voucher or the settlement came first")
+        return self.store.get(session_id)
+
+    def set_away(self, session_id: str, renter: str, request: AwayRequest | None
+                 ) -> SessionRecord:
+        """Away mode on (or its ladder extended) until `request.seconds` from now, or off
+        (None); checked whole before anything is kept (away.py)."""
+        if self.settlement is None:
+            raise SessionError(409, "this node does not take payments")
+        rec = self.sessions.owned(session_id, renter)
+        if rec.status not in ACTIVE:
+            raise SessionError(409, f"session is {rec.status}")
+        if rec.channel_id is None or rec.settlement is not Settlement.OPEN:
+            raise SessionError(409, "this session's channel is not open")
+        if request is None:
+            self.store.update_money(session_id, away_top_mist=0, away_until=None,
+                                    away_vouchers=None)
+            return self.store.get(session_id)
+        check_rungs(rec, request.rungs)  # or 400
+        ladder = merged_ladder(rec, request.rungs)
+        if not self.store.update_money(session_id, expect={"settlement": Settlement.OPEN},
+                                       away_vouchers=ladder,
+                                       away_top_mist=request.rungs[-1][0],
+                                       away_until=time.time() + request.seconds):
+            raise SessionError(409, "the settlement came first")
+        log.info("session %s: away for %ds, up to %d MIST", session_id, request.seconds,
+                 request.rungs[-1][0])
         return self.store.get(session_id)
 
     async def settle_once(self) -> None:
@@ -112,7 +139,7 @@ class SessionSettlement:
                 "the payment channel was closed on the ledger: this session is no longer paid"))
             await self._settle(rec.id)
         elif channel.close_requested_at_ms is not None:
-            await self._claim(rec.id)  # inside the challenge period: what is signed is ours
+            await self._claim(rec.id, settling=True)  # inside the challenge period
             await self.sessions.stop(rec.id, status="stopped", reason=(
                 "the renter asked the ledger to close the payment channel"))
         else:
@@ -121,11 +148,11 @@ class SessionSettlement:
                     self.settlement.policy.claim_interval_s:
                 await self._claim(rec.id)
 
-    async def _claim(self, session_id: str) -> None:
+    async def _claim(self, session_id: str, settling: bool = False) -> None:
         """Claim a running session's newest voucher now; a closed channel stops it."""
         rec = self.store.get(session_id)
         try:
-            paid = await self.settlement.claim_newest(rec)
+            paid = await self.settlement.claim_newest(rec, settling)
         except LedgerError as exc:
             if exc.code != "E_CHANNEL_CLOSED":
                 log.warning("session %s: claim failed (tried again): %s", session_id, exc)
@@ -139,7 +166,7 @@ class SessionSettlement:
             return
         changes: dict = {"claimed_at": time.time()}
         if paid:
-            changes["claimed_mist"] = rec.voucher_mist
+            changes["claimed_mist"] = rec.claimed_mist + paid
             log.info("session %s: claimed %d MIST while running", session_id, paid)
         self.store.update_money(session_id, **changes)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, fields
 
 from ..common.errors import StatusError
@@ -26,6 +27,7 @@ from ..common.keys import KeyPair
 from ..common.models import Settlement
 from ..ledger import Channel, Ledger, LedgerError
 from ..ledger.vouchers import verify_voucher
+from .away import best_voucher, is_away
 from .store import SessionRecord
 
 log = logging.getLogger("walnut.provider.settlement")
@@ -128,24 +130,34 @@ class ProviderSettlement:
             raise PaymentError(400, f"voucher for {amount} MIST exceeds the deposit of "
                                     f"{deposit} MIST")
 
-    def behind(self, rec: SessionRecord) -> str | None:
-        """Why a running session must stop for payment, or None."""
+    def behind(self, rec: SessionRecord, now: float | None = None) -> str | None:
+        """Why a running session must stop for payment, or None. While its renter is away
+        (away.py) the top of its away vouchers counts as paid."""
         paid, deposit = rec.voucher_mist, rec.deposit_mist
         if rec.cost_mist >= deposit:
             return "the deposit is used up"
-        if rec.cost_mist - paid > rec.price_mist_per_second * self.policy.grace_seconds:
+        unpaid = rec.cost_mist - paid > rec.price_mist_per_second * self.policy.grace_seconds
+        if is_away(rec, time.time() if now is None else now):
+            if unpaid and rec.cost_mist >= rec.away_top_mist:
+                return "the away budget is used up"
+            return None
+        if unpaid:
+            if rec.away_top_mist and rec.away_until is not None:
+                return "the away time is over and payment fell behind"
             return f"payment fell more than {self.policy.grace_seconds}s behind"
         return None
 
-    async def claim_newest(self, rec: SessionRecord) -> int:
-        """Claim the session's newest voucher; the MIST paid now (0 when nothing is new).
-        LedgerError E_CHANNEL_CLOSED when the channel closed before this claim."""
-        amount = rec.voucher_mist
-        if amount <= rec.claimed_mist or rec.voucher_signature is None:
+    async def claim_newest(self, rec: SessionRecord, settling: bool = False) -> int:
+        """Claim the voucher that pays the metered cost best (away.best_voucher); the MIST
+        paid now (0 when nothing is new). LedgerError E_CHANNEL_CLOSED when the channel
+        closed before this claim."""
+        pick = best_voucher(rec, rec.cost_mist, settling)
+        if pick is None or pick[0] <= rec.claimed_mist:
             return 0
+        amount, signature = pick
         try:
             return await self._call(self.ledger.claim, self.identity, rec.channel_id, amount,
-                                    bytes.fromhex(rec.voucher_signature))
+                                    signature)
         except LedgerError as exc:
             if exc.code in ("E_STALE_VOUCHER", "E_DEPOSIT_EXHAUSTED"):
                 return 0  # claimed before (a restart between claim and record)
@@ -156,7 +168,7 @@ class ProviderSettlement:
         money columns of the record (settlement "settled", or "lost" when the channel closed
         before the claim)."""
         try:
-            paid = await self.claim_newest(rec)
+            paid = await self.claim_newest(rec, settling=True)
         except LedgerError as exc:
             if exc.code != "E_CHANNEL_CLOSED":
                 raise

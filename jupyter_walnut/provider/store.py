@@ -95,7 +95,7 @@ class SessionRecord(ProviderMoney):
         """What the renter may see: never the tokens."""
         data = asdict(self)
         for secret in ("gateway_token", "access_token_hash", "gateway_url", "runtime_ref",
-                       "voucher_signature"):
+                       "voucher_signature", "away_vouchers"):
             data.pop(secret)
         # requirements at launch (environment_prep.py): their install's state
         data["environment"] = data["extra"].pop("environment", None) or {

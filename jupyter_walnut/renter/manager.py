@@ -20,6 +20,8 @@ from ..common.models import Settlement
 from ..common.sqlite_store import StorageError
 from ..common.tls import TLSError, pinned_url
 from ..ledger import Channel, Ledger, LocalLedger, default_ledger_path, walnut_home
+from ..ledger.vouchers import Voucher
+from .away import MIN_AWAY_S, parse_away, rungs, step_mist, wanted_top
 from .errors import RenterError
 from .idle import DEFAULT_COST_MIST, default_idle_stop_s, idle_warning, parse_idle_minutes
 from .idle import quote_text as idle_quote
@@ -135,6 +137,7 @@ class RenterManager(LoggingConfigurable):
         self.configured_urls = [u.rstrip("/") for u in (provider_urls or [])]
         self._listeners: dict[str, list[Callable[[RenterSession], None]]] = {}
         self.keep_remote_kernels = False  # set while a server exits keeping its sessions
+        self.exiting = False  # set while the server exits: away sessions keep their kernels
         self._poller: asyncio.Task | None = None
         self.trusted_output_providers: set[str] = set()  # WalnutApp.trusted_output_providers
         self.results = SessionResults(self)  # an ended session's files come home (#16)
@@ -581,6 +584,7 @@ class RenterManager(LoggingConfigurable):
         if remote["status"] not in ACTIVE:
             self._end(s.id, remote["status"], remote["reason"] or "ended by the provider")
         await self.pay(self.get(s.id), remote["cost_mist"])
+        await self._keep_away_ladder(self.get(s.id))
 
     def _unreachable(self, s: RenterSession, why: str) -> None:
         """A provider gone quiet: after `unreachable_timeout_s` the session is over for us:
@@ -589,7 +593,7 @@ class RenterManager(LoggingConfigurable):
         now = time.time()
         if since is None:
             self.store.update(s.id, extra={**s.extra, "unreachable_since": now})
-        elif now - since > self.unreachable_timeout_s:
+        elif now - since > self.unreachable_timeout_s and not self.is_away(s, now):
             self._end(s.id, "failed", f"the provider has been unreachable for "
                                       f"{int(now - since)}s ({why})")
 
@@ -647,6 +651,82 @@ class RenterManager(LoggingConfigurable):
         self._seen_idle(s.id, remote)
         return self.get(s.id)
 
+    # --- away mode (issue #17, renter/away.py) --------------------------------------------
+
+    def is_away(self, s: RenterSession, now: float | None = None) -> bool:
+        return bool(s.away_budget_mist) and s.away_until is not None and \
+            (time.time() if now is None else now) < s.away_until
+
+    def keeps_remote_kernel(self, session_id: str) -> bool:
+        """Whether a kernel shut down with this server stays on its session (and its running
+        cell is not interrupted): all of them when the server exits keeping its sessions, an
+        away session's whenever the server exits. A kernel the user shuts down goes."""
+        if self.keep_remote_kernels:
+            return True
+        s = self.store.get(session_id)
+        return self.exiting and s is not None and self.is_away(s)
+
+    async def set_away(self, session_id: str, budget_mist: object = None,
+                       seconds: object = None) -> RenterSession:
+        """Away mode on for `seconds`, trusting the provider with at most `budget_mist`
+        beyond what is paid; both None: off."""
+        s = self.get(session_id)
+        if s.status not in ACTIVE or s.channel_id is None:
+            raise RenterError(409, f"session {session_id} is {s.status}")
+        client = self.client(s.provider_url)
+        try:
+            if budget_mist is None and seconds is None:
+                await client.end_away(s.id)
+                self.store.update_money(s.id, away_budget_mist=0, away_top_mist=0,
+                                        away_until=None)
+                return self.get(s.id)
+            budget, secs = parse_away(budget_mist, seconds)  # or 400
+            top = wanted_top(s.voucher_mist, budget, s.deposit_mist)
+            if top <= s.voucher_mist:
+                raise RenterError(409, "the deposit is paid out: top up before going away")
+            held = s.away_top_mist if self.is_away(s) else 0
+            if held and top <= held:  # a smaller bound: the provider drops what it holds
+                await client.end_away(s.id)
+                held = 0
+            amounts = rungs(max(held, s.voucher_mist), top,
+                            step_mist(s.price_mist_per_second, budget))
+            await client.set_away(s.id, secs, self._signed(s, amounts))
+        except ProviderAPIError as exc:
+            raise RenterError(exc.status if 400 <= exc.status < 500 else 502,
+                              exc.message) from exc
+        self.store.update_money(s.id, away_budget_mist=budget, away_top_mist=top,
+                                away_until=time.time() + secs)
+        log.info("session %s away for %ds: the provider may claim up to %d MIST (paid %d)",
+                 s.id, secs, top, s.voucher_mist)
+        return self.get(s.id)
+
+    def _signed(self, s: RenterSession, amounts: list[int]) -> list[tuple[int, bytes]]:
+        return [(a, Voucher.sign(self.key, s.channel_id, a).signature) for a in amounts]
+
+    async def _keep_away_ladder(self, s: RenterSession) -> None:
+        """While online, keep the ladder's top at paid + away budget (its trust bound), one
+        rung at a time; a leave that is over is cleared."""
+        now = time.time()
+        if not s.away_budget_mist:
+            return
+        if not self.is_away(s, now) or s.away_until - now < MIN_AWAY_S:
+            if s.away_until is not None and now >= s.away_until:
+                self.store.update_money(s.id, away_budget_mist=0, away_top_mist=0,
+                                        away_until=None)
+            return
+        step = step_mist(s.price_mist_per_second, s.away_budget_mist)
+        top = wanted_top(s.voucher_mist, s.away_budget_mist, s.deposit_mist)
+        if top <= s.away_top_mist or (top - s.away_top_mist < step and top < s.deposit_mist):
+            return
+        amounts = rungs(s.away_top_mist, top, step)
+        try:
+            await self.client(s.provider_url).set_away(s.id, int(s.away_until - now),
+                                                       self._signed(s, amounts))
+        except ProviderAPIError as exc:
+            log.warning("away vouchers for %s not delivered: %s", s.id, exc.message)
+            return
+        self.store.update_money(s.id, monotonic="away_top_mist", away_top_mist=top)
+
     def results_root(self) -> str:
         """Where results of sessions launched without a folder go: `results_dir`, else
         the Jupyter Server's root directory (the app that made this manager)."""
@@ -683,9 +763,11 @@ class RenterManager(LoggingConfigurable):
             self._poller = None
         await self.results.close()
         self.keep_remote_kernels = not stop_sessions
+        self.exiting = True
         if stop_sessions:
             for s in self.store.list(statuses=ACTIVE):
-                await self.stop(s.id, reason="Jupyter Server shut down")
+                if not self.is_away(s):  # an away session runs on without this server
+                    await self.stop(s.id, reason="Jupyter Server shut down")
 
 
 def _results_offer(terms: object) -> dict | None:

@@ -115,6 +115,15 @@ class ProviderClient:
         return await self._call("POST", f"{API}/sessions/{session_id}/vouchers",
                                 voucher_fields(amount_mist, signature))
 
+    async def set_away(self, session_id: str, seconds: int,
+                       vouchers: list[tuple[int, bytes]]) -> dict:
+        """Away mode on (issue #17): the ladder of away vouchers, for `seconds` from now."""
+        return await self._call("PUT", f"{API}/sessions/{session_id}/away", {
+            "seconds": seconds, "vouchers": [voucher_fields(a, s) for a, s in vouchers]})
+
+    async def end_away(self, session_id: str) -> dict:
+        return await self._call("DELETE", f"{API}/sessions/{session_id}/away")
+
     async def top_up_session(self, session_id: str) -> dict:
         """Ask the provider to read the session's topped-up channel on the ledger."""
         return await self._call("POST", f"{API}/sessions/{session_id}/topup", {})

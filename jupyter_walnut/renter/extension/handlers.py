@@ -11,6 +11,7 @@ from tornado import web
 
 from ...common.errors import BadRequest, WalnutError
 from ...common.numbers import MAX_SECONDS, U64_MAX, loads_json, optional_int
+from ..away import away_view
 from ..drift import offer_drift, required_names
 from ..idle import idle_now
 from ..manager import RenterManager
@@ -53,7 +54,8 @@ class WalnutHandler(APIHandler):
                 "has_requirements": bool(s.extra.get("requirements")),
                 # issue #16: what its end brought home, and warnings before that end
                 "results": s.extra.get("results"), "warnings": self.walnut.warnings(s),
-                "idle": idle_now(s)}  # issue #17: the provider's idle clock, as last seen
+                "idle": idle_now(s),  # issue #17: the provider's idle clock, as last seen
+                "away": away_view(s)}
 
     def body(self) -> dict:
         try:
@@ -176,6 +178,24 @@ class SessionsHandler(WalnutHandler):
         if root not in path.parents:
             raise RequirementsError(f"{rel}: outside the server root")
         return path
+
+
+class AwayHandler(WalnutHandler):
+    """Away mode (issue #17): POST {"budget_mist", "seconds"} on, DELETE off."""
+
+    @web.authenticated
+    async def post(self, session_id: str) -> None:
+        data = self.body()
+        if set(data) - {"budget_mist", "seconds"}:
+            raise BadRequest('give {"budget_mist": N, "seconds": S}')
+        session = await self.walnut.set_away(session_id, data.get("budget_mist"),
+                                             data.get("seconds"))
+        self.finish(json.dumps(self.session_json(session)))
+
+    @web.authenticated
+    async def delete(self, session_id: str) -> None:
+        session = await self.walnut.set_away(session_id)
+        self.finish(json.dumps(self.session_json(session)))
 
 
 class SessionHandler(WalnutHandler):

@@ -8,6 +8,7 @@ from ...common.protocol import SESSION_ID_PATTERN
 from .analytics_handlers import analytics_handlers
 from .drive_handlers import drive_handlers
 from .handlers import (
+    AwayHandler,
     FundHandler,
     OffersHandler,
     SessionHandler,
@@ -33,6 +34,7 @@ def handlers() -> list[tuple[str, type]]:
         (rf"/walnut/sessions/{sid}", SessionHandler),
         (r"/walnut/status", StatusHandler),
         (rf"/walnut/sessions/{sid}/topup", TopUpHandler),
+        (rf"/walnut/sessions/{sid}/away", AwayHandler),
         (r"/walnut/wallet", WalletHandler),
         (r"/walnut/wallet/fund", FundHandler),
     ]

@@ -193,8 +193,8 @@ class WalnutProvisioner(KernelProvisionerBase):
         if self.remote_kernel_id is None or self._exit_code is not None:
             self._set_exit(0)
             return
-        if not restart and self.renter.keep_remote_kernels:
-            # the server is exiting but its sessions stay: the next server re-attaches
+        if not restart and self.renter.keeps_remote_kernel(self.walnut_session):
+            # the server exits but the session stays (or is away): the next one re-attaches
             self._set_exit(0)
             return
         try:
@@ -220,6 +220,9 @@ class WalnutProvisioner(KernelProvisionerBase):
 
     async def send_signal(self, signum: int) -> None:
         if signum == signal.SIGINT:
+            if getattr(self.parent, "shutting_down", False) and \
+                    self.renter.keeps_remote_kernel(self.walnut_session):
+                return  # the server exits (jupyter_client interrupts first): the cell runs on
             await self._gateway("POST", f"api/kernels/{self.remote_kernel_id}/interrupt")
         elif signum in (signal.SIGTERM, signal.SIGKILL):
             await self._remote_shutdown(restart=False)
