@@ -258,3 +258,22 @@ def test_job_and_sweep_magics(shell, tmp_path):
                                            "--concurrency 2 --metric score --maximize")
     text = repr(sweep)
     assert "2 run(s); best score: 20" in text and "<- best" in text
+
+
+def test_away_magic_states_its_trust_bound_and_the_provider_holds_no_more(shell,
+                                                                          threaded_provider):
+    run(shell, "%walnut launch --offer 'cpu-small' --budget 600000")
+    (rec,) = threaded_provider.store.list(statuses=("running",))
+    _, cap = run(shell, "%walnut away 60000 --hours 2")
+    assert "runs on while you are away, for 2 h" in cap.stdout
+    assert "can claim at most 6e-05 SUI beyond what you have already paid" in cap.stdout
+    held = threaded_provider.store.get(rec.id)
+    assert 0 < held.away_top_mist <= held.voucher_mist + 60_000 and held.away_until
+
+    result, cap = run(shell, "%walnut away lots")  # one line, nothing changed
+    assert not result.success and "budget_mist" in cap.stderr and "Traceback" not in cap.stderr
+    assert threaded_provider.store.get(rec.id).away_top_mist == held.away_top_mist
+
+    _, cap = run(shell, "%walnut away off")
+    assert "away mode off" in cap.stdout
+    assert threaded_provider.store.get(rec.id).away_top_mist == 0

@@ -29,6 +29,7 @@ from ..common.money import format_sui
 from ..common.remote_kernel import KernelError, RemoteKernel
 from ..ledger import LocalLedger, default_ledger_path
 from . import drift
+from .away import trust_bound
 from .jobs import loop, transfer
 from .jobs.cli_args import (
     add_job_arguments,
@@ -62,6 +63,7 @@ Walnut: rent remote kernels by the second, from code.
                  [--requirements FILE | --requirements-from-notebook [NOTEBOOK]]
                  [--folder [DIR]] [--idle-stop MIN|off]
   %walnut idle MIN|off [--session ID]      stop a session after MIN minutes idle (off: never)
+  %walnut away MIST --hours H | off [--session ID]   keep running while this server is gone
   %walnut sessions [--all]
   %walnut push PATH [DEST] [--session ID]   files and folders into the session's workspace
   %walnut pull PATH [DEST] [--session ID]   and back (checksummed, resumed after a cut)
@@ -148,6 +150,12 @@ def _parsers() -> dict[str, _Parser]:
                        "again.")
     idle.add_argument("minutes", metavar="MIN|off", help="minutes idle before it stops")
     idle.add_argument("--session", help="session id (default: the only running session)")
+
+    away = new("away", "Keep a session running while this Jupyter Server is gone (a closed "
+                       "laptop), trusting its provider with at most MIST beyond what is paid.")
+    away.add_argument("budget", metavar="MIST|off", help="away budget in MIST, or off")
+    away.add_argument("--hours", type=float, default=8.0, help="how long (default 8)")
+    away.add_argument("--session", help="session id (default: the only running session)")
 
     for name, text in (("push", "Send a file or folder to a session's workspace: a folder "
                                 "minus .gitignore/.walnutignore, unchanged files skipped."),
@@ -439,6 +447,16 @@ class WalnutMagics(Magics, Configurable):
         threshold = int(s.extra.get("idle_stop_s") or 0)
         print(f"session {s.id}: " + (f"stops after {threshold / 60:g} min idle" if threshold
                                      else "never stops when idle"))
+
+    def _cmd_away(self, args, cell) -> None:
+        s = self._running_session(args.session, "away")
+        if args.budget == "off":
+            loop.run(self.manager.set_away(s.id))  # or one line
+            print(f"session {s.id}: away mode off; it stops if this server stops paying")
+            return
+        s = loop.run(self.manager.set_away(s.id, args.budget, int(args.hours * 3600)))
+        print(f"session {s.id}: runs on while you are away, for {args.hours:g} h. "
+              + trust_bound(s.away_budget_mist))
 
     def _requirements(self, args) -> str | None:
         if args.requirements:
