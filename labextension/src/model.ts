@@ -245,6 +245,21 @@ export class WalnutModel {
     });
   }
 
+  /** Away mode on (a budget in MIST, for `seconds`) or off (null): issue #17. */
+  async setAway(id: string, away: { budgetMist: bigint; seconds: number } | null): Promise<ISession> {
+    return this._withBusy(id, async () => {
+      const s = await requestAPI<ISession>(
+        `sessions/${id}/away`,
+        away === null
+          ? { method: 'DELETE' }
+          : { method: 'POST', body: JSON.stringify({ budget_mist: away.budgetMist.toString(), seconds: away.seconds }) }
+      );
+      this._replace(s);
+      this._lastSessions = (this._lastSessions ?? []).map(x => (x.id === s.id ? s : x));
+      return s;
+    });
+  }
+
   /** The session whose card should open its top-up form (from a notification). */
   topUpFor: string | null = null;
 

@@ -104,6 +104,17 @@ export interface ISession {
   warnings?: IWarning[] | null;
   /** Where the session's outputs went or go when it ends (issue #16). */
   results?: IResults | null;
+  /** Away mode (issue #17): null when off. */
+  away?: IAway | null;
+}
+
+/** A session's away mode, as the renter server states it. */
+export interface IAway {
+  until: number;
+  budget_mist: number | string;
+  top_mist: number | string;
+  claimable_mist: number | string;
+  trust_bound: string;
 }
 
 export interface IWarning {

@@ -12,6 +12,7 @@ import { formatPct } from '../logic/usage';
 import { currentWarning } from '../logic/workspace';
 import { WalnutModel } from '../model';
 import { IPanelActions } from './actions';
+import { AwaySwitch } from './awaySwitch';
 import { UsageChart } from './usageChart';
 import { VerificationBadge } from './verificationBadge';
 
@@ -124,6 +125,7 @@ export function SessionCard(props: { session: ISession; model: WalnutModel; acti
       <div className="jp-Walnut-muted jp-Walnut-small">
         Deposit {formatSui(depositOf(s))} · {settlementLabel(s)} · kernel <code>{s.kernel_name}</code>
       </div>
+      <AwaySwitch session={s} model={model} />
       {topUp !== null && (
         <form className="jp-Walnut-topup" onSubmit={e => void doTopUp(e)}>
           <input

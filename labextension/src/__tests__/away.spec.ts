@@ -1,0 +1,40 @@
+import { awayPromise, awaySummary, defaultAwayBudget, parseAwayForm } from '../logic/away';
+import { ISession } from '../logic/types';
+
+function session(over: Partial<ISession>): ISession {
+  return {
+    id: 's-0000000000000001', provider_url: 'http://p', node: 'demo', shape: 's', image: 'python', gpus: 0, cpus: 1,
+    memory_mb: 1024, price_mist_per_second: 1000, max_seconds: 100, budget_mist: 100_000_000, status: 'running', reason: '',
+    created_at: 1000, started_at: 1000, ended_at: null, running_seconds: 10, cost_mist: 10_000, remaining_mist: 90_000_000,
+    kernel_name: 'walnut-s-0000000000000001', settlement: 'open', deposit_mist: 100_000_000, voucher_mist: 9_000,
+    claimed_mist: 0, refunded_mist: 0, ...over
+  };
+}
+
+describe('away mode', () => {
+  it('defaults to an hour of the price, within what is left', () => {
+    expect(defaultAwayBudget(session({}))).toBe(3_600_000n);
+    expect(defaultAwayBudget(session({ remaining_mist: 5_000 }))).toBe(5_000n);
+  });
+
+  it('checks the form before anything is signed', () => {
+    expect(parseAwayForm('0.05', '3')).toEqual({ budgetMist: 50_000_000n, seconds: 10_800 });
+    expect(parseAwayForm('lots', '3')).toMatch(/in SUI/);
+    expect(parseAwayForm('0', '3')).toMatch(/more than 0/);
+    expect(parseAwayForm('0.05', '0')).toMatch(/hours/);
+    expect(parseAwayForm('0.05', '1000')).toMatch(/at most 168/);
+  });
+
+  it('states the trust bound in plain words', () => {
+    expect(awayPromise(50_000_000n)).toBe(
+      'While you are away, this provider can claim at most 0.05 SUI beyond what you have already paid; ' +
+        'when you come back you pay only what was metered.'
+    );
+    const on = session({
+      away: { until: 2000 + 3600, budget_mist: 50_000_000, top_mist: 50_009_000, claimable_mist: 50_000_000, trust_bound: '' }
+    });
+    expect(awaySummary(on, 2000)).toBe('Away mode on for 1h 00m more: the provider can claim at most 0.05 SUI beyond what you paid.');
+    expect(awaySummary(on, 2000 + 3600)).toBeNull(); // over
+    expect(awaySummary(session({ away: null }), 2000)).toBeNull();
+  });
+});
