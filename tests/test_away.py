@@ -208,3 +208,4 @@ async def test_away_vouchers_the_provider_refuses_keep_nothing(tmp_path, node, l
     assert node.store.get(sid).away_top_mist == 10 * PRICE
     assert "away_vouchers" not in node.run(client.get_session(sid))  # never shown back
     node.run(client.stop_session(sid))
+

@@ -11,7 +11,7 @@ from tornado import web
 
 from ...common.errors import BadRequest, WalnutError
 from ...common.numbers import MAX_SECONDS, U64_MAX, loads_json, optional_int
-from ..away import away_view
+from ..away import away_view, parse_away
 from ..drift import offer_drift, required_names
 from ..idle import idle_now
 from ..manager import RenterManager
@@ -126,9 +126,11 @@ class SessionsHandler(WalnutHandler):
         unknown = sorted(set(data) - {"provider_url", "shape", "image", "max_seconds",
                                       "budget_mist", "requirements",
                                       "requirements_from_notebook", "folder",
-                                      "folder_from_notebook", "idle_stop_minutes"})
+                                      "folder_from_notebook", "idle_stop_minutes",
+                                      "away"})
         if unknown:
             raise BadRequest(f"unknown field: {unknown[0]}")
+        away = self.away_at_launch(data)  # checked, like the rest, before any step
         requirements = self.requirements(data)  # a bad one is refused before any step
         session = await self.walnut.launch(
             provider_url=_str_field(data, "provider_url"),
@@ -144,9 +146,24 @@ class SessionsHandler(WalnutHandler):
         # is at the versions asked for): display only, a provider that cannot say gives none
         drift = await offer_drift(self.walnut.client(session.provider_url), session.image,
                                   exclude=required_names(requirements))
+        if away is not None:  # the session runs either way: a refusal is said, not raised
+            try:
+                session = await self.walnut.set_away(session.id, *away)
+            except WalnutError as exc:
+                self.log.warning("session %s launched without away mode: %s", session.id, exc)
         self.set_status(201)
         self.finish(json.dumps({**self.session_json(session), "drift": drift}))
 
+
+    @staticmethod
+    def away_at_launch(data: dict) -> tuple[int, int] | None:
+        """`away`: {"budget_mist", "seconds"} turns away mode on once the session runs."""
+        away = data.get("away")
+        if away is None:
+            return None
+        if not isinstance(away, dict) or set(away) - {"budget_mist", "seconds"}:
+            raise BadRequest('away: give {"budget_mist": N, "seconds": S}')
+        return parse_away(away.get("budget_mist"), away.get("seconds"))
 
     def requirements(self, data: dict) -> str | None:
         """`requirements` (pip requirements text) or `requirements_from_notebook` (a
