@@ -164,6 +164,8 @@ export interface ILaunchRequest {
   requirements_from_notebook?: string;
   /** A notebook's path under the server root: its folder goes to the workspace first. */
   folder_from_notebook?: string;
+  /** Away mode once it runs (issue #17): MIST as a decimal string, seconds. */
+  away?: { budget_mist: string; seconds: number };
 }
 
 /** What launching with a folder would send (GET /walnut/folder), before anything is paid. */

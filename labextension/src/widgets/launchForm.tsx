@@ -1,6 +1,7 @@
 import { Notification } from '@jupyterlab/apputils';
 import * as React from 'react';
 
+import { awayPromise, parseAwayForm } from '../logic/away';
 import { errorText } from '../logic/errors';
 import { formatSui, parseSui, toMist } from '../logic/money';
 import { installBillingText, MAX_REQUIREMENTS_BYTES } from '../logic/launch';
@@ -32,6 +33,11 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
   // the current notebook's folder sent to the workspace first (issue #16), its size shown
   const currentNotebook = props.actions.currentNotebookPath?.() ?? '';
   const [sendFolder, setSendFolder] = React.useState(false);
+  // away mode from the start (issue #17): its budget and time, its trust bound in words
+  const [awayOn, setAwayOn] = React.useState(false);
+  const [awayBudget, setAwayBudget] = React.useState('0.01');
+  const [awayHours, setAwayHours] = React.useState('8');
+  const away = awayOn ? parseAwayForm(awayBudget, awayHours) : null;
   const [folderPlan, setFolderPlan] = React.useState<{ path: string; plan?: IFolderPlan; error?: string } | null>(null);
   React.useEffect(() => {
     if (!sendFolder || !currentNotebook || folderPlan?.path === currentNotebook) {
@@ -78,6 +84,9 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
       parseProblem = `The folder is too large to send: ${folder.plan!.text}. Leave files out with .walnutignore.`;
     }
   }
+  if (!parseProblem && typeof away === 'string') {
+    parseProblem = away;
+  }
   const balance =
     model.wallet?.balance_mist === undefined || model.wallet?.balance_mist === null ? null : toMist(model.wallet.balance_mist);
   const quote = offer && !parseProblem ? launchQuote(offer, { budgetMist, maxSeconds }, balance) : null;
@@ -96,7 +105,8 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
       ...(mode === 'budget' ? { budget_mist: Number(budgetMist) } : { max_seconds: maxSeconds! }),
       ...(reqMode === 'text' ? { requirements: reqText } : {}),
       ...(reqMode === 'notebook' ? { requirements_from_notebook: notebookPath.trim() } : {}),
-      ...(sendFolder && currentNotebook ? { folder_from_notebook: currentNotebook } : {})
+      ...(sendFolder && currentNotebook ? { folder_from_notebook: currentNotebook } : {}),
+      ...(away && typeof away !== 'string' ? { away: { budget_mist: away.budgetMist.toString(), seconds: away.seconds } } : {})
     };
     try {
       const s = await model.launchSession(request);
@@ -244,6 +254,41 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
               />
               send the folder of {currentNotebook.split('/').pop()} first, so relative paths work
             </label>
+          )}
+          <label className="jp-Walnut-radio">
+            <input
+              type="checkbox"
+              checked={awayOn}
+              disabled={launching}
+              aria-label="Keep running while I'm away"
+              onChange={e => setAwayOn(e.target.checked)}
+            />
+            keep running while I&apos;m away
+          </label>
+          {awayOn && (
+            <div className="jp-Walnut-topup">
+              <input
+                className="jp-mod-styled"
+                inputMode="decimal"
+                aria-label="Away budget in SUI"
+                value={awayBudget}
+                disabled={launching}
+                onChange={e => setAwayBudget(e.target.value)}
+              />
+              <input
+                className="jp-mod-styled"
+                inputMode="decimal"
+                aria-label="Hours away"
+                value={awayHours}
+                disabled={launching}
+                onChange={e => setAwayHours(e.target.value)}
+              />
+            </div>
+          )}
+          {away && typeof away !== 'string' && (
+            <div className="jp-Walnut-muted" data-testid="walnut-away-bound">
+              {awayPromise(away.budgetMist)}
+            </div>
           )}
           {folder?.plan && (
             <div className="jp-Walnut-muted" data-testid="walnut-folder-plan">
