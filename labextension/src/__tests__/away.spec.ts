@@ -1,4 +1,4 @@
-import { awayPromise, awaySummary, defaultAwayBudget, parseAwayForm } from '../logic/away';
+import { awayPromise, awaySummary, defaultAwayBudget, idleCountdown, parseAwayForm } from '../logic/away';
 import { ISession } from '../logic/types';
 
 function session(over: Partial<ISession>): ISession {
@@ -36,5 +36,14 @@ describe('away mode', () => {
     expect(awaySummary(on, 2000)).toBe('Away mode on for 1h 00m more: the provider can claim at most 0.05 SUI beyond what you paid.');
     expect(awaySummary(on, 2000 + 3600)).toBeNull(); // over
     expect(awaySummary(session({ away: null }), 2000)).toBeNull();
+  });
+
+  it('counts down to the idle stop, not while a cell runs', () => {
+    expect(idleCountdown(session({ idle: { idle_s: 250, threshold_s: 600, stop_in_s: 350 } }))).toBe(
+      'Idle 4m 10s · stops in 5m 50s if nothing runs'
+    );
+    expect(idleCountdown(session({ idle: { idle_s: 0, threshold_s: 600, stop_in_s: 600 } }))).toBeNull();
+    expect(idleCountdown(session({ idle: { idle_s: 250, threshold_s: 0, stop_in_s: null } }))).toBeNull();
+    expect(idleCountdown(session({ idle: null }))).toBeNull();
   });
 });

@@ -48,3 +48,13 @@ export function awayPromise(budgetMist: bigint): string {
     'beyond what you have already paid; when you come back you pay only what was metered.'
   );
 }
+
+/** The idle countdown (issue #17): "Idle 4m 10s · stops in 5m 50s if nothing runs", or null
+ *  while a cell runs (the provider's clock is at 0) or when the session never stops idle. */
+export function idleCountdown(s: ISession): string | null {
+  const idle = s.idle;
+  if (!idle || idle.stop_in_s === null || idle.idle_s <= 0) {
+    return null;
+  }
+  return `Idle ${formatDuration(idle.idle_s)} · stops in ${formatDuration(idle.stop_in_s)} if nothing runs`;
+}

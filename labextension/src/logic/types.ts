@@ -104,6 +104,8 @@ export interface ISession {
   warnings?: IWarning[] | null;
   /** Where the session's outputs went or go when it ends (issue #16). */
   results?: IResults | null;
+  /** The provider's idle clock (issue #17), as last seen; null when not running. */
+  idle?: { idle_s: number; threshold_s: number; stop_in_s: number | null } | null;
   /** Away mode (issue #17): null when off. */
   away?: IAway | null;
 }

@@ -1,7 +1,7 @@
 import { Notification } from '@jupyterlab/apputils';
 import * as React from 'react';
 
-import { awayPromise, awaySummary, defaultAwayBudget, parseAwayForm } from '../logic/away';
+import { awayPromise, awaySummary, defaultAwayBudget, idleCountdown, parseAwayForm } from '../logic/away';
 import { errorText } from '../logic/errors';
 import { formatSui, parseSui } from '../logic/money';
 import { ISession } from '../logic/types';
@@ -43,8 +43,14 @@ export function AwaySwitch(props: { session: ISession; model: WalnutModel }) {
   } catch {
     promise = 'Enter the away budget in SUI.';
   }
+  const idle = idleCountdown(s);
   return (
     <div className="jp-Walnut-away" data-testid="walnut-away">
+      {idle && (
+        <div className="jp-Walnut-muted jp-Walnut-small" data-testid="walnut-idle-countdown">
+          {idle}
+        </div>
+      )}
       <label className="jp-Walnut-small">
         <input
           type="checkbox"
