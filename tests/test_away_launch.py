@@ -5,7 +5,9 @@ On the default stack; `WALNUT_TEST_RUNTIME=process` / `WALNUT_TEST_TLS=off` run 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import pytest
 from stack import renter_server_config
@@ -44,4 +46,17 @@ async def test_away_at_launch_bad_values_refused_before_paying(jp_fetch, node): 
     off = json.loads((await jp_fetch("walnut", "sessions", s["id"], "away",
                                      method="DELETE")).body)
     assert off["away"] is None and node.store.get(s["id"]).away_top_mist == 0
+    again = json.loads((await jp_fetch("walnut", "sessions", s["id"], "away", method="POST",
+                                       body=json.dumps({"budget_mist": 60 * PRICE,
+                                                        "seconds": 600}))).body)
+    assert again["away"]["budget_mist"] == 60 * PRICE  # a smaller bound replaces the ladder
+    assert node.store.get(s["id"]).away_top_mist <= node.store.get(s["id"]).voucher_mist \
+        + 60 * PRICE
+    # stopped while away: the final voucher, not a rung, pays the metered cost
     await jp_fetch("walnut", "sessions", s["id"], method="DELETE", request_timeout=200)
+    deadline = time.monotonic() + 120
+    while not node.store.get(s["id"]).settlement.final:
+        assert time.monotonic() < deadline, "never settled"
+        await asyncio.sleep(0.1)  # polling the provider's store, bounded by the deadline
+    rec = node.store.get(s["id"])
+    assert rec.claimed_mist == rec.cost_mist

@@ -242,7 +242,24 @@ def researcher_flow(stack: WalnutStack, page, shot: Shots) -> None:
     shot("cost-increasing")
     shot("session-card", card)
 
-    # 7. stop; the final cost shows and the wallet is charged exactly that
+    # 7. away mode (issue #17): the switch states its trust bound before signing anything
+    away = card.get_by_test_id("walnut-away")
+    away.get_by_role("switch").check()
+    away.get_by_label("Away budget in SUI").fill("0.0001")
+    away.get_by_label("Hours away").fill("2")
+    assert away.get_by_test_id("walnut-away-bound").inner_text() == (
+        "While you are away, this provider can claim at most 0.0001 SUI beyond what you "
+        "have already paid; when you come back you pay only what was metered.")
+    shot("away-switch", card)
+    away.get_by_role("button", name="Turn on").click()
+    summary = away.get_by_test_id("walnut-away-summary")
+    summary.wait_for(timeout=30_000)
+    assert "the provider can claim at most 0.0001 SUI beyond what you paid" in \
+        summary.inner_text()
+    assert "Away mode on for 1h 59m" in summary.inner_text() or \
+        "Away mode on for 2h 00m" in summary.inner_text()
+
+    # 8. stop; the final cost shows and the wallet is charged exactly that
     card.get_by_role("button", name="Stop").click()
     ended = panel.locator(f'.jp-Walnut-ended li[data-session="{session_id}"]')
     ended.wait_for(timeout=60_000)
@@ -259,7 +276,7 @@ def researcher_flow(stack: WalnutStack, page, shot: Shots) -> None:
     shot("wallet-after-stop", panel)
     assert "Walnut" in status.inner_text()
 
-    # 8. issue #9: the session-start check, the history with its spend chart, the reliability
+    # 9. issue #9: the session-start check, the history with its spend chart, the reliability
     # of the provider and, since this server's machine also provides, the Provider charts
     assert "verified" in ended.get_by_test_id("walnut-verification").inner_text()
     history = panel.locator("#jp-Walnut-history")
@@ -290,7 +307,7 @@ def researcher_flow(stack: WalnutStack, page, shot: Shots) -> None:
     panel.locator("#jp-Walnut-providers").scroll_into_view_if_needed()
     shot("offers-with-reliability", panel)
     assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]
-    # 9. issue #6: the Jobs section offers to submit a notebook and refuses a bad budget
+    # 10. issue #6: the Jobs section offers to submit a notebook and refuses a bad budget
     jobs = panel.locator("#jp-Walnut-jobs")
     jobs.scroll_into_view_if_needed()
     submit = jobs.get_by_role("button", name="Submit job")
@@ -306,7 +323,7 @@ def researcher_flow(stack: WalnutStack, page, shot: Shots) -> None:
     refusal.first.wait_for(timeout=30_000)
     assert "Nothing was charged" in refusal.first.inner_text()
     shot("jobs-section", jobs)
-    # 10. theme-aware: the panel follows JupyterLab's dark theme through its CSS variables
+    # 11. theme-aware: the panel follows JupyterLab's dark theme through its CSS variables
     light = panel.evaluate("el => getComputedStyle(el).backgroundColor")
     page.keyboard.press("Control+Shift+c")  # the command palette
     palette = page.locator("input.lm-CommandPalette-input")
