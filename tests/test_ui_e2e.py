@@ -242,7 +242,11 @@ def researcher_flow(stack: WalnutStack, page, shot: Shots) -> None:
     shot("cost-increasing")
     shot("session-card", card)
 
-    # 7. away mode (issue #17): the switch states its trust bound before signing anything
+    # 7. the idle countdown (issue #17): the cell ended, the provider's idle clock runs
+    countdown = card.get_by_test_id("walnut-idle-countdown")
+    countdown.wait_for(timeout=60_000)
+    assert re.fullmatch(r"Idle \d+s · stops in 2h 5\dm if nothing runs", countdown.inner_text())
+    # away mode: the switch states its trust bound before signing anything
     away = card.get_by_test_id("walnut-away")
     away.get_by_role("switch").check()
     away.get_by_label("Away budget in SUI").fill("0.0001")

@@ -572,6 +572,11 @@ class RenterManager(LoggingConfigurable):
             elif exc.status == 0:
                 self._unreachable(s, exc.message)
             return
+        s = self.get(s.id)
+        if s.status not in ACTIVE:
+            # stopped while this read was in flight: the stop recorded the final cost and
+            # paid it; this older figure must not overwrite it
+            return
         if "unreachable_since" in s.extra:
             self.store.update(s.id, extra={k: v for k, v in s.extra.items()
                                            if k != "unreachable_since"})
@@ -610,6 +615,9 @@ class RenterManager(LoggingConfigurable):
                 return False, "the provider no longer knows this session"
             return True, ""  # unreachable: keep trying until the bridge's deadline
         if remote["status"] not in ACTIVE:
+            # the ended session's own figures first: a stale cost must not be its final one
+            self.store.update(s.id, running_seconds=remote["running_seconds"],
+                              cost_mist=remote["cost_mist"])
             self._end(s.id, remote["status"], remote["reason"])
             return False, f"the session {remote['status']}: {remote['reason']}"
         return True, ""
