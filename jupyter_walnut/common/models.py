@@ -9,6 +9,7 @@ The enums are `StrEnum`s, so SQLite and JSON hold the same strings as before.
 from __future__ import annotations
 
 import dataclasses
+import time
 import types
 import typing
 from collections.abc import Callable
@@ -50,6 +51,11 @@ class ChannelMoney:
     # (renter) or held (provider), and when the renter's leave ends; 0 / None when off
     away_top_mist: int = 0
     away_until: float | None = None
+
+    def is_away(self, now: float | None = None) -> bool:
+        """Whether away mode holds now: a ladder signed and its time not over."""
+        return bool(self.away_top_mist) and self.away_until is not None and \
+            (time.time() if now is None else now) < self.away_until
 
 
 @dataclass(kw_only=True)

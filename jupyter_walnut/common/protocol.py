@@ -44,6 +44,9 @@ def kernel_channels_path(kernel_id: str) -> str:
 
 JUPYTER_V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024  # one websocket frame, on every hop
+# away mode (issue #17): how long a renter may say it will be away, on both sides
+MIN_AWAY_S = 60
+MAX_AWAY_S = 7 * 24 * 3600
 
 # --- resumable kernel links (`walnut.resume.v1`) -----------------------------------------
 # data frame (binary, both directions):  8-byte big-endian sequence number || v1 frame

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 
 from ..common.errors import BadRequest
 from ..common.numbers import parse_int
+from ..common.protocol import MAX_AWAY_S, MIN_AWAY_S
 from ..ledger.vouchers import parse_voucher_fields, verify_voucher
 from .store import SessionRecord
 
 MAX_RUNGS = 512  # per request and held: the renter signs at most 256 (renter/away.py)
-MIN_AWAY_S = 60
-MAX_AWAY_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -87,10 +86,6 @@ def merged_ladder(rec: SessionRecord, rungs: tuple[tuple[int, bytes], ...]) -> s
     return json.dumps([[a, s.hex()] for a, s in keep])
 
 
-def is_away(rec: SessionRecord, now: float) -> bool:
-    return bool(rec.away_top_mist) and rec.away_until is not None and now < rec.away_until
-
-
 def best_voucher(rec: SessionRecord, cost: int, settling: bool) -> tuple[int, bytes] | None:
     """The voucher to claim for `cost`: the regular one when it covers it; else, at the end,
     the smallest rung that covers it (or the top one), while running the largest rung at
@@ -100,7 +95,6 @@ def best_voucher(rec: SessionRecord, cost: int, settling: bool) -> tuple[int, by
     if regular is not None and regular[0] >= cost:
         return regular
     rungs = held_rungs(rec)
-    pick = None
     if settling:
         covering = [r for r in rungs if r[0] >= cost]
         pick = covering[0] if covering else (rungs[-1] if rungs else None)

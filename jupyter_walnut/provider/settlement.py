@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, fields
 
 from ..common.errors import StatusError
@@ -27,7 +26,7 @@ from ..common.keys import KeyPair
 from ..common.models import Settlement
 from ..ledger import Channel, Ledger, LedgerError
 from ..ledger.vouchers import verify_voucher
-from .away import best_voucher, is_away
+from .away import best_voucher
 from .store import SessionRecord
 
 log = logging.getLogger("walnut.provider.settlement")
@@ -137,7 +136,7 @@ class ProviderSettlement:
         if rec.cost_mist >= deposit:
             return "the deposit is used up"
         unpaid = rec.cost_mist - paid > rec.price_mist_per_second * self.policy.grace_seconds
-        if is_away(rec, time.time() if now is None else now):
+        if rec.is_away(now):
             if unpaid and rec.cost_mist >= rec.away_top_mist:
                 return "the away budget is used up"
             return None

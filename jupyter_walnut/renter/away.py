@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from ..common.errors import BadRequest
 from ..common.numbers import parse_int
+from ..common.protocol import MAX_AWAY_S, MIN_AWAY_S
 
 MAX_RUNGS = 256  # signed per ladder; the provider holds at most 512
 STEP_SECONDS = 30  # a rung is at least this much of the price: the provider's usual grace
-MIN_AWAY_S = 60
-MAX_AWAY_S = 7 * 24 * 3600
 
 
 def step_mist(price_mist_per_second: int, budget_mist: int) -> int:
@@ -45,6 +44,14 @@ def parse_away(budget_mist: object, seconds: object) -> tuple[int, int]:
         raise BadRequest(f"seconds: must be between {MIN_AWAY_S} (1 min) and {MAX_AWAY_S} "
                          "(7 days)")
     return budget, secs
+
+
+def parse_away_body(data: object, field: str = "") -> tuple[int, int]:
+    """(budget, seconds) from `{"budget_mist": N, "seconds": S}` (a REST body, or its
+    `field` of a launch), or 400."""
+    if not isinstance(data, dict) or set(data) - {"budget_mist", "seconds"}:
+        raise BadRequest(f'{field}give {{"budget_mist": N, "seconds": S}}')
+    return parse_away(data.get("budget_mist"), data.get("seconds"))
 
 
 def trust_bound(budget_mist: int) -> str:

@@ -17,11 +17,12 @@ from traitlets.config import LoggingConfigurable
 
 from ..common.keys import KeyPair
 from ..common.models import Settlement
+from ..common.protocol import MIN_AWAY_S
 from ..common.sqlite_store import StorageError
 from ..common.tls import TLSError, pinned_url
 from ..ledger import Channel, Ledger, LocalLedger, default_ledger_path, walnut_home
 from ..ledger.vouchers import Voucher
-from .away import MIN_AWAY_S, parse_away, rungs, step_mist, wanted_top
+from .away import parse_away, rungs, step_mist, wanted_top
 from .errors import RenterError
 from .idle import DEFAULT_COST_MIST, default_idle_stop_s, idle_warning, parse_idle_minutes
 from .idle import quote_text as idle_quote
@@ -598,7 +599,7 @@ class RenterManager(LoggingConfigurable):
         now = time.time()
         if since is None:
             self.store.update(s.id, extra={**s.extra, "unreachable_since": now})
-        elif now - since > self.unreachable_timeout_s and not self.is_away(s, now):
+        elif now - since > self.unreachable_timeout_s and not s.is_away(now):
             self._end(s.id, "failed", f"the provider has been unreachable for "
                                       f"{int(now - since)}s ({why})")
 
@@ -661,10 +662,6 @@ class RenterManager(LoggingConfigurable):
 
     # --- away mode (issue #17, renter/away.py) --------------------------------------------
 
-    def is_away(self, s: RenterSession, now: float | None = None) -> bool:
-        return bool(s.away_budget_mist) and s.away_until is not None and \
-            (time.time() if now is None else now) < s.away_until
-
     def keeps_remote_kernel(self, session_id: str) -> bool:
         """Whether a kernel shut down with this server stays on its session (and its running
         cell is not interrupted): all of them when the server exits keeping its sessions, an
@@ -672,7 +669,7 @@ class RenterManager(LoggingConfigurable):
         if self.keep_remote_kernels:
             return True
         s = self.store.get(session_id)
-        return self.exiting and s is not None and self.is_away(s)
+        return self.exiting and s is not None and s.is_away()
 
     async def set_away(self, session_id: str, budget_mist: object = None,
                        seconds: object = None) -> RenterSession:
@@ -685,14 +682,13 @@ class RenterManager(LoggingConfigurable):
         try:
             if budget_mist is None and seconds is None:
                 await client.end_away(s.id)
-                self.store.update_money(s.id, away_budget_mist=0, away_top_mist=0,
-                                        away_until=None)
+                self._clear_away(s.id)
                 return self.get(s.id)
             budget, secs = parse_away(budget_mist, seconds)  # or 400
             top = wanted_top(s.voucher_mist, budget, s.deposit_mist)
             if top <= s.voucher_mist:
                 raise RenterError(409, "the deposit is paid out: top up before going away")
-            held = s.away_top_mist if self.is_away(s) else 0
+            held = s.away_top_mist if s.is_away() else 0
             if held and top <= held:  # a smaller bound: the provider drops what it holds
                 await client.end_away(s.id)
                 held = 0
@@ -708,6 +704,10 @@ class RenterManager(LoggingConfigurable):
                  s.id, secs, top, s.voucher_mist)
         return self.get(s.id)
 
+    def _clear_away(self, session_id: str) -> None:
+        self.store.update_money(session_id, away_budget_mist=0, away_top_mist=0,
+                                away_until=None)
+
     def _signed(self, s: RenterSession, amounts: list[int]) -> list[tuple[int, bytes]]:
         return [(a, Voucher.sign(self.key, s.channel_id, a).signature) for a in amounts]
 
@@ -717,10 +717,9 @@ class RenterManager(LoggingConfigurable):
         now = time.time()
         if not s.away_budget_mist:
             return
-        if not self.is_away(s, now) or s.away_until - now < MIN_AWAY_S:
+        if not s.is_away(now) or s.away_until - now < MIN_AWAY_S:
             if s.away_until is not None and now >= s.away_until:
-                self.store.update_money(s.id, away_budget_mist=0, away_top_mist=0,
-                                        away_until=None)
+                self._clear_away(s.id)
             return
         step = step_mist(s.price_mist_per_second, s.away_budget_mist)
         top = wanted_top(s.voucher_mist, s.away_budget_mist, s.deposit_mist)
@@ -774,7 +773,7 @@ class RenterManager(LoggingConfigurable):
         self.exiting = True
         if stop_sessions:
             for s in self.store.list(statuses=ACTIVE):
-                if not self.is_away(s):  # an away session runs on without this server
+                if not s.is_away():  # an away session runs on without this server
                     await self.stop(s.id, reason="Jupyter Server shut down")
 
 

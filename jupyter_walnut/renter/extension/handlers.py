@@ -11,7 +11,7 @@ from tornado import web
 
 from ...common.errors import BadRequest, WalnutError
 from ...common.numbers import MAX_SECONDS, U64_MAX, loads_json, optional_int
-from ..away import away_view, parse_away
+from ..away import away_view, parse_away_body
 from ..drift import offer_drift, required_names
 from ..idle import idle_now
 from ..manager import RenterManager
@@ -159,11 +159,7 @@ class SessionsHandler(WalnutHandler):
     def away_at_launch(data: dict) -> tuple[int, int] | None:
         """`away`: {"budget_mist", "seconds"} turns away mode on once the session runs."""
         away = data.get("away")
-        if away is None:
-            return None
-        if not isinstance(away, dict) or set(away) - {"budget_mist", "seconds"}:
-            raise BadRequest('away: give {"budget_mist": N, "seconds": S}')
-        return parse_away(away.get("budget_mist"), away.get("seconds"))
+        return None if away is None else parse_away_body(away, "away: ")
 
     def requirements(self, data: dict) -> str | None:
         """`requirements` (pip requirements text) or `requirements_from_notebook` (a
@@ -202,11 +198,7 @@ class AwayHandler(WalnutHandler):
 
     @web.authenticated
     async def post(self, session_id: str) -> None:
-        data = self.body()
-        if set(data) - {"budget_mist", "seconds"}:
-            raise BadRequest('give {"budget_mist": N, "seconds": S}')
-        session = await self.walnut.set_away(session_id, data.get("budget_mist"),
-                                             data.get("seconds"))
+        session = await self.walnut.set_away(session_id, *parse_away_body(self.body()))
         self.finish(json.dumps(self.session_json(session)))
 
     @web.authenticated
