@@ -11,16 +11,10 @@ import {
   uploadText
 } from '../logic/workspace';
 import { ISession } from '../logic/types';
+import { testSession } from './sessionFixture';
 
-function session(over: Partial<ISession>): ISession {
-  return {
-    id: 's-0123456789abcdef', provider_url: 'http://p', node: 'demo-node', shape: 's', image: 'python', gpus: 0, cpus: 1,
-    memory_mb: 1024, price_mist_per_second: 1000, max_seconds: 100, budget_mist: 100_000, status: 'running', reason: '',
-    created_at: 1000, started_at: 1000, ended_at: null, running_seconds: 10, cost_mist: 10_000, remaining_mist: 90_000,
-    kernel_name: 'walnut-s-0123456789abcdef', settlement: 'open', deposit_mist: 100_000, voucher_mist: 9_000,
-    claimed_mist: 0, refunded_mist: 0, ...over
-  };
-}
+const session = (over: Partial<ISession>): ISession =>
+  testSession({ id: 's-0123456789abcdef', node: 'demo-node', kernel_name: 'walnut-s-0123456789abcdef', ...over });
 
 describe('session drives', () => {
   it('names a drive after the node and the session, with nothing a path would split on', () => {
