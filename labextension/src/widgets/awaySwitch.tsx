@@ -78,20 +78,7 @@ export function AwaySwitch(props: { session: ISession; model: WalnutModel }) {
       )}
       {form && !summary && (
         <form className="jp-Walnut-topup" onSubmit={e => void submit(e)}>
-          <input
-            className="jp-mod-styled"
-            inputMode="decimal"
-            aria-label="Away budget in SUI"
-            value={form.budget}
-            onChange={e => setForm({ ...form, budget: e.target.value })}
-          />
-          <input
-            className="jp-mod-styled"
-            inputMode="decimal"
-            aria-label="Hours away"
-            value={form.hours}
-            onChange={e => setForm({ ...form, hours: e.target.value })}
-          />
+          <AwayInputs value={form} onChange={setForm} />
           <button type="submit" className="jp-Button jp-mod-styled jp-mod-accept" disabled={busy}>
             Turn on
           </button>
@@ -101,5 +88,34 @@ export function AwaySwitch(props: { session: ISession; model: WalnutModel }) {
         </form>
       )}
     </div>
+  );
+}
+
+/** The away budget (SUI) and hours, as the session card's switch and the launch form ask. */
+export function AwayInputs(props: {
+  value: { budget: string; hours: string };
+  onChange: (value: { budget: string; hours: string }) => void;
+  disabled?: boolean;
+}) {
+  const { value, onChange, disabled } = props;
+  return (
+    <>
+      <input
+        className="jp-mod-styled"
+        inputMode="decimal"
+        aria-label="Away budget in SUI"
+        value={value.budget}
+        disabled={disabled}
+        onChange={e => onChange({ ...value, budget: e.target.value })}
+      />
+      <input
+        className="jp-mod-styled"
+        inputMode="decimal"
+        aria-label="Hours away"
+        value={value.hours}
+        disabled={disabled}
+        onChange={e => onChange({ ...value, hours: e.target.value })}
+      />
+    </>
   );
 }

@@ -11,6 +11,7 @@ import { formatDurationLong } from '../logic/time';
 import { IFolderPlan } from '../logic/types';
 import { WalnutModel } from '../model';
 import { IPanelActions } from './actions';
+import { AwayInputs } from './awaySwitch';
 import { LaunchProgress } from './launchProgress';
 import { Section } from './section';
 
@@ -35,9 +36,8 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
   const [sendFolder, setSendFolder] = React.useState(false);
   // away mode from the start (issue #17): its budget and time, its trust bound in words
   const [awayOn, setAwayOn] = React.useState(false);
-  const [awayBudget, setAwayBudget] = React.useState('0.01');
-  const [awayHours, setAwayHours] = React.useState('8');
-  const away = awayOn ? parseAwayForm(awayBudget, awayHours) : null;
+  const [awayInput, setAwayInput] = React.useState({ budget: '0.01', hours: '8' });
+  const away = awayOn ? parseAwayForm(awayInput.budget, awayInput.hours) : null;
   const [folderPlan, setFolderPlan] = React.useState<{ path: string; plan?: IFolderPlan; error?: string } | null>(null);
   React.useEffect(() => {
     if (!sendFolder || !currentNotebook || folderPlan?.path === currentNotebook) {
@@ -267,22 +267,7 @@ export function LaunchSection(props: { model: WalnutModel; actions: IPanelAction
           </label>
           {awayOn && (
             <div className="jp-Walnut-topup">
-              <input
-                className="jp-mod-styled"
-                inputMode="decimal"
-                aria-label="Away budget in SUI"
-                value={awayBudget}
-                disabled={launching}
-                onChange={e => setAwayBudget(e.target.value)}
-              />
-              <input
-                className="jp-mod-styled"
-                inputMode="decimal"
-                aria-label="Hours away"
-                value={awayHours}
-                disabled={launching}
-                onChange={e => setAwayHours(e.target.value)}
-              />
+              <AwayInputs value={awayInput} onChange={setAwayInput} disabled={launching} />
             </div>
           )}
           {away && typeof away !== 'string' && (
