@@ -25,6 +25,7 @@ from test_output_journal import execute, until
 from test_renter_restart import Server
 
 from jupyter_walnut.common.keys import KeyPair
+from jupyter_walnut.common.money import format_sui
 from jupyter_walnut.ledger.vouchers import Voucher
 from jupyter_walnut.provider.away import held_rungs
 from jupyter_walnut.renter.provider_client import ProviderAPIError
@@ -82,7 +83,7 @@ async def start_training(server, node, budget_mist: int, away_mist: int) -> tupl
         "provider_url": node.pinned_url, "shape": "cpu-small", "budget_mist": budget_mist})
     away = server.call("POST", f"/walnut/sessions/{session['id']}/away",
                        {"budget_mist": away_mist, "seconds": 3600})["away"]
-    assert f"at most {away_mist / 1e9:g} SUI beyond what you have already paid" in \
+    assert f"at most {format_sui(away_mist)} beyond what you have already paid" in \
         away["trust_bound"]
     nb_session = server.call("POST", "/api/sessions", {
         "path": "train.ipynb", "type": "notebook", "name": "train.ipynb",

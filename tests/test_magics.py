@@ -266,7 +266,7 @@ def test_away_magic_states_its_trust_bound_and_the_provider_holds_no_more(shell,
     (rec,) = threaded_provider.store.list(statuses=("running",))
     _, cap = run(shell, "%walnut away 60000 --hours 2")
     assert "runs on while you are away, for 2 h" in cap.stdout
-    assert "can claim at most 6e-05 SUI beyond what you have already paid" in cap.stdout
+    assert "can claim at most 0.00006 SUI beyond what you have already paid" in cap.stdout
     held = threaded_provider.store.get(rec.id)
     assert 0 < held.away_top_mist <= held.voucher_mist + 60_000 and held.away_until
 

@@ -186,7 +186,8 @@ class ProviderSettlement:
     def closed_without_claim(self, rec: SessionRecord, channel: Channel) -> dict:
         """The facts of a channel the renter closed on the ledger: what the provider claimed
         before, and the signed rest it can never claim now (a final loss, not a retry)."""
-        lost = max(0, rec.voucher_mist - channel.claimed)
+        pick = best_voucher(rec, rec.cost_mist, settling=True)  # an away rung counts
+        lost = max(0, (pick[0] if pick else rec.voucher_mist) - channel.claimed)
         if lost:
             log.error("session %s: the renter closed channel %s on the ledger before the "
                       "provider claimed; %d MIST of signed vouchers are lost", rec.id,

@@ -11,6 +11,7 @@ than `budget` beyond what was paid, which is the sentence the UI shows.
 from __future__ import annotations
 
 from ..common.errors import BadRequest
+from ..common.money import format_sui
 from ..common.numbers import parse_int
 from ..common.protocol import MAX_AWAY_S, MIN_AWAY_S
 
@@ -56,7 +57,7 @@ def parse_away_body(data: object, field: str = "") -> tuple[int, int]:
 
 def trust_bound(budget_mist: int) -> str:
     """The away switch's promise, in plain words."""
-    return (f"While you are away, this provider can claim at most {budget_mist / 1e9:g} SUI "
+    return (f"While you are away, this provider can claim at most {format_sui(budget_mist)} "
             "beyond what you have already paid; when you come back you pay only what was "
             "metered.")
 
