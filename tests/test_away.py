@@ -133,6 +133,9 @@ async def test_an_away_session_runs_on_while_the_renter_is_gone_and_pays_what_wa
 
         await wait_for(lambda: "trained while away" in json.dumps(cells()[0].get("outputs", [])),
                        "the outputs made while away are not in the notebook")
+        # an open JupyterLab tab learns where they went, to reload it (labextension)
+        assert [w["path"] for w in server.call("GET", f"/walnut/sessions/{sid}")[
+            "outputs_written"]] == ["train.ipynb"]
         # every output made after the server left, in order (earlier ones: if saved before)
         written = cells()[0]
         text = "".join(o.get("text", "") for o in written.outputs)

@@ -95,6 +95,7 @@ class WalnutStack:
         self.provider_url = provider_url
         self.lab_args = list(lab_args)
         self.lab_port = 0
+        self.lab: subprocess.Popen | None = None
 
     # --- processes --------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], cwd: Path | None = None) -> subprocess.Popen:
@@ -150,9 +151,10 @@ class WalnutStack:
         (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
         notebooks = self.root / "notebooks"
         notebooks.mkdir(exist_ok=True)
-        self.lab_port = free_port()
+        self.lab_port = self.lab_port or free_port()  # a restart keeps its address
         self.env["WALNUT_PROVIDERS"] = self.provider_url
-        lab = self._spawn("jupyterlab", [
+        name = "jupyterlab" if self.lab is None else f"jupyterlab-{len(self.procs)}"
+        self.lab = lab = self._spawn(name, [
             str(BIN / "jupyter"), "lab", "--allow-root", "--no-browser",
             "--ip=127.0.0.1", f"--port={self.lab_port}", "--port-retries=0",
             f"--ServerApp.token={self.token}", "--ServerApp.password=",
@@ -162,6 +164,17 @@ class WalnutStack:
             *self.lab_args,
         ], cwd=notebooks)
         wait_until(lambda: self.api("status"), 90, "JupyterLab with jupyter_walnut", proc=lab)
+
+    def stop_lab(self) -> None:
+        """JupyterLab exits as on Ctrl+C (SIGTERM, its extensions' shutdown runs); the
+        provider and any browser page stay."""
+        assert self.lab is not None, "JupyterLab was not started"
+        os.killpg(self.lab.pid, signal.SIGTERM)
+        self.lab.wait(timeout=60)
+
+    def restart_lab(self) -> None:
+        """JupyterLab again, at the same address, token and cookie secret."""
+        self._start_lab()
 
     def api(self, path: str, method: str = "GET", body: dict | None = None,
             timeout: float = 30):

@@ -145,6 +145,9 @@ class RenterManager(LoggingConfigurable):
         # idle auto-stop (issue #17, renter/idle.py), from c.WalnutApp: None = by price
         self.idle_stop_minutes: float | None = None
         self.idle_stop_cost_mist = DEFAULT_COST_MIST
+        # issue #17: notebooks the journal sync wrote outputs into, by session, with when;
+        # an open JupyterLab tab reloads them (labextension awayOutputs.ts)
+        self.outputs_written: dict[str, dict[str, float]] = {}
 
     # --- the process-wide instance (the provisioner finds the server's manager here) -----
 
@@ -661,6 +664,18 @@ class RenterManager(LoggingConfigurable):
         return self.get(s.id)
 
     # --- away mode (issue #17, renter/away.py) --------------------------------------------
+
+    def note_outputs_written(self, session_id: str, path: str) -> None:
+        """The journal sync wrote outputs made while this server was away into `path` (a
+        notebook's API path): the sidebar's poll tells an open tab to reload it."""
+        written = self.outputs_written.setdefault(session_id, {})
+        written.pop(path, None)
+        written[path] = time.time()
+        while len(written) > 64:  # notebooks of one session: a bound, not a history
+            written.pop(next(iter(written)))
+
+    def outputs_written_view(self, session_id: str) -> list[dict]:
+        return [{"path": p, "at": at} for p, at in self.outputs_written.get(session_id, {}).items()]
 
     def keeps_remote_kernel(self, session_id: str) -> bool:
         """Whether a kernel shut down with this server stays on its session (and its running

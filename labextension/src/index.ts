@@ -5,6 +5,7 @@ import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
+import { followAwayKernels } from './awayOutputs';
 import { WorkspaceDrives } from './drive';
 import { walnutIcon } from './icons';
 import { errorText } from './logic/errors';
@@ -57,6 +58,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const drives = new WorkspaceDrives(app, fileBrowsers, model);
     const terminals = new SessionTerminals(app);
     const { commands } = app;
+    if (notebooks) {
+      followAwayKernels(model, notebooks, app.serviceManager); // a tab left open while away (#17)
+    }
 
     const openNotebook = (s: ISession) => {
       void commands.execute('notebook:create-new', { kernelName: s.kernel_name }).catch(e =>

@@ -55,7 +55,9 @@ class WalnutHandler(APIHandler):
                 # issue #16: what its end brought home, and warnings before that end
                 "results": s.extra.get("results"), "warnings": self.walnut.warnings(s),
                 "idle": idle_now(s),  # issue #17: the provider's idle clock, as last seen
-                "away": away_view(s)}
+                "away": away_view(s),
+                # notebooks written from the journal since this server started (issue #17)
+                "outputs_written": self.walnut.outputs_written_view(s.id)}
 
     def body(self) -> dict:
         try:

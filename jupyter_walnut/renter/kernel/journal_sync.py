@@ -458,6 +458,7 @@ async def sync_once(provisioner: Any, fetch, trusted: bool) -> Batch | None:
         if os_path is not None:
             relative = os_path.relative_to(Path(serverapp.root_dir).resolve()).as_posix()
         changed = await write_shared(serverapp, relative, requests)
+        shared = changed is not None
         if changed is None and os_path is not None:
             try:
                 changed = await asyncio.to_thread(write_file, os_path, requests)
@@ -467,6 +468,8 @@ async def sync_once(provisioner: Any, fetch, trusted: bool) -> Batch | None:
                 return batch
         log.info("wrote %s cell(s) of %s from the journal of kernel %s", changed, path,
                  kernel_id)
+        if changed and os_path is not None and not shared:  # a shared document shows it live
+            provisioner.renter.note_outputs_written(provisioner.walnut_session, relative)
     remember(home, kernel_id, seq=batch.resume_seq, **({"path": path} if path else {}))
     return batch
 

@@ -108,6 +108,8 @@ export interface ISession {
   idle?: { idle_s: number; threshold_s: number; stop_in_s: number | null } | null;
   /** Away mode (issue #17): null when off. */
   away?: IAway | null;
+  /** Notebooks the server wrote this session's away outputs into (issue #17). */
+  outputs_written?: { path: string; at: number }[];
 }
 
 /** A session's away mode, as the renter server states it. */
