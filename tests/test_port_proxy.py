@@ -8,8 +8,8 @@ jupyter_walnut/renter/extension/port_proxy.py for why). Without the session toke
 provider answers 401, without Jupyter auth the renter server 403. A page of the app then
 plays the attacker in Chromium: reads document.cookie, fetches /api/kernels and POSTs a
 kernel start and a /walnut stop with whatever XSRF token it found, and nothing happens to the
-renter's server. On the process runtime the provider's own API port is refused. TensorBoard
-is not used: the stand-in needs no package index and shows the same three paths.
+renter's server. On the process runtime the provider's own API port is refused. The real
+TensorBoard, behind the same proxy, is tests/test_tensorboard.py.
 """
 
 from __future__ import annotations
@@ -112,8 +112,10 @@ while time.monotonic() < deadline:
 """
 
 
-def start_app(node: StackNode, session_id: str, token: str) -> None:
-    """The stand-in app, started by a kernel of the session (as a renter's cell would)."""
+def start_app(node: StackNode, session_id: str, token: str, code: str = START_APP,
+              expect: str = "listening", timeout: float = 60) -> None:
+    """The stand-in app (or `code`), run by a kernel of the session as a renter's cell
+    would; its output must say `expect`."""
     from kernel_ws import KernelWS
 
     client = ProviderClient(node.pinned_url, node.identity)
@@ -123,12 +125,12 @@ def start_app(node: StackNode, session_id: str, token: str) -> None:
                                       {"name": "python3"})
         ws = KernelWS(await client.kernel_websocket(session_id, token, kernel["id"]))
         try:
-            return await ws.execute(START_APP, timeout=60)
+            return await ws.execute(code, timeout=timeout)
         finally:
             ws.conn.close()
 
     result = node.run(run())
-    assert "listening" in result.stdout, result.stdout + result.stderr
+    assert expect in result.stdout, result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
