@@ -142,9 +142,11 @@ def test_walnut_kernel_provisioner_is_registered(clean_env):
     code = ("from jupyter_client.provisioning import KernelProvisionerFactory as F\n"
             "f = F.instance()\n"
             "print(sorted(f.get_provisioner_entries()))\n"
-            "print(f._get_provisioner('walnut').load().__name__)")
+            "print(f._get_provisioner('walnut').load().__name__)\n"
+            "print(f._get_provisioner('walnut-picker').load().__name__)")
     out = in_env(clean_env, "python", "-c", code)
     assert "'walnut'" in out and "WalnutProvisioner" in out, out
+    assert "'walnut-picker'" in out and "WalnutPickerProvisioner" in out, out
 
 
 def requires_dist(wheel: Path) -> list[Requirement]:

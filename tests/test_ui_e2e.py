@@ -782,3 +782,102 @@ def offers_view_flow(stack: WalnutStack, page) -> None:
     launch.wait_for()
     assert launch.locator("select").first.input_value() == row.get_attribute("data-offer")
     assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]
+
+
+def test_new_walnut_kernel_from_the_kernel_picker(stack: WalnutStack, page) -> None:
+    try:
+        kernel_picker_flow(stack, page)
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / "kernel-picker-failure.png"))
+        for log in stack.root.glob("*.log"):
+            shutil.copy(log, ARTIFACTS / f"kernel-picker-failure-{log.name}")
+        raise
+
+
+def server_kernel_names(stack: WalnutStack) -> list[str]:
+    return [k["name"] for k in http_json(f"{stack.base_url}api/kernels", token=stack.token)]
+
+
+def kernel_picker_flow(stack: WalnutStack, page) -> None:
+    """Issue #21: "New Walnut kernel…" where people start kernels. The launcher's card and
+    the notebook's kernel picker open the offers view filtered by what the notebook imports,
+    start no kernel; a launch from a row puts the notebook on the new session's kernel."""
+    stack.api("wallet/fund", "POST", {"amount_mist": 10**10})
+    (stack.root / "notebooks" / "needs.ipynb").write_text(json.dumps({
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "language": "python",
+                                    "display_name": "Python 3"}},
+        "cells": [
+            {"cell_type": "code", "id": "imports", "metadata": {}, "outputs": [],
+             "execution_count": None,
+             "source": "import numpy as np\nfrom sklearn.linear_model import Ridge\n"
+                       "%matplotlib inline"},
+            {"cell_type": "code", "id": "where", "metadata": {}, "outputs": [],
+             "execution_count": None,
+             "source": "import os\nprint('session', os.environ.get('WALNUT_SESSION_ID'))"}]}))
+    page.goto(stack.lab_url)
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
+    view = page.locator("#jp-Walnut-offers-view")
+    note = view.get_by_test_id("walnut-picker-note")
+    query = view.get_by_label("Filter all offers")
+
+    # 1. the launcher's Notebook section: a new notebook, no kernel, the offers view
+    section = page.locator(".jp-Launcher-section").filter(
+        has=page.locator(".jp-Launcher-sectionTitle", has_text=re.compile("^Notebook$")))
+    section.locator(".jp-LauncherCard", has_text="New Walnut kernel…").click()
+    note.wait_for(timeout=30_000)
+    assert "Choosing a kernel for Untitled.ipynb" in note.inner_text()
+    assert query.input_value() == ""  # a new notebook imports nothing
+    assert "walnut-new" not in server_kernel_names(stack)
+    assert not page.locator(".jp-Dialog").count()  # no "Error Starting Kernel"
+
+    # 2. a notebook's kernel picker offers it; choosing it keeps the kernel it has
+    item = page.locator(".jp-DirListing-item", has_text="needs.ipynb")
+    if not item.is_visible():
+        page.locator('.lm-TabBar-tab[data-id="filebrowser"]').click()
+    item.dblclick()
+    nb = page.locator(".jp-NotebookPanel", has_text="WALNUT_SESSION_ID")
+    nb.wait_for()
+    kernel_button = nb.locator(".jp-Toolbar-kernelName")
+    wait_for(lambda: "Python 3" in kernel_button.inner_text(), 60, "the notebook's first kernel")
+    wait_for(lambda: "python3" in server_kernel_names(stack), 60, "its local kernel")
+    kernel_button.click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for()
+    select = dialog.locator("select")
+    option = select.locator("option", has_text="New Walnut kernel…")
+    select.select_option(value=option.get_attribute("value"))
+    page.screenshot(path=str(ARTIFACTS / "kernel-picker-dialog.png"))
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    # the offers view, filtered by its imports (numpy, scikit-learn: in the offer's image)
+    wait_for(lambda: "needs.ipynb" in (note.inner_text() if note.count() else ""), 30,
+             "the offers view choosing a kernel for needs.ipynb")
+    assert query.input_value() == "has:numpy has:scikit-learn"
+    assert "filtered by what it imports (numpy, sklearn)" in note.inner_text()
+    row = view.locator("tr.jp-Walnut-gridRow", has_text="cpu-small")
+    row.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "kernel-picker-offers.png"))
+    assert "walnut-new" not in server_kernel_names(stack)
+    assert notebook_kernels(stack) == {"python3"}  # it keeps its kernel until the new one runs
+
+    # 3. launch from the row: once the session runs, the notebook is on its kernel
+    row.get_by_role("button", name=re.compile("Launch on demo-node cpu-small")).click()
+    launch = page.locator("#jupyter-walnut-panel #jp-Walnut-launch")
+    launch.get_by_label("Budget in SUI").fill("0.001")
+    launch.get_by_role("button", name=re.compile("Confirm and launch")).click()
+    launch.get_by_text("Ready").wait_for(timeout=120_000)
+    sid = page.locator("#jupyter-walnut-panel article.jp-Walnut-session").first.get_attribute(
+        "data-session")
+    wait_for(lambda: notebook_kernels(stack) == {f"walnut-{sid}"}, 60,
+             "needs.ipynb's session on the new Walnut kernel")
+    page.locator(".lm-TabBar-tab", has_text="needs.ipynb").click()
+    wait_for(lambda: "walnut" in kernel_button.inner_text(), 60, "the toolbar's kernel name")
+    cell = nb.locator(".jp-Cell").nth(1)
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Shift+Enter")
+    output = cell.locator(".jp-OutputArea-output")
+    wait_for(lambda: f"session {sid}" in (output.first.inner_text() if output.count() else ""),
+             90, "the cell's output from the session")
+    assert not note.count()  # the view chooses for no notebook any more
+    page.screenshot(path=str(ARTIFACTS / "kernel-picker-ran.png"))
+    assert not page.walnut_errors, page.walnut_errors  # type: ignore[attr-defined]

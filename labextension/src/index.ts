@@ -8,6 +8,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { followAwayKernels } from './awayOutputs';
 import { WorkspaceDrives } from './drive';
 import { walnutIcon } from './icons';
+import { KernelPicker } from './kernelPicker';
 import { errorText } from './logic/errors';
 import { formatSui } from './logic/money';
 import { isActive } from './logic/sessions';
@@ -177,21 +178,34 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     // every offer in the main area, sortable by verified performance per MIST (issue #21)
     let offersView: OffersView | null = null;
+    // "New Walnut kernel…" in the kernel picker and the launcher: the offers view, filtered
+    // by what the notebook imports; the notebook then takes the launched session's kernel
+    const picker = new KernelPicker(app.serviceManager.kernelspecs, model);
     commands.addCommand(CommandIDs.offers, {
       label: args => (args.isLauncher ? 'Walnut offers' : 'Browse Walnut Offers'),
       caption: 'Every offer in a sortable, filterable grid; launch from a row',
       icon: walnutIcon,
-      execute: () => {
+      execute: args => {
         if (!offersView || offersView.isDisposed) {
-          offersView = new OffersView(model, key => {
-            openPanel();
-            panel.showLaunch(key);
-          });
+          offersView = new OffersView(
+            model,
+            key => {
+              openPanel();
+              panel.showLaunch(key);
+            },
+            picker
+          );
           app.shell.add(offersView, 'main');
+        }
+        if (typeof args.query === 'string') {
+          offersView.setQuery(args.query);
         }
         app.shell.activateById(offersView.id);
       }
     });
+    picker.picked.connect((_, target) => void commands.execute(CommandIDs.offers, { query: target.needs.query }));
+    notebooks?.forEach(nb => picker.watch(nb));
+    notebooks?.widgetAdded.connect((_, nb) => picker.watch(nb));
     commands.addCommand(CommandIDs.launch, {
       label: 'Launch a Walnut Session…',
       caption: 'Pick an offer and a budget, then start a remote kernel',

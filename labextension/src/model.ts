@@ -65,6 +65,10 @@ export class WalnutModel {
   get warnings(): ISignal<this, INewWarning> {
     return this._warnings;
   }
+  /** A launch of this page whose kernel can now be selected, with what was asked for. */
+  get launched(): ISignal<this, { session: ISession; request: ILaunchRequest }> {
+    return this._launched;
+  }
 
   offers: IOffer[] = [];
   offersLoaded = false;
@@ -197,6 +201,7 @@ export class WalnutModel {
       this._lastSessions = [...(this._lastSessions ?? []).filter(s => s.id !== session.id), session];
       await this._sessionsPoll.refresh();
       void this._walletPoll.refresh();
+      this._launched.emit({ session, request });
       return session;
     } catch (e) {
       // the session recorded for it, if any, says which step failed (next refresh)
@@ -369,6 +374,7 @@ export class WalnutModel {
   private _changed = new Signal<this, void>(this);
   private _events = new Signal<this, SessionEvent>(this);
   private _warnings = new Signal<this, INewWarning>(this);
+  private _launched = new Signal<this, { session: ISession; request: ILaunchRequest }>(this);
   private _seenWarnings = new Set<string>();
   private _sessionsPoll: Poll;
   private _offersPoll: Poll;

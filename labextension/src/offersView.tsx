@@ -4,6 +4,7 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { walnutIcon } from './icons';
+import { KernelPicker } from './kernelPicker';
 import { reliabilityLabel } from './logic/analytics';
 import { formatSui } from './logic/money';
 import {
@@ -51,9 +52,16 @@ const COLUMNS: { label: string; title: string; key?: SortKey; num?: boolean }[] 
 ];
 
 /** Every offer in a sortable, filterable grid in the main area (issue #21). */
-export function OffersGrid(props: { model: WalnutModel; onLaunch: (key: string) => void }) {
+export function OffersGrid(props: {
+  model: WalnutModel;
+  onLaunch: (key: string) => void;
+  /** The filter box's text at first (the view sets it anew by remounting the grid). */
+  initialQuery?: string;
+  /** "Choosing a kernel for …": the notebook that takes the launched session's kernel. */
+  note?: React.ReactNode;
+}) {
   const { model } = props;
-  const [query, setQuery] = React.useState('');
+  const [query, setQuery] = React.useState(props.initialQuery ?? '');
   const [sort, setSort] = React.useState<{ key: SortKey; dir: SortDir }>({ key: 'price', dir: 'asc' });
   const filter = parseFilter(query);
   const rows = sortOffers(filterOffers(model.offers, query), sort.key, sort.dir);
@@ -78,6 +86,7 @@ export function OffersGrid(props: { model: WalnutModel; onLaunch: (key: string) 
           {rows.length} of {model.offers.length} offers
         </span>
       </div>
+      {props.note}
       {filter.errors.length > 0 && <div className="jp-Walnut-hint">{filter.errors.join('; ')}</div>}
       <table className="jp-Walnut-table jp-Walnut-offersGrid" aria-label="All offers">
         <thead>
@@ -173,11 +182,32 @@ function GridRow(props: { offer: IOffer; onLaunch: () => void }) {
   );
 }
 
+/** The notebook the view chooses a kernel for ("New Walnut kernel…"), and why it is filtered. */
+function PickerNote(props: { picker: KernelPicker }) {
+  const target = props.picker.target;
+  if (!target) {
+    return null;
+  }
+  return (
+    <div className="jp-Walnut-pickerNote" role="note" data-testid="walnut-picker-note">
+      Choosing a kernel for <span className="jp-Walnut-strong">{target.path}</span>
+      {target.needs.because.length > 0 ? `, filtered by what it imports (${target.needs.because.join(', ')})` : ''}.{' '}
+      {target.offer
+        ? 'It switches to the new kernel once the session runs.'
+        : 'Launch from a row: once the session runs, the notebook switches to its kernel.'}{' '}
+      <button className="jp-Walnut-link" onClick={() => props.picker.cancel()}>
+        Cancel
+      </button>
+    </div>
+  );
+}
+
 /** The grid as a main-area widget, re-rendered whenever the model changes. */
 export class OffersView extends ReactWidget {
   constructor(
     private readonly model: WalnutModel,
-    private readonly onLaunch: (key: string) => void
+    private readonly onLaunch: (key: string) => void,
+    private readonly picker?: KernelPicker
   ) {
     super();
     this.id = 'jp-Walnut-offers-view';
@@ -186,6 +216,14 @@ export class OffersView extends ReactWidget {
     this.title.caption = 'Every offer of the configured providers';
     this.title.icon = walnutIcon;
     this.title.closable = true;
+    picker?.changed.connect(() => this.update(), this);
+  }
+
+  /** Put this filter in the box (what a notebook needs, for "New Walnut kernel…"). */
+  setQuery(query: string): void {
+    this._query = query;
+    this._queryStamp++;
+    this.update();
   }
 
   protected onAfterAttach(msg: Message): void {
@@ -211,10 +249,25 @@ export class OffersView extends ReactWidget {
   }
 
   render(): JSX.Element {
+    const onLaunch = (key: string) => {
+      this.picker?.launchingFrom(key);
+      this.onLaunch(key);
+    };
     return (
       <UseSignal signal={this.model.changed}>
-        {() => <OffersGrid model={this.model} onLaunch={this.onLaunch} />}
+        {() => (
+          <OffersGrid
+            key={this._queryStamp}
+            model={this.model}
+            onLaunch={onLaunch}
+            initialQuery={this._query}
+            note={this.picker && <PickerNote picker={this.picker} />}
+          />
+        )}
       </UseSignal>
     );
   }
+
+  private _query = '';
+  private _queryStamp = 0;
 }

@@ -16,6 +16,7 @@ from ...ledger import Ledger, LocalLedger, default_ledger_path, walnut_home
 from ...ledger.choice import load_sui_key, resolve_ledger_class
 from ...ledger.sui import DEFAULT_GAS_BUDGET, SuiLedger
 from ..idle import DEFAULT_COST_MIST
+from ..kernelspecs import remove_picker_kernelspec, write_picker_kernelspec
 from ..manager import RenterManager
 from .nodelay import nodelay_class
 from .routes import handlers
@@ -70,6 +71,11 @@ class WalnutApp(ExtensionApp):
         600, config=True,
         help="Seconds a provider has to claim after this renter asks to close a channel; "
              "also how long a vanished provider's deposit stays locked.")
+    picker_kernelspec = Bool(
+        True, config=True,
+        help="List \"New Walnut kernel…\" (the `walnut-new` kernelspec) in the kernel picker "
+             "and the launcher: in JupyterLab choosing it opens the offers view filtered by "
+             "the notebook's imports; it never starts a kernel by itself.")
     tcp_nodelay = Bool(True, config=True,
                        help="Turn Nagle's algorithm off on every kernel websocket of the server.")
     trusted_output_providers = List(
@@ -136,6 +142,10 @@ class WalnutApp(ExtensionApp):
                                                  self.trusted_output_providers}
         self.manager.make_current()
         self.manager.restore_kernelspecs()
+        if self.picker_kernelspec:
+            write_picker_kernelspec()
+        else:
+            remove_picker_kernelspec()
         self.settings["walnut_manager"] = self.manager
         if self.tcp_nodelay:
             # self.settings is a copy of the server's, written back after this method

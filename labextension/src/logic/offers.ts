@@ -34,7 +34,8 @@ export interface IFilter {
   clauses: IClause[];
   /** Words matched against GPU model, node, region, shape and images. */
   words: string[];
-  /** Package clauses ("torch>=2", "py>=3.11", "cuda"): some image must meet them all. */
+  /** Package clauses ("torch>=2", "py>=3.11", "has:pandas", "cuda"): some image must meet
+   * them all. */
   packages: IPackageClause[];
   healthyOnly: boolean;
   errors: string[];
@@ -64,6 +65,7 @@ const FIELD_ALIASES: { [alias: string]: OfferField } = {
   score: 'reliability'
 };
 
+const HAS = /^has:([a-z][a-z0-9_.-]*)$/i;
 const CLAUSE = /^([a-z][a-z0-9_.-]*?)\s*(>=|<=|=<|=>|>|<|=|:)\s*([\d.,]+)\s*([a-z/]*)$/i;
 const UNDER = /^(under|below|over|above|max|min)\s+([\d.,]+)\s*([a-z/]*)$/i;
 
@@ -92,7 +94,8 @@ function clauseValue(field: OfferField, number: string): bigint | number {
 }
 
 /**
- * Parse a filter such as "GPU >= 24 GB, under 1 SUI/h" or "cpu>=4 ram>=16 eu".
+ * Parse a filter such as "GPU >= 24 GB, under 1 SUI/h", "cpu>=4 ram>=16 eu" or
+ * "gpus>=1 has:torch cuda".
  * Clauses are separated by commas, "and" or spaces; unknown words filter by text.
  */
 export function parseFilter(text: string): IFilter {
@@ -106,6 +109,12 @@ export function parseFilter(text: string): IFilter {
   for (const raw of normalised.split(/[,\s]+/)) {
     const token = raw.trim().replace(/_/g, ' ');
     if (!token) {
+      continue;
+    }
+    const has = HAS.exec(raw.trim());
+    if (has) {
+      // a package some image has at any version, e.g. has:torch (issue #21)
+      filter.packages.push({ name: normalisePackage(has[1]) });
       continue;
     }
     const under = UNDER.exec(token);
@@ -316,7 +325,7 @@ export function sortOffers(offers: IOffer[], key: SortKey, dir: SortDir = 'asc')
 }
 
 /** A stable key for an offer row (a provider and one of its shapes). */
-export function offerKey(offer: IOffer): string {
+export function offerKey(offer: Pick<IOffer, 'provider_url' | 'shape'>): string {
   return `${offer.provider_url}#${offer.shape ?? ''}`;
 }
 
