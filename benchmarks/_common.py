@@ -14,6 +14,7 @@ import os
 import platform
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -299,7 +300,9 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None,
                                f"\n{tail}")
         try:
             req = urllib.request.Request(url, headers=headers or {})
-            with urllib.request.urlopen(req, timeout=2):
+            # a readiness probe of our own node only; the benchmark's clients pin it
+            context = ssl._create_unverified_context() if url.startswith("https:") else None
+            with urllib.request.urlopen(req, timeout=2, context=context):
                 return
         except urllib.error.HTTPError as exc:
             if exc.code < 500:
@@ -509,11 +512,13 @@ class ProviderProc:
 
 
 def start_provider(procs: Procs, home: Path, runtime: str = "process", max_sessions: int = 4,
-                   timeout: float = 60.0, ledger_path: Path | None = None) -> ProviderProc:
+                   timeout: float = 60.0, ledger_path: Path | None = None,
+                   tls: bool = False) -> ProviderProc:
     """`walnut-provider --home D init --port 0`, then `serve --port 0 --port-file F`.
 
     The provider and the benchmark's renters share one local ledger file ($WALNUT_LEDGER)
-    when the provider requires payment channels."""
+    when the provider requires payment channels. `tls`: its self-signed certificate, as
+    users run it; the URL then carries the pin (`https://...#sha256=<hex>`)."""
     import re
 
     from jupyter_walnut.common.keys import KeyPair
@@ -523,15 +528,18 @@ def start_provider(procs: Procs, home: Path, runtime: str = "process", max_sessi
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WALNUT_", "JUPYTER_"))}
     env["PYTHONUNBUFFERED"] = "1"
     env["WALNUT_LEDGER"] = str(ledger_path)
-    subprocess.run([cli, "--home", str(home), "init", "--port", "0", "--name", "bench-node"],
-                   check=True, env=env, stdout=subprocess.DEVNULL, timeout=60)
+    init = subprocess.run([cli, "--home", str(home), "init", "--port", "0", "--name",
+                           "bench-node"], check=True, env=env, capture_output=True, text=True,
+                          timeout=60)
+    pin = re.search(r"sha256=([0-9a-f]{64})", init.stdout + init.stderr)
     config = home / "provider.toml"
     text = config.read_text()
     text = re.sub(r"(?m)^max_sessions = \d+", f"max_sessions = {max_sessions}", text)
     text = re.sub(r'(?m)^runtime = "auto"', f'runtime = "{runtime}"', text)
     # the benchmark's raw clients sign no vouchers: do not stop their sessions for it
     text = re.sub(r"(?m)^grace_s = \d+", "grace_s = 86400", text)
-    text = plain_http_on_loopback(text)
+    if not tls:
+        text = plain_http_on_loopback(text)
     config.write_text(text)
     port_file = home / "port"
     log_path = home / "provider.log"
@@ -540,8 +548,12 @@ def start_provider(procs: Procs, home: Path, runtime: str = "process", max_sessi
                         str(port_file), "--runtime", runtime, "--log-format", "text",
                         "--stop-sessions-on-exit"], env=env, log_path=log_path)
     port = wait_file(port_file, timeout, proc)
-    url = f"http://{LOCALHOST}:{port}"
+    url = f"{'https' if tls else 'http'}://{LOCALHOST}:{port}"
     wait_http(url + "/api/v1/health", timeout, proc, log_path=log_path)
+    if tls:
+        if pin is None:
+            raise RuntimeError("walnut-provider init printed no certificate fingerprint")
+        url += f"#sha256={pin.group(1)}"
     address = KeyPair.load(home / "identity.key").address
     provider_id = address[:18]
     if runtime == "docker":

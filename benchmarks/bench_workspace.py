@@ -5,9 +5,10 @@ folder, cold and unchanged.
     .venv/bin/python -m benchmarks.bench_workspace            # 3 runs of 256 MiB each way
     .venv/bin/python -m benchmarks.bench_workspace --quick    # 1 run of 64 MiB
 
-The default stack (tests/stack.py): a provider node with the Docker runtime over TLS, the
-renter pinning its certificate, one session. Every byte goes renter -> provider's TLS port ->
-its gateway proxy -> the session's gateway -> the workspace disk, and back.
+The default stack: `walnut-provider serve` in its own process with the Docker runtime over
+TLS, the renter (this process) pinning its certificate, one session. Every byte goes renter
+-> provider's TLS port -> its gateway proxy -> the session's gateway -> the workspace disk,
+and back.
 
 - `push`: `WorkspaceClient.push` of one file of random bytes: sha256 here, 64 MiB PUTs,
   the commit (the gateway hashes it again). Baseline: a raw HTTPS copy of the same bytes
@@ -35,12 +36,20 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import ROOT, Figure, log, median, print_table, run_main, write_json
-
-sys.path.insert(0, str(ROOT / "tests"))  # the default stack, as the tests run it
+from benchmarks._common import (
+    Figure,
+    Procs,
+    log,
+    median,
+    print_table,
+    run_main,
+    start_provider,
+    write_json,
+)
 
 GROUP = "#16 workspace"
 GOAL = 0.8
+PRICE = 2000  # MIST per second: cpu-small as `walnut-provider init` writes it
 
 
 async def raw_put(client, path: Path, route: str) -> float:
@@ -95,9 +104,6 @@ def spread(values: list[float]) -> str:
 
 
 async def bench(args) -> int:
-    from conftest import open_channel, provider_config
-    from stack import StackNode
-
     from jupyter_walnut.common.keys import KeyPair
     from jupyter_walnut.ledger import LocalLedger
     from jupyter_walnut.renter.provider_client import ProviderClient
@@ -106,27 +112,22 @@ async def bench(args) -> int:
     mib = 64 if args.quick else args.mib
     runs = 1 if args.quick else args.runs
     tmp = Path(tempfile.mkdtemp(prefix="walnut-bench-workspace-"))
-    ledger = LocalLedger(tmp / "ledger.sqlite")
-    config = provider_config(
-        provider={"name": "bench-workspace", "runtime": "docker"},
-        shapes=[{"name": "cpu-small", "gpus": 0, "cpus": 2, "memory_mb": 2048,
-                 "price_per_second_mist": 1, "disk_mb": 4 * mib + 2048}],
-        settlement={"grace_s": 3600})
-    node = await asyncio.to_thread(StackNode, tmp / "provider", ledger, config=config)
+    procs = Procs()
+    # the provider in a process of its own, as users run it: `walnut-provider serve`
+    # (Docker runtime, its self-signed certificate, pinned), never sharing this one's GIL
+    provider_proc = await asyncio.to_thread(start_provider, procs, tmp / "provider", "docker",
+                                            tls=True)
+    ledger = LocalLedger(provider_proc.ledger_path)
     figures: list[Figure] = []
     try:
         key = KeyPair.generate()
-        provider = ProviderClient(node.pinned_url, key)
-        channel = open_channel(ledger, key, node, price=1)
-
-        async def start():
-            created = await provider.create_session(image="python", channel_id=channel)
-            await provider.wait_running(created["id"], timeout=150)
-            return created
-
-        created = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(start(),
-                                                                             node.loop))
-        client = WorkspaceClient(ProviderClient(node.pinned_url, key), created["id"],
+        ledger.fund(key.address, 10**12)
+        channel = ledger.open_channel(key, provider_proc.address, key.public_key, 10**11,
+                                      PRICE, 600).channel_id
+        provider = ProviderClient(provider_proc.url, key)
+        created = await provider.create_session(image="python", channel_id=channel)
+        await provider.wait_running(created["id"], timeout=300)
+        client = WorkspaceClient(ProviderClient(provider_proc.url, key), created["id"],
                                  created["access_token"])
         data = tmp / "data.bin"
         block = os.urandom(16 * 2**20)
@@ -178,7 +179,7 @@ async def bench(args) -> int:
                               note=f"runs {', '.join(f'{v:.2f}' for v in warm)}; "
                                    "nothing sent"))
     finally:
-        await asyncio.to_thread(node.stop)
+        await asyncio.to_thread(procs.close)
         ledger.close()
     print_table(figures)
     write_json(figures, args.json)

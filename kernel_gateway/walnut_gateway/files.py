@@ -451,6 +451,11 @@ class CommitHandler(FsHandler):
             os.close(dir_fd)
         model = self.stat_model(target)
         model["sha256"] = digest
+        landed = os.stat(target, follow_symlinks=False)
+        if landed.st_ino == st.st_ino and landed.st_size == size:
+            # the bytes just hashed: a stat, manifest or download after a push reads
+            # nothing again (a pull of what was pushed, a sync's next look)
+            self.hashes.put(landed, digest)
         self.write_json(model)
 
 

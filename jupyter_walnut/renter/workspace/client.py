@@ -17,17 +17,14 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tornado import httpclient
-from tornado.tcpclient import TCPClient
-
 from ...common.gateway import ProviderAPIError
 from ..provider_client import ProviderClient
-from . import sync
+from . import http_pool, sync
 from .paths import PathRefused, clean_remote, join_remote, local_target, relative_to, url_path
 from .sync import TransferError, human_bytes
 
@@ -354,7 +351,7 @@ class WorkspaceClient:
                    result: TransferResult) -> int:
         """PUT bytes [offset, offset+n) of `f`, streamed; the gateway's `received`."""
 
-        async def produce(write) -> None:
+        async def pieces() -> AsyncIterator[bytes]:
             with open(f.path, "rb") as fh:  # page-cache reads of 1 MiB
                 fh.seek(offset)
                 sent = 0
@@ -362,35 +359,29 @@ class WorkspaceClient:
                     piece = fh.read(min(PIECE, n - sent))
                     if not piece:
                         raise TransferError(409, f"{f.path} changed while being sent")
-                    await write(piece)
+                    yield piece
                     sent += len(piece)
                     result.wire_bytes += len(piece)
                     tally.at(offset + sent)
 
         answer = await self._raw("PUT", f"walnut/fs/upload/{route}?offset={offset}",
                                  {"Content-Type": "application/octet-stream",
-                                  "Content-Length": str(n)}, body_producer=produce)
+                                  "Content-Length": str(n)}, body=pieces())
         received = answer.get("received") if isinstance(answer, dict) else None
         if isinstance(received, bool) or not isinstance(received, int):
             raise TransferError(502, "the gateway's upload answer is not a byte count")
         return received
 
     async def _raw(self, method: str, route: str, headers: dict[str, str], *,
-                   limit: int = 1 << 16, **kwargs: Any) -> Any:
+                   limit: int = 1 << 16, body: bytes | AsyncIterator[bytes] | None = None
+                   ) -> Any:
         """One streamed exchange with the gateway; its JSON answer, at most `limit` bytes
         (or the error)."""
         capped = _Capped(limit)
-        request = httpclient.HTTPRequest(
-            f"{self.gateway.base_url}/{route}", method=method,
-            headers={**self.gateway.headers, **headers}, request_timeout=self.timeout,
-            connect_timeout=10, follow_redirects=False, streaming_callback=capped.feed,
-            ssl_options=await self.gateway._ssl_options(), **kwargs)
-        try:
-            resp = await _fetch(request)
-        except ProviderAPIError:
-            if capped.refused is not None:  # our refusal closed the connection: say why
-                raise capped.refused from None
-            raise
+        resp = await http_pool.exchange(
+            method, f"{self.gateway.base_url}/{route}", {**self.gateway.headers, **headers},
+            context=await self.gateway._ssl_options(), timeout=self.timeout, body=body,
+            on_chunk=capped.feed)
         return _answer(resp, capped.body)
 
     # --- pull -------------------------------------------------------------------------
@@ -485,20 +476,13 @@ class WorkspaceClient:
     async def _get(self, entry: dict, sink: _Sink) -> None:
         headers = {"Range": f"bytes={sink.have}-"} if sink.have else {}
         sink.begin()
-        request = httpclient.HTTPRequest(
-            f"{self.gateway.base_url}/walnut/fs/download/{url_path(entry['path'])}",
-            headers={**self.gateway.headers, **headers}, request_timeout=self.timeout,
-            connect_timeout=10, follow_redirects=False, header_callback=sink.header,
-            streaming_callback=sink.feed, ssl_options=await self.gateway._ssl_options())
-        try:
-            resp = await _fetch(request)
-        except ProviderAPIError:
-            if sink.refused is not None:  # our refusal closed the connection: say why
-                raise sink.refused from None
-            raise
+        resp = await http_pool.exchange(
+            "GET", f"{self.gateway.base_url}/walnut/fs/download/{url_path(entry['path'])}",
+            {**self.gateway.headers, **headers}, context=await self.gateway._ssl_options(),
+            timeout=self.timeout, on_answer=sink.answer, on_chunk=sink.feed)
         if sink.refused is not None:
             raise sink.refused
-        if resp.code >= 300 or resp.code == 599:
+        if resp.status >= 300:
             _answer(resp, sink.error_body)  # raises with the gateway's message
 
 
@@ -518,18 +502,8 @@ class _Sink:
         self.error_body = b""
         self.writing = False
 
-    def header(self, line: str) -> None:
-        if line.startswith("HTTP/"):
-            self.begin()
-            parts = line.split()
-            self.code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        elif ":" in line:
-            key, _, value = line.partition(":")
-            self.headers[key.strip().lower()] = value.strip()
-        elif line in ("\r\n", "\n"):
-            self._headers_done()
-
-    def _headers_done(self) -> None:
+    def answer(self, answer: http_pool.Answer) -> None:
+        self.code, self.headers = answer.status, answer.headers
         if self.code not in (200, 206):
             return
         path = self.entry["path"]
@@ -586,53 +560,19 @@ class _Capped:
         self.parts.append(chunk)
 
 
-class _NoDelay(TCPClient):
-    """Connections with TCP_NODELAY: tornado writes a request's headers and its body
-    apart, and Nagle's algorithm then holds the body for the delayed ACK (40 ms a request,
-    which made a 1,000-file sync take minutes)."""
-
-    async def connect(self, *args: Any, **kwargs: Any):  # type: ignore[override]
-        stream = await super().connect(*args, **kwargs)
-        stream.set_nodelay(True)
-        return stream
-
-
-async def _fetch(request: httpclient.HTTPRequest) -> httpclient.HTTPResponse:
-    """One exchange; an unreachable gateway is ProviderAPIError(0), our own refusal (a
-    producer or sink raising TransferError) is raised as itself."""
-    # a client of our own: the shared one stops a response at 100 MB even when streamed
-    client = httpclient.AsyncHTTPClient(force_instance=True, max_body_size=1 << 42,
-                                        max_buffer_size=1 << 26)
-    client.tcp_client.close()
-    client.tcp_client = _NoDelay(resolver=client.resolver)
-    try:
-        resp = await client.fetch(request, raise_error=False)
-    except TransferError:
-        raise
-    except (OSError, ValueError, httpclient.HTTPClientError) as exc:
-        raise ProviderAPIError(0, f"provider unreachable: {exc}") from exc
-    finally:
-        client.close()
-    if isinstance(resp.error, TransferError):
-        raise resp.error
-    if resp.code == 599:
-        raise ProviderAPIError(0, f"provider unreachable: {resp.error}")
-    return resp
-
-
-def _answer(resp: httpclient.HTTPResponse, body: bytes) -> Any:
+def _answer(resp: http_pool.Answer, body: bytes) -> Any:
     try:
         data = json.loads(body) if body else None
     except ValueError:
         data = None
-    if resp.code >= 300:
+    if resp.status >= 300:
         message = None
         if isinstance(data, dict):
             message = data.get("message")
             if message is None and isinstance(data.get("error"), dict):
                 message = data["error"].get("message")
         text = str(message or resp.reason or "gateway error")[:500]
-        raise ProviderAPIError(resp.code, " ".join(text.split()))
+        raise ProviderAPIError(resp.status, " ".join(text.split()))
     if data is None:
         raise TransferError(502, "the gateway's answer is not JSON")
     return data
