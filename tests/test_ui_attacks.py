@@ -23,7 +23,7 @@ import pytest
 from stack import StackNode
 from test_output_attacks import hostile_cell
 from test_session_terminal import _insecure, access_token, http
-from test_ui_e2e import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _missing, wait_for
+from test_ui_e2e import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _missing, wait_for, wait_kernels_idle
 from ui_helpers import WalnutStack, http_json
 
 from jupyter_walnut.ledger import LocalLedger
@@ -106,9 +106,7 @@ def test_hostile_outputs_do_not_run_in_jupyterlab(lab) -> None:
             page.goto(f"{stack.base_url}lab/tree/attack.ipynb?token={stack.token}")
             page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
             nb = page.locator(".jp-NotebookPanel").last
-            kernels = f"{stack.base_url}api/kernels"
-            wait_for(lambda: [k["execution_state"] for k in http_json(kernels, token=stack.token)]
-                     == ["idle"], 120, "the notebook's Walnut kernel to be idle")
+            wait_kernels_idle(stack, "the notebook's Walnut kernel to be idle")
             xsrf = next(c["value"] for c in context.cookies() if c["name"] == "_xsrf")
             nb.locator(".jp-Cell .cm-content").first.click()
             page.keyboard.press("Shift+Enter")

@@ -12,6 +12,7 @@ Playwright or the built labextension unless WALNUT_REQUIRE_UI=1.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -21,17 +22,14 @@ import nbformat
 import pytest
 from conftest import provider_config
 from stack import StackNode, stack_runtime
-from test_ui_e2e import ARTIFACTS, _reason, wait_for
+from test_ui_e2e import ARTIFACTS, _reason, kept_on_failure, wait_for, wait_kernels_idle
 from test_ui_e2e import page as browser_page  # noqa: F401 (a fixture, by this name)
 from ui_helpers import WalnutStack, http_json
 
 from jupyter_walnut.ledger import LocalLedger
 
-if _reason:
-    import os
-
-    if os.environ.get("WALNUT_REQUIRE_UI") != "1":
-        pytestmark = pytest.mark.skip(reason=_reason)
+if _reason and os.environ.get("WALNUT_REQUIRE_UI") != "1":
+    pytestmark = pytest.mark.skip(reason=_reason)
 
 PRICE = 1000  # cpu-small, MIST per second (tests/conftest.py provider_config)
 GRACE_S = 2  # the provider's payment grace: being away longer than this is the point
@@ -65,14 +63,8 @@ def stack():
 @pytest.mark.timeout(900)
 def test_a_tab_left_open_shows_what_the_kernel_did_while_the_server_was_away(
         stack, browser_page):  # noqa: F811 (the fixture imported above)
-    page = browser_page
-    try:
-        away_flow(stack, page)
-    except BaseException:
-        page.screenshot(path=str(ARTIFACTS / "away-failure.png"))
-        for log in stack.root.glob("*.log"):
-            shutil.copy(log, ARTIFACTS / f"away-failure-{log.name}")
-        raise
+    with kept_on_failure(stack, browser_page, "away"):
+        away_flow(stack, browser_page)
 
 
 def away_flow(stack: WalnutStack, page) -> None:
@@ -92,9 +84,8 @@ def away_flow(stack: WalnutStack, page) -> None:
     page.goto(f"{stack.base_url}lab/tree/train.ipynb?token={stack.token}")
     page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=60_000)
     panel = page.locator(".jp-NotebookPanel").last
+    wait_kernels_idle(stack, "the notebook's Walnut kernel to be idle")
     kernels = f"{stack.base_url}api/kernels"
-    wait_for(lambda: [k["execution_state"] for k in http_json(kernels, token=stack.token)]
-             == ["idle"], 120, "the notebook's Walnut kernel to be idle")
     (kernel_id,) = [k["id"] for k in http_json(kernels, token=stack.token)]
     cell = panel.locator(".jp-Cell").first
     cell.locator(".cm-content").click()

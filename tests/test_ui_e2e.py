@@ -8,6 +8,7 @@ WALNUT_REQUIRE_UI=1, which turns those into failures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -120,6 +121,36 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+@contextlib.contextmanager
+def kept_on_failure(stack: WalnutStack, page, name: str):
+    """On a failure: what the browser showed and the servers' logs, for the report."""
+    try:
+        yield
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / f"{name}-failure.png"))
+        for log in stack.root.glob("*.log"):
+            shutil.copy(log, ARTIFACTS / f"{name}-failure-{log.name}")
+        raise
+
+
+def pick_kernel(page, option_text: str):
+    """Select Kernel dialog (opened by the caller): choose the option; the dialog, still
+    open, so the caller can look at it before accepting."""
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for()
+    select = dialog.locator("select")
+    option = select.locator("option", has_text=option_text)
+    select.select_option(value=option.get_attribute("value"))
+    return dialog
+
+
+def wait_kernels_idle(stack: WalnutStack, what: str, timeout: float = 120) -> None:
+    """Until the server has exactly one kernel, idle (a notebook's kernel once started)."""
+    kernels = f"{stack.base_url}api/kernels"
+    wait_for(lambda: [k["execution_state"] for k in http_json(kernels, token=stack.token)]
+             == ["idle"], timeout, what)
+
+
 def notebook_kernels(stack: WalnutStack) -> set[str]:
     """The kernel names of the server's notebook sessions, as the server has them."""
     sessions = http_json(f"{stack.base_url}api/sessions", token=stack.token)
@@ -206,11 +237,7 @@ def researcher_flow(stack: WalnutStack, page, shot: Shots) -> None:
     kernel_button = nb.locator(".jp-Toolbar-kernelName")
     wait_for(lambda: "Python 3" in kernel_button.inner_text(), 60, "the notebook's first kernel")
     kernel_button.click()
-    dialog = page.locator(".jp-Dialog")
-    dialog.wait_for()
-    select = dialog.locator("select")
-    option = select.locator("option", has_text="walnut: demo-node")
-    select.select_option(value=option.get_attribute("value"))
+    dialog = pick_kernel(page, "walnut: demo-node")
     shot("select-kernel-dialog")
     dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
     wait_for(lambda: "walnut" in kernel_button.inner_text(), 60,
@@ -785,13 +812,8 @@ def offers_view_flow(stack: WalnutStack, page) -> None:
 
 
 def test_new_walnut_kernel_from_the_kernel_picker(stack: WalnutStack, page) -> None:
-    try:
+    with kept_on_failure(stack, page, "kernel-picker"):
         kernel_picker_flow(stack, page)
-    except BaseException:
-        page.screenshot(path=str(ARTIFACTS / "kernel-picker-failure.png"))
-        for log in stack.root.glob("*.log"):
-            shutil.copy(log, ARTIFACTS / f"kernel-picker-failure-{log.name}")
-        raise
 
 
 def server_kernel_names(stack: WalnutStack) -> list[str]:
@@ -842,11 +864,7 @@ def kernel_picker_flow(stack: WalnutStack, page) -> None:
     wait_for(lambda: "Python 3" in kernel_button.inner_text(), 60, "the notebook's first kernel")
     wait_for(lambda: "python3" in server_kernel_names(stack), 60, "its local kernel")
     kernel_button.click()
-    dialog = page.locator(".jp-Dialog")
-    dialog.wait_for()
-    select = dialog.locator("select")
-    option = select.locator("option", has_text="New Walnut kernel…")
-    select.select_option(value=option.get_attribute("value"))
+    dialog = pick_kernel(page, "New Walnut kernel…")
     page.screenshot(path=str(ARTIFACTS / "kernel-picker-dialog.png"))
     dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
     # the offers view, filtered by its imports (numpy, scikit-learn: in the offer's image)
