@@ -50,10 +50,7 @@ def write_kernelspec(s: RenterSession, remote_kernel: str = "python3") -> Path:
             "debugger": True,
         },
     }
-    tmp = spec_dir / "kernel.json.tmp"
-    tmp.write_text(json.dumps(spec, indent=1))
-    tmp.replace(spec_dir / "kernel.json")
-    return spec_dir
+    return _write_spec(spec_dir, spec)
 
 
 def remove_kernelspec(session_id: str) -> None:
@@ -75,11 +72,16 @@ def write_picker_kernelspec() -> Path:
             "walnut": {"picker": True},
         },
     }
-    tmp = spec_dir / "kernel.json.tmp"
-    tmp.write_text(json.dumps(spec, indent=1))
-    tmp.replace(spec_dir / "kernel.json")
-    return spec_dir
+    return _write_spec(spec_dir, spec)
 
 
 def remove_picker_kernelspec() -> None:
     shutil.rmtree(kernels_dir() / PICKER_KERNEL, ignore_errors=True)
+
+
+def _write_spec(spec_dir: Path, spec: dict) -> Path:
+    """kernel.json replaced whole: a client listing specs never reads half of one."""
+    tmp = spec_dir / "kernel.json.tmp"
+    tmp.write_text(json.dumps(spec, indent=1))
+    tmp.replace(spec_dir / "kernel.json")
+    return spec_dir

@@ -545,7 +545,6 @@ class _Capped:
         self.limit = limit
         self.parts: list[bytes] = []
         self.size = 0
-        self.refused: TransferError | None = None
 
     @property
     def body(self) -> bytes:
@@ -553,10 +552,9 @@ class _Capped:
 
     def feed(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if self.size > self.limit:
-            self.refused = TransferError(502, f"the gateway's answer is over {self.limit} "
-                                              "bytes; refused")
-            raise self.refused  # ends the read
+        if self.size > self.limit:  # raised through http_pool.exchange: ends the read
+            raise TransferError(502, f"the gateway's answer is over {self.limit} bytes; "
+                                     "refused")
         self.parts.append(chunk)
 
 
